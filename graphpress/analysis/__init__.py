@@ -1,0 +1,6 @@
+"""Analyses: facts computed from a graph and cached on it (``graph.analyses``) until a pass invalidates them."""
+
+from .cache import cached_analysis, invalidate
+from .flops import count_flops, flops_by_scope
+
+__all__ = ["cached_analysis", "invalidate", "count_flops", "flops_by_scope"]

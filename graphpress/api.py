@@ -1,0 +1,132 @@
+"""The three-line API: ``graphpress.optimize(model, "dce,fold-bn", example_inputs=(x,))``.
+
+``optimize`` accepts what the user has (an ``nn.Module``, an ONNX path, an ``onnx.ModelProto``) and returns
+the same kind of thing: the user's own class (a copy, or the original edited in place with
+``inplace=True``), or an ``onnx.ModelProto``. Nothing of the user's is touched when a pass fails.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+
+from .errors import GraphpressError
+from .ir import Graph
+from .passes import Pass, PassContext, PassManager, PipelineReport, resolve_passes
+
+__all__ = ["optimize", "optimize_graph", "default_example_inputs", "random_inputs_for"]
+
+
+def default_example_inputs(model: torch.nn.Module, seq_len: int = 16) -> tuple | None:
+    """Token ids for a Hugging Face language/encoder model, from its config; None when not applicable."""
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randint(0, vocab, (1, seq_len), generator=generator),)
+    image_size = getattr(config, "image_size", None)
+    channels = getattr(config, "num_channels", 3)
+    if image_size:
+        generator = torch.Generator().manual_seed(0)
+        return (torch.randn(1, channels, image_size, image_size, generator=generator),)
+    return None
+
+
+def random_inputs_for(graph: Graph, seed: int = 0) -> tuple:
+    """Random inputs matching the graph's inputs (symbolic dims become 1), for numeric checks."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for value in graph.inputs:
+        shape = [d if isinstance(d, int) else 1 for d in (value.shape or ())]
+        dtype = value.dtype or torch.float32
+        if dtype.is_floating_point:
+            out.append(torch.randn(shape, generator=generator).to(dtype))
+        elif dtype == torch.bool:
+            out.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            out.append(torch.randint(0, 2, shape, generator=generator).to(dtype))
+    return tuple(out)
+
+
+def optimize_graph(graph: Graph, passes: str | Pass | Sequence[str | Pass], ctx: PassContext) -> PipelineReport:
+    """Run a pipeline on an IR graph in place (rolled back pass by pass on failure)."""
+    return PassManager(resolve_passes(passes)).run(graph, ctx)
+
+
+def optimize(
+    model: Any,
+    passes: str | Pass | Sequence[str | Pass],
+    *,
+    example_inputs: tuple | None = None,
+    example_kwargs: dict | None = None,
+    calibration: Any = None,
+    tokenizer: Any = None,
+    inplace: bool = False,
+    check: bool = True,
+    repro_dir: str | os.PathLike | None = None,
+    return_report: bool = False,
+) -> Any:
+    """Compress ``model`` with ``passes`` and return the same kind of model (plus the report if asked).
+
+    ``passes`` is a pipeline string such as ``"dce,fold-bn,prune-channels{ratio=0.3}"``, a pass object, or a
+    list of either. ``example_inputs`` are used to trace a torch model and to check outputs after each
+    pass; Hugging Face models get token ids by default. ``calibration`` feeds data-driven passes.
+    """
+    pass_list = resolve_passes(passes)  # validate the whole pipeline before any work
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if isinstance(model, torch.nn.Module):
+        result, report = _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration,
+                                          tokenizer, inplace, check, repro_dir)
+    else:
+        result, report = _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check,
+                                        repro_dir)
+    return (result, report) if return_report else result
+
+
+def _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir) -> PassContext:
+    return PassContext(example_inputs=example_inputs, example_kwargs=example_kwargs, calibration=calibration,
+                       tokenizer=tokenizer, check=check, repro_dir=os.fspath(repro_dir) if repro_dir else None)
+
+
+def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration, tokenizer, inplace, check,
+                     repro_dir):
+    from .backends.torch_module import finalize_module
+    from .frontends.torch_export import trace
+
+    if example_inputs is None and not example_kwargs:
+        example_inputs = default_example_inputs(model)
+        if example_inputs is None:
+            raise GraphpressError(
+                f"optimize() needs example_inputs for a {type(model).__name__}: pass a tuple of tensors shaped "
+                "like real inputs, e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
+            )
+    graph = trace(model, example_inputs or (), example_kwargs=example_kwargs, inplace=False)
+    ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir)
+    report = PassManager(pass_list).run(graph, ctx)
+    result = finalize_module(graph)
+    if inplace:
+        model.__dict__.clear()
+        model.__dict__.update(result.__dict__)
+        result = model
+    return result, report
+
+
+def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check, repro_dir):
+    import onnx
+
+    from .backends.onnx import to_onnx
+    from .frontends.onnx_import import load_onnx
+
+    if not isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        raise GraphpressError(
+            f"optimize() takes an nn.Module, an ONNX file path or an onnx.ModelProto, not {type(model).__name__}"
+        )
+    graph = load_onnx(model)
+    if example_inputs is None:
+        example_inputs = random_inputs_for(graph)
+    ctx = _context(example_inputs, None, calibration, tokenizer, check, repro_dir)
+    report = PassManager(pass_list).run(graph, ctx)
+    return to_onnx(graph), report

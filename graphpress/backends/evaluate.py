@@ -1,0 +1,63 @@
+"""Run a graph on example inputs, whatever its origin: the torch module it is bound to, or onnxruntime.
+
+The pass manager uses this for its numeric check after each pass, so a pass is judged by what the model a
+backend hands back actually computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ..ir import Graph
+
+__all__ = ["evaluate", "is_meta_graph", "flatten_outputs", "relative_error"]
+
+
+def is_meta_graph(graph: Graph) -> bool:
+    """True when weights live on the meta device (shapes only): nothing can be run."""
+    return any(v.param.is_meta for v in graph.constants if v.param is not None)
+
+
+def flatten_outputs(out: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output (tuples, dicts, Hugging Face ModelOutput), in a stable order."""
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    leaves, _ = pytree.tree_flatten(out)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+def evaluate(graph: Graph, inputs: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
+    """Outputs of the model the graph describes, as float tensors on the CPU."""
+    if graph.origin == "torch" and graph.module is not None:
+        from .torch_module import finalize_module
+
+        module = finalize_module(graph)
+        with torch.no_grad():
+            out = module(*inputs, **(kwargs or {}))
+        return [t.detach().float().cpu() for t in flatten_outputs(out)]
+    from .onnx import run_onnxruntime
+
+    outs = run_onnxruntime(graph, list(inputs))
+    return [torch.as_tensor(o).float() for o in outs]
+
+
+def relative_error(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> float:
+    """max |a - e| / max |e| over all outputs (inf when shapes differ or values are not finite)."""
+    worst = 0.0
+    if len(actual) != len(expected):
+        return float("inf")
+    for a, e in zip(actual, expected):
+        if a.shape != e.shape:
+            return float("inf")
+        if a.dtype == torch.bool or not torch.is_floating_point(e):
+            worst = max(worst, 0.0 if torch.equal(a.to(e.dtype), e) else float("inf"))
+            continue
+        if not torch.isfinite(a).all() and torch.isfinite(e).all():
+            return float("inf")
+        scale = e.abs().max().item() if e.numel() else 0.0
+        diff = (a - e).abs().max().item() if e.numel() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst

@@ -1,0 +1,55 @@
+"""The exceptions graphpress raises.
+
+Every error a user can provoke derives from :class:`GraphpressError`, so a caller can catch one type,
+and each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GraphpressError",
+    "FrontendError",
+    "UnsupportedOpError",
+    "VerificationError",
+    "PipelineError",
+    "PassError",
+    "OptionError",
+    "BackendError",
+    "UnsafeFileError",
+]
+
+
+class GraphpressError(Exception):
+    """Base class of every error graphpress raises on purpose."""
+
+
+class FrontendError(GraphpressError):
+    """A model could not be traced or loaded into the IR."""
+
+
+class UnsupportedOpError(FrontendError):
+    """An operator that no graphpress rule knows."""
+
+
+class VerificationError(GraphpressError):
+    """The IR broke one of its invariants (dangling value, cycle, shape mismatch)."""
+
+
+class PipelineError(GraphpressError):
+    """A pipeline string or pass list is malformed, names an unknown pass, or orders passes badly."""
+
+
+class OptionError(PipelineError):
+    """A pass option is unknown, of the wrong type, or out of range."""
+
+
+class PassError(GraphpressError):
+    """A pass failed; the model was rolled back to its state before the pass."""
+
+
+class BackendError(GraphpressError):
+    """The IR's decisions could not be applied to the real model or written out."""
+
+
+class UnsafeFileError(GraphpressError):
+    """A file asks for something graphpress refuses to do (a path outside its folder, an unsafe pickle)."""

@@ -1,0 +1,29 @@
+"""graphpress IR: values with shapes and dtypes, nodes in ONNX semantics plus two macro ops, parameters
+bound to their source, a verifier, a printer and a networkx view."""
+
+from .graph import Graph
+from .node import Node
+from .nx_view import to_networkx
+from .ops import GRAPHPRESS_DOMAIN, is_elementwise
+from .parameter import Binding, DetachedBinding, ModuleBinding, Parameter
+from .printer import format_graph, format_node
+from .value import Dim, Shape, Value
+from .verifier import verify
+
+__all__ = [
+    "Graph",
+    "Node",
+    "Value",
+    "Dim",
+    "Shape",
+    "Parameter",
+    "Binding",
+    "DetachedBinding",
+    "ModuleBinding",
+    "GRAPHPRESS_DOMAIN",
+    "is_elementwise",
+    "verify",
+    "format_graph",
+    "format_node",
+    "to_networkx",
+]

@@ -1,0 +1,114 @@
+"""Tensors with data: weights, buffers and constants, and where each one lives in the user's model.
+
+A :class:`Parameter` is how the IR holds any tensor known before run time. Its :class:`Binding` ties it to
+its source (an attribute of a submodule of the user's ``nn.Module``, or an ONNX initializer), so a pass that
+edits ``param.data`` edits the model a backend hands back, and a person reading the IR sees where the tensor
+came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Binding", "ModuleBinding", "DetachedBinding", "Parameter"]
+
+
+@runtime_checkable
+class Binding(Protocol):
+    """Where a tensor lives. ``key`` is what a person or a checkpoint calls it."""
+
+    key: str
+
+    def get(self) -> torch.Tensor: ...
+
+    def set(self, tensor: torch.Tensor) -> None: ...
+
+
+class DetachedBinding:
+    """A tensor held by the IR itself (ONNX initializers, folded constants)."""
+
+    def __init__(self, key: str, tensor: torch.Tensor):
+        self.key = key
+        self._tensor = tensor
+
+    def get(self) -> torch.Tensor:
+        return self._tensor
+
+    def set(self, tensor: torch.Tensor) -> None:
+        self._tensor = tensor
+
+    def __repr__(self) -> str:
+        return f"DetachedBinding({self.key!r})"
+
+
+class ModuleBinding:
+    """A parameter or buffer of a submodule: ``root.get_submodule(path).<attr>``.
+
+    Setting it replaces the tensor on the module (keeping it an ``nn.Parameter`` when it was one), which
+    is how shape-changing edits (pruning) reach the user's model.
+    """
+
+    def __init__(self, root: torch.nn.Module, key: str):
+        self.root = root
+        self.key = key
+        path, _, self.attr = key.rpartition(".")
+        self.path = path
+
+    @property
+    def owner(self) -> torch.nn.Module:
+        return self.root.get_submodule(self.path) if self.path else self.root
+
+    def get(self) -> torch.Tensor:
+        return getattr(self.owner, self.attr)
+
+    def set(self, tensor: torch.Tensor) -> None:
+        owner = self.owner
+        current = getattr(owner, self.attr, None)
+        if isinstance(current, torch.nn.Parameter) or (current is None and self.attr in owner._parameters):
+            requires_grad = current.requires_grad if current is not None else True
+            setattr(owner, self.attr, torch.nn.Parameter(tensor.detach(), requires_grad=requires_grad))
+        elif self.attr in owner._buffers:
+            owner._buffers[self.attr] = tensor
+        else:
+            setattr(owner, self.attr, tensor)
+
+    def __repr__(self) -> str:
+        return f"ModuleBinding({self.key!r})"
+
+
+@dataclass(eq=False)
+class Parameter:
+    """A tensor known before run time. ``kind`` is "parameter", "buffer" or "constant"."""
+
+    binding: Binding
+    kind: str = "parameter"
+
+    @property
+    def key(self) -> str:
+        return self.binding.key
+
+    @property
+    def data(self) -> torch.Tensor:
+        return self.binding.get()
+
+    @data.setter
+    def data(self, tensor: torch.Tensor) -> None:
+        self.binding.set(tensor)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+    @property
+    def is_meta(self) -> bool:
+        return self.data.device.type == "meta"
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.key!r}, {self.kind}, {list(self.shape)}, {self.dtype})"

@@ -1,0 +1,174 @@
+"""The pass manager: runs passes in order (optionally to a fixed point) and guards every step.
+
+For each pass it checks preconditions, keeps a snapshot, runs it, verifies the IR, runs the example inputs
+and compares outputs (an exact pass must not change them; a lossy pass has its error recorded), records
+time, parameters and FLOPs, and invalidates cached analyses the pass does not preserve. If anything fails
+the graph is restored to the snapshot and a :class:`PassError` names the pass, the passes before it, and
+where the crash reproducer was written.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..analysis import count_flops, invalidate
+from ..backends.evaluate import evaluate, is_meta_graph, relative_error
+from ..errors import GraphpressError, PassError
+from ..ir import Graph, verify
+from .base import Pass
+from .context import PassContext
+from .pipeline import format_pipeline
+
+__all__ = ["PassManager", "PassRecord", "PipelineReport"]
+
+_EXACT_RTOL = {torch.float32: 1e-5, torch.float64: 1e-9, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@dataclass
+class PassRecord:
+    """One row of the per-pass log."""
+
+    name: str
+    text: str
+    seconds: float
+    modified: bool
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    error_vs_previous: float | None = None
+    error_vs_original: float | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineReport:
+    pipeline: str
+    records: list[PassRecord] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [f"{'pass':28} {'time s':>8} {'mod':>4} {'params':>14} {'GFLOPs':>10} {'err/prev':>10}"]
+        for r in self.records:
+            err = "-" if r.error_vs_previous is None else f"{r.error_vs_previous:.2e}"
+            rows.append(
+                f"{r.text[:28]:28} {r.seconds:8.2f} {'yes' if r.modified else 'no':>4} "
+                f"{r.params_after:14,d} {r.flops_after / 1e9:10.3f} {err:>10}"
+            )
+        return "\n".join(rows)
+
+
+def _restore(graph: Graph, snapshot: Graph) -> None:
+    """Put ``snapshot``'s state into ``graph`` in place, so references to ``graph`` stay valid."""
+    graph.__dict__.clear()
+    graph.__dict__.update(snapshot.__dict__)
+    for node in graph.nodes:
+        node.graph = graph
+
+
+def _dominant_dtype(graph: Graph) -> torch.dtype:
+    for value in graph.parameters():
+        if value.param is not None and value.param.dtype.is_floating_point:
+            return value.param.dtype
+    return torch.float32
+
+
+class PassManager:
+    """Run ``passes`` over a graph. ``fixed_point`` repeats the pipeline until no pass modifies the graph."""
+
+    def __init__(self, passes: Sequence[Pass], *, fixed_point: bool = False, max_iterations: int = 8):
+        self.passes = list(passes)
+        self.fixed_point = fixed_point
+        self.max_iterations = max_iterations
+
+    @property
+    def pipeline(self) -> str:
+        return format_pipeline(self.passes)
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineReport:
+        ctx = ctx or PassContext()
+        report = PipelineReport(self.pipeline)
+        can_run = ctx.check and ctx.example_inputs is not None and not is_meta_graph(graph)
+        original = evaluate(graph, ctx.example_inputs, ctx.example_kwargs) if can_run else None
+        previous = original
+        for _ in range(self.max_iterations if self.fixed_point else 1):
+            any_modified = False
+            for p in self.passes:
+                if p.name in ctx.disabled:
+                    continue
+                record, previous = self._run_one(p, graph, ctx, report, previous, original)
+                any_modified |= record.modified
+            if not any_modified:
+                break
+        return report
+
+    def _run_one(self, p: Pass, graph: Graph, ctx: PassContext, report: PipelineReport,
+                 previous: list | None, original: list | None) -> tuple[PassRecord, list | None]:
+        ran_before = [r.text for r in report.records]
+        snapshot = copy.deepcopy(graph) if ctx.rollback else None
+        params_before, flops_before = graph.parameter_count(), count_flops(graph)
+        start = time.perf_counter()
+        try:
+            p.requires(graph, ctx)
+            result = p.call(graph, ctx)
+            verify(graph)
+            p.ensures(graph, ctx)
+            outputs = None
+            if previous is not None and result.modified:
+                outputs = evaluate(graph, ctx.example_inputs, ctx.example_kwargs)
+                err = relative_error(outputs, previous)
+                tol = ctx.exact_rtol or _EXACT_RTOL.get(_dominant_dtype(graph), 1e-5)
+                if p.exact and not err <= tol:
+                    raise PassError(f"pass '{p.name}' claims to be exact but changed the outputs by "
+                                    f"{err:.3g} (relative, tolerance {tol:g})")
+        except Exception as exc:  # noqa: BLE001 - every failure is rolled back and re-raised as PassError
+            if snapshot is not None:
+                _restore(graph, snapshot)
+            repro = self._write_repro(graph, ctx, p, ran_before, exc)
+            raise self._wrap(exc, p, ran_before, repro, snapshot is not None) from exc
+        seconds = time.perf_counter() - start
+        if result.modified:
+            invalidate(graph, p.preserves)
+        record = PassRecord(
+            name=p.name, text=p.pipeline_text(), seconds=seconds, modified=result.modified,
+            params_before=params_before, params_after=graph.parameter_count(),
+            flops_before=flops_before, flops_after=count_flops(graph), stats=dict(result.stats),
+        )
+        if outputs is not None:
+            record.error_vs_previous = relative_error(outputs, previous)
+            record.error_vs_original = relative_error(outputs, original)
+            previous = outputs
+        elif previous is not None:
+            record.error_vs_previous = 0.0
+            record.error_vs_original = relative_error(previous, original)
+        report.records.append(record)
+        ctx.log.append(f"{record.text}: {seconds:.2f}s, modified={record.modified}")
+        return record, previous
+
+    def _wrap(self, exc: Exception, p: Pass, ran_before: list[str], repro: str | None, rolled: bool) -> PassError:
+        before = ", ".join(ran_before) if ran_before else "none"
+        reason = str(exc) if isinstance(exc, GraphpressError) else f"{type(exc).__name__}: {exc}"
+        lines = [f"pass '{p.pipeline_text()}' failed: {reason}", f"passes that ran before it: {before}"]
+        if rolled:
+            lines.append(f"the model was rolled back to its state before '{p.name}'")
+        if repro:
+            lines.append(f"a crash reproducer was written to {repro} (replay: graphpress replay {repro})")
+        return PassError("\n".join(lines))
+
+    def _write_repro(self, graph: Graph, ctx: PassContext, p: Pass, ran_before: list[str],
+                     exc: Exception) -> str | None:
+        if not ctx.repro_dir:
+            return None
+        from .repro import write_reproducer
+
+        try:
+            return write_reproducer(ctx.repro_dir, graph, p, ran_before, "".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        except Exception as write_error:  # noqa: BLE001 - a failing reproducer must not hide the real error
+            ctx.log.append(f"could not write the crash reproducer: {write_error}")
+            return None
