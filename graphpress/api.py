@@ -105,6 +105,8 @@ def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibrati
             )
     graph = trace(model, example_inputs or (), example_kwargs=example_kwargs, inplace=False)
     ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir)
+    # Passes that learn from the original (distillation) read it here; nothing may modify it.
+    ctx.extras["reference_module"] = model
     report = PassManager(pass_list).run(graph, ctx)
     result = finalize_module(graph)
     if inplace:

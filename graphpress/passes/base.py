@@ -43,6 +43,8 @@ class Pass:
       ``preserves`` names of analyses that stay valid after the pass ("*" for all).
       ``origins``   graph origins the pass supports ("torch", "onnx").
       ``needs_calibration``  True if ``ctx.calibration`` must be given.
+      ``retraces``  True for passes that restructure the torch module itself (drop or merge layers); the
+                    manager re-traces the module into a fresh graph after them.
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +54,7 @@ class Pass:
     preserves: ClassVar[frozenset[str]] = frozenset()
     origins: ClassVar[frozenset[str]] = frozenset({"torch", "onnx"})
     needs_calibration: ClassVar[bool] = False
+    retraces: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.given_options = dict(options)

@@ -71,6 +71,15 @@ def _restore(graph: Graph, snapshot: Graph) -> None:
         node.graph = graph
 
 
+def _retrace(graph: Graph, ctx: PassContext) -> Graph:
+    """A fresh graph of ``graph.module`` after a pass restructured the module itself."""
+    from ..frontends.torch_export import trace
+
+    fresh = trace(graph.module, ctx.example_inputs or (), example_kwargs=ctx.example_kwargs, inplace=True)
+    fresh.metadata = {**graph.metadata, **fresh.metadata}
+    return fresh
+
+
 def _dominant_dtype(graph: Graph) -> torch.dtype:
     for value in graph.parameters():
         if value.param is not None and value.param.dtype.is_floating_point:
@@ -116,6 +125,8 @@ class PassManager:
         try:
             p.requires(graph, ctx)
             result = p.call(graph, ctx)
+            if p.retraces and result.modified and graph.origin == "torch":
+                _restore(graph, _retrace(graph, ctx))
             verify(graph)
             p.ensures(graph, ctx)
             outputs = None
