@@ -1,0 +1,120 @@
+"""Launch configurations the autotuner chooses from, one list per kernel path.
+
+A path is picked from the number of activation rows M:
+
+* ``gemv``  (M = 1): CUDA-core kernel; candidates vary the tile (BLOCK_N x BLOCK_K), warps and the
+  K split that spreads narrow layers over all multiprocessors.
+* ``small`` (M = 2..64): tensor-core kernel with BLOCK_M = 16/32/64 and split-K, still bandwidth-bound.
+* ``gemm``  (M > 64): tensor-core kernel with large tiles, little or no split.
+
+Each candidate keeps at most about 64 float32 accumulators per thread in the GEMV (registers, no spills)
+and is pruned when its BLOCK_K does not tile the quantization group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS"]
+
+#: Largest M served by the small-batch (split-K tensor-core) path.
+SMALL_BATCH_MAX_ROWS = 64
+
+# (BLOCK_N, BLOCK_K, num_warps): BLOCK_N * BLOCK_K / (32 * num_warps) = 64 accumulators per thread.
+_GEMV_TILES = ((256, 32, 4), (128, 64, 4), (512, 16, 4), (128, 32, 2), (256, 64, 8), (512, 32, 8), (64, 64, 2))
+_GEMV_STAGES = (1, 2)
+# (BLOCK_N, BLOCK_K, num_warps, num_stages) for the tensor-core path at small M.
+_SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 4), (256, 64, 8, 3), (128, 64, 4, 5))
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the GEMM path.
+_GEMM_TILES = ((64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
+               (64, 256, 64, 8, 3), (128, 128, 32, 4, 4))
+_SPLITS = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes, K split and compiler knobs of one kernel launch."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int
+    num_warps: int
+    num_stages: int
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready form (for the on-disk autotune cache)."""
+        return asdict(self)
+
+
+def kernel_path(m: int) -> str:
+    """``"gemv"``, ``"small"`` or ``"gemm"`` for M activation rows."""
+    if m == 1:
+        return "gemv"
+    return "small" if m <= SMALL_BATCH_MAX_ROWS else "gemm"
+
+
+def _block_k_fits(block_k: int, group: int, padded_k: int) -> bool:
+    """BLOCK_K must divide the group (one metadata row per tile) or be a multiple of it, and not exceed K."""
+    return (group % block_k == 0 or block_k % group == 0) and block_k <= max(padded_k, 16)
+
+
+def _useful_splits(tiles_mn: int, padded_k: int, block_k: int, multiprocessors: int) -> list[int]:
+    """Split counts that give between one and eight waves of programs, each with at least two K tiles."""
+    splits = [1]
+    for split in _SPLITS[1:]:
+        programs = tiles_mn * split
+        if padded_k // split < 2 * block_k or programs > 8 * multiprocessors:
+            break
+        if tiles_mn * (split // 2) < 4 * multiprocessors:
+            splits.append(split)
+    return splits
+
+
+def _small_block_m(m: int) -> int:
+    return 16 if m <= 16 else 32 if m <= 32 else 64
+
+
+def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> list[LaunchConfig]:
+    """Every configuration worth timing for this problem (order: most likely good first)."""
+    path = kernel_path(m)
+    out: list[LaunchConfig] = []
+    if path == "gemv":
+        for stages in _GEMV_STAGES:
+            for block_n, block_k, warps in _GEMV_TILES:
+                if not _block_k_fits(block_k, group, padded_k):
+                    continue
+                for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
+                    out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
+    elif path == "small":
+        block_m = _small_block_m(m)
+        for block_n, block_k, warps, stages in _SMALL_TILES:
+            if not _block_k_fits(block_k, group, padded_k):
+                continue
+            for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
+                out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages))
+    else:
+        for block_m, block_n, block_k, warps, stages in _GEMM_TILES:
+            if not _block_k_fits(block_k, group, padded_k):
+                continue
+            tiles = -(-m // block_m) * -(-n // block_n)
+            for split in _useful_splits(tiles, padded_k, block_k, multiprocessors)[:2]:
+                out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages))
+    return out
+
+
+def default_config(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> LaunchConfig:
+    """A sound untuned choice: the first candidate whose split gives at least one wave of programs."""
+    candidates = candidate_configs(m, n, padded_k, group, multiprocessors)
+    if not candidates:
+        # Group smaller than every BLOCK_K that divides it (e.g. group 8): the per-element metadata path.
+        block_m = 1 if m == 1 else _small_block_m(m) if m <= SMALL_BATCH_MAX_ROWS else 64
+        return LaunchConfig(block_m, 64, 16 if m > 1 else 32, 1, 4, 2)
+    first = candidates[0]
+    same_tile = [c for c in candidates if (c.block_n, c.block_k, c.num_warps, c.num_stages) ==
+                 (first.block_n, first.block_k, first.num_warps, first.num_stages)]
+    tiles = -(-m // first.block_m) * -(-n // first.block_n)
+    for config in same_tile:
+        if tiles * config.split_k >= multiprocessors:
+            return config
+    return same_tile[-1]

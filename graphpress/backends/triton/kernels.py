@@ -1,0 +1,131 @@
+"""The Triton kernels: ``out[M, N] = x[M, K] @ dequant(W)[K, N]`` with dequantization fused into the loads.
+
+Weights come in the :mod:`~graphpress.backends.triton.layout` format (N contiguous, int4 as int32 words
+of 8 codes along K, metadata ``[Kp/group, N]`` with precomputed offsets).  Three paths share it:
+
+* :func:`gemv_kernel` (M = 1): no tensor cores; each program multiplies a ``[BLOCK_K, BLOCK_N]`` tile
+  element-wise into a register accumulator and reduces over K once at the end.  The grid is split
+  along K (``SPLIT_K`` programs per column block) so that narrow layers still fill every multiprocessor.
+* :func:`dot_kernel` with small ``BLOCK_M`` (M = 2..64) and split-K, or large ``BLOCK_M`` (GEMM):
+  the dequantized tile is cast to the activation dtype and fed to ``tl.dot`` (tensor cores).
+* :func:`splitk_reduce_kernel`: sums the float32 partial products of a split-K launch and casts them
+  to the output dtype in one pass (deterministic, unlike float atomics).
+
+Decoding a code: ``(word >> shift) & mask`` gives an integer in [0, 255]; OR-ing it into the mantissa
+of 2**23 and subtracting 2**23 turns it into an exact float without the quarter-rate int-to-float
+conversion instruction, and one FMA with the group's scale and offset gives the weight.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
+
+
+@triton.jit
+def _dequantize_tile(words, offs_k, scale, offset, BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr):
+    """Float32 weights of a ``[BLOCK_K, BLOCK_N]`` tile from its packed words (one word per element)."""
+    shifts = ((offs_k % CODES_PER_WORD) * BITS).to(tl.int32)[:, None]
+    codes = (words.to(tl.int32) >> shifts) & ((1 << BITS) - 1)
+    # 0x4B000000 is 2**23 as float32: its mantissa has room for the code exactly.
+    codes_f = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    return codes_f * scale + offset
+
+
+@triton.jit
+def _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
+               BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr):
+    """Load and dequantize the weight tile of rows ``offs_k`` (all within [0, Kp)) and columns ``offs_n``."""
+    mask_n = offs_n < N
+    mask = (offs_k < Kp)[:, None] & mask_n[None, :]
+    # Consecutive k share a word; the repeated addresses are served by L1, DRAM sees each word once.
+    words = tl.load(w_ptr + (offs_k // CODES_PER_WORD)[:, None] * N + offs_n[None, :], mask=mask, other=0,
+                    eviction_policy="evict_first")
+    if TILE_IN_ONE_GROUP:
+        # The whole tile lies in one group (BLOCK_K divides the group, tiles start on BLOCK_K multiples):
+        # one contiguous row of metadata instead of one lookup per weight.
+        meta = (k_start // group) * N + offs_n
+        scale = tl.load(s_ptr + meta, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        offset = tl.load(o_ptr + meta, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    else:
+        meta = (offs_k // group)[:, None] * N + offs_n[None, :]
+        scale = tl.load(s_ptr + meta, mask=mask, other=0.0).to(tl.float32)
+        offset = tl.load(o_ptr + meta, mask=mask, other=0.0).to(tl.float32)
+    return _dequantize_tile(words, offs_k, scale, offset, BITS, CODES_PER_WORD)
+
+
+@triton.jit
+def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
+                N, K, Kp, group, k_per_split,
+                BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PARTIALS: tl.constexpr):
+    """One output row: ``out[N] = x[K] @ W``; program (n-block, k-split) covers ``k_per_split`` columns of K."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    k_begin = pid_k * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, Kp)
+    for k_start in range(k_begin, k_end, BLOCK_K):
+        offs_k = k_start + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
+                       BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
+        acc += w * x[:, None]
+    result = tl.sum(acc, axis=0)
+    if USE_PARTIALS:
+        tl.store(part_ptr + pid_k * N + offs_n, result, mask=offs_n < N)
+    else:
+        tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=offs_n < N)
+
+
+@triton.jit
+def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
+               M, N, K, Kp, group, k_per_split, stride_xm,
+               BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               USE_PARTIALS: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_IN_FLOAT32: tl.constexpr):
+    """``out[M, N] = x[M, K] @ W`` on tensor cores; program (m-block x n-block, k-split).
+
+    ``DOT_IN_FLOAT32`` multiplies in float32 instead of the activation dtype: float32 activations, and
+    Triton's CPU interpreter, whose bf16 ``tl.dot`` returns garbage (seen with Triton 3.9).
+    """
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    blocks_n = tl.cdiv(N, BLOCK_N)
+    pid_m = pid // blocks_n
+    pid_n = pid % blocks_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    k_begin = pid_k * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, Kp)
+    for k_start in range(k_begin, k_end, BLOCK_K):
+        offs_k = k_start + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                    mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
+        w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
+                       BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
+        if DOT_IN_FLOAT32:
+            acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(x, w.to(x.dtype), acc, input_precision=DOT_PRECISION)
+    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
+    tile = offs_m[:, None] * N + offs_n[None, :]
+    if USE_PARTIALS:
+        tl.store(part_ptr + pid_k * M * N + tile, acc, mask=mask)
+    else:
+        tl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def splitk_reduce_kernel(part_ptr, out_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+    """``out = sum(part[0:SPLIT_K])`` over float32 partials of ``numel`` elements each, cast to out's dtype."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for split in tl.static_range(SPLIT_K):
+        total += tl.load(part_ptr + split * numel + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, total.to(out_ptr.dtype.element_ty), mask=mask)

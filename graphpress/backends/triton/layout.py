@@ -1,0 +1,120 @@
+"""Repacking the shared quantized-weight format into the layout the Triton kernels read.
+
+graphpress stores quantized weights row-major, ``[N, Kp * slot / 8]`` uint8, low nibble first, with
+``scales`` and ``zeros`` of shape ``[N, Kp / group]`` (see :mod:`graphpress.quantization.packing`).
+The kernels want something else:
+
+* **Transposed, N contiguous.** A program reads a ``[BLOCK_K, BLOCK_N]`` tile; with N the fastest axis
+  each thread loads 16 consecutive bytes of one packed row and a warp covers 512 contiguous bytes,
+  so every load is a full 16-byte coalesced access whatever BLOCK_K is (GemLite's layout).
+* **int4 as int32 words of 8 codes along K.** Code ``k`` sits in word ``k // 8`` at bit ``4 * (k % 8)``;
+  that is exactly the byte format read as little-endian int32, so the repack is a view and a transpose.
+  int8 stays one byte per code (``uint8 [Kp, N]``). 2- and 3-bit codes, and int4 whose padded K is not
+  a whole number of words, are widened to one byte per code: the 8-bit kernel decodes them exactly, so
+  every stored weight runs on the GPU (at int8 bandwidth) instead of on a slow fallback.
+* **Offsets instead of zero points.** ``W = (q - z) * s = q * s + m`` with ``m = -z * s`` precomputed,
+  so dequantization is a single fused multiply-add per weight.
+* **Metadata transposed** to ``[Kp / group, N]`` so one group row is a contiguous load too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
+
+__all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights"]
+
+#: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
+KERNEL_BITS = (4, 8)
+
+
+def codes_per_word(bits: int) -> int:
+    """How many codes one element of the kernel's packed tensor holds (8 per int32 for int4, 1 per byte for int8)."""
+    if bits not in KERNEL_BITS:
+        raise ValueError(f"the Triton kernels decode {KERNEL_BITS}-bit codes, not {bits}-bit")
+    return 8 if bits == 4 else 1
+
+
+@dataclass(frozen=True)
+class KernelWeights:
+    """A quantized weight in kernel layout.
+
+    ``bits`` is the width the kernel decodes (4 or 8), ``source_bits`` the width of the codes' values.
+    ``packed``: int32 ``[Kp / 8, N]`` (int4) or uint8 ``[Kp, N]`` (int8); ``scales`` and ``offsets``:
+    ``[Kp / group, N]`` in the activation dtype's float width (float32 kept for float32 activations).
+    Dequantization: ``W[n, k] = code(k, n) * scales[k // group, n] + offsets[k // group, n]``.
+    """
+
+    packed: torch.Tensor
+    scales: torch.Tensor
+    offsets: torch.Tensor
+    bits: int
+    source_bits: int
+    group: int
+    in_features: int
+    out_features: int
+
+    @property
+    def padded_in_features(self) -> int:
+        """K rounded up to whole groups; the kernels iterate over this many columns."""
+        return padded_columns(self.in_features, self.group)
+
+
+def repack_for_kernels(
+    qweight: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    group: int,
+    in_features: int,
+    meta_dtype: torch.dtype = torch.float32,
+) -> KernelWeights:
+    """Convert the packing.py format (``qweight [N, Kp*slot/8]`` uint8) to :class:`KernelWeights`.
+
+    ``meta_dtype`` is the dtype scales and offsets are stored in; float32 costs 2x the metadata bytes
+    of bf16 (3% of an int4 g128 weight) but keeps the offset ``-z*s`` exact.
+    """
+    kp = padded_columns(in_features, group)
+    n = qweight.shape[0]
+    if qweight.dtype != torch.uint8 or qweight.shape[1] * 8 != kp * slot_bits(bits):
+        raise ValueError(
+            f"qweight must be uint8 [N, {kp * slot_bits(bits) // 8}] for {bits}-bit codes, {in_features} inputs "
+            f"and group {group}; got {qweight.dtype} {list(qweight.shape)}"
+        )
+    if bits == 4 and kp % 8 == 0:
+        # Low nibble first in each byte + little-endian bytes = code k at bit 4*(k%8) of int32 word k//8.
+        kernel_bits, words = 4, qweight.contiguous().view(torch.int32)
+    elif bits == 8:
+        kernel_bits, words = 8, qweight
+    else:
+        kernel_bits, words = 8, unpack_codes(qweight, bits)
+    packed = words.t().contiguous()
+    scales_f = scales.to(torch.float32)
+    offsets = -zeros.to(torch.float32) * scales_f
+    return KernelWeights(
+        packed=packed,
+        scales=scales_f.t().contiguous().to(meta_dtype),
+        offsets=offsets.t().contiguous().to(meta_dtype),
+        bits=kernel_bits,
+        source_bits=bits,
+        group=group,
+        in_features=in_features,
+        out_features=n,
+    )
+
+
+def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``W^T`` as a dense ``[in_features, out_features]`` tensor: the fallback path and the tests' reference."""
+    kp = weights.padded_in_features
+    if weights.bits == 4:
+        shifts = torch.arange(0, 32, 4, device=weights.packed.device, dtype=torch.int32)
+        codes = (weights.packed.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF  # [Kp/8, 8, N]
+        codes = codes.reshape(kp, -1)
+    else:
+        codes = weights.packed
+    scales = weights.scales.to(dtype).repeat_interleave(weights.group, dim=0)
+    offsets = weights.offsets.to(dtype).repeat_interleave(weights.group, dim=0)
+    return (codes.to(dtype) * scales + offsets)[: weights.in_features]

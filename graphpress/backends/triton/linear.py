@@ -1,0 +1,141 @@
+"""``TritonQuantLinear``: an ``nn.Module`` whose matmul runs on the fused-dequantization Triton kernels.
+
+Built from any object that exposes the packing.py format (``qweight``, ``scales``, ``zeros``, ``bits``,
+``group``, ``in_features``, ``out_features``, optional ``bias``), or from several of them at once: their
+rows are concatenated into one weight (fused QKV with GQA, gate-up) and ``forward`` returns the split
+outputs, so three decode-time GEMVs become one launch.
+
+On a GPU it calls the ``graphpress::quant_matmul`` custom op.  Elsewhere (CPU without Triton's
+interpreter) it dequantizes with torch and multiplies, and says so once in the ``graphpress`` log.
+``kernel`` (also in ``extra_repr``) names the path in use, so a silent slow fallback cannot hide.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from graphpress.backends.triton.layout import KernelWeights, dequantize_kernel_weights, repack_for_kernels
+from graphpress.errors import BackendError
+
+__all__ = ["TritonQuantLinear", "triton_available"]
+
+_log = logging.getLogger("graphpress")
+_fallback_logged: set[str] = set()
+
+# Metadata below this magnitude would be subnormal in float16 and lose precision: keep it in float32.
+_FLOAT16_SAFE_SCALE = 1e-4
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the Triton kernels can run for tensors on ``device`` (a GPU, or the CPU interpreter)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    from graphpress.backends.triton.ops import interpreting
+
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+def _concat_quantized(parts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Row-concatenate several packed weights (they must share bits, group and in_features)."""
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.bits, p.group, p.in_features) != (first.bits, first.group, first.in_features):
+            raise BackendError(
+                "fused projections must share bits, group and in_features; got "
+                f"{[(q.bits, q.group, q.in_features) for q in parts]}"
+            )
+    qweight = torch.cat([p.qweight for p in parts])
+    scales = torch.cat([p.scales for p in parts])
+    zeros = torch.cat([p.zeros for p in parts])
+    biases = [getattr(p, "bias", None) for p in parts]
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat([b if b is not None else torch.zeros(p.out_features, device=qweight.device)
+                          for b, p in zip(biases, parts)])
+    return qweight, scales, zeros, bias
+
+
+class TritonQuantLinear(nn.Module):
+    """A weight-only quantized linear layer (int4/int8 kernels; 2/3-bit codes run on the int8 kernel).
+
+    ``split_sizes`` (one entry per fused projection) makes ``forward`` return a tuple of outputs.
+    Buffers: ``packed``, ``scales``, ``offsets`` in kernel layout, and ``bias``; they move with ``.to()``.
+    """
+
+    def __init__(self, weights: KernelWeights, bias: torch.Tensor | None = None,
+                 split_sizes: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.in_features = weights.in_features
+        self.out_features = weights.out_features
+        self.bits = weights.source_bits
+        self.kernel_bits = weights.bits
+        self.group = weights.group
+        self.split_sizes = list(split_sizes) if split_sizes else [self.out_features]
+        if sum(self.split_sizes) != self.out_features:
+            raise BackendError(f"split_sizes {self.split_sizes} do not add up to {self.out_features} outputs")
+        self.register_buffer("packed", weights.packed)
+        self.register_buffer("scales", weights.scales)
+        self.register_buffer("offsets", weights.offsets)
+        self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_quantized(cls, quantized: Any | Sequence[Any], meta_dtype: torch.dtype | None = None) -> TritonQuantLinear:
+        """Build from one packed-format object or a list of them (fused, outputs split in list order).
+
+        ``meta_dtype`` stores scales and offsets; default float16 (half the bytes of float32, 11-bit
+        mantissa) unless some scale is too small for it, then float32.
+        """
+        parts = list(quantized) if isinstance(quantized, (list, tuple)) else [quantized]
+        qweight, scales, zeros, bias = _concat_quantized(parts)
+        if meta_dtype is None:
+            tiny = scales.abs().min().item() < _FLOAT16_SAFE_SCALE
+            meta_dtype = torch.float32 if tiny else torch.float16
+        weights = repack_for_kernels(qweight, scales, zeros, parts[0].bits, parts[0].group,
+                                     parts[0].in_features, meta_dtype)
+        split = [p.out_features for p in parts] if len(parts) > 1 else None
+        return cls(weights, bias, split)
+
+    def kernel_weights(self) -> KernelWeights:
+        """The buffers as a :class:`KernelWeights` (what the kernels and the fallback consume)."""
+        return KernelWeights(self.packed, self.scales, self.offsets, self.kernel_bits, self.bits, self.group,
+                             self.in_features, self.out_features)
+
+    @property
+    def kernel(self) -> str:
+        """Which path ``forward`` takes for the buffers' current device."""
+        if triton_available(self.packed.device):
+            return f"triton int{self.kernel_bits} (gemv / split-K dot / gemm by batch size)"
+        return "torch fallback (dequantize + matmul)"
+
+    def extra_repr(self) -> str:
+        fused = f", split_sizes={self.split_sizes}" if len(self.split_sizes) > 1 else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group={self.group}, bias={self.bias is not None}{fused}, kernel={self.kernel}")
+
+    def _fallback(self, x: torch.Tensor) -> torch.Tensor:
+        reason = f"TritonQuantLinear on {self.packed.device.type}: no Triton kernel here, using torch dequantize+matmul"
+        if reason not in _fallback_logged:
+            _fallback_logged.add(reason)
+            _log.warning("graphpress: %s", reason)
+        weight_t = dequantize_kernel_weights(self.kernel_weights(), dtype=x.dtype)
+        return x @ weight_t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if x.shape[-1] != self.in_features:
+            raise BackendError(f"expected input with {self.in_features} features, got shape {list(x.shape)}")
+        if triton_available(x.device):
+            out = torch.ops.graphpress.quant_matmul(x, self.packed, self.scales, self.offsets, self.kernel_bits,
+                                                    self.group, self.in_features)
+        else:
+            out = self._fallback(x)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        if len(self.split_sizes) == 1:
+            return out
+        return tuple(out.split(self.split_sizes, dim=-1))

@@ -1,0 +1,54 @@
+"""Swapping a model's linear layers for :class:`TritonQuantLinear`, in place.
+
+Two kinds of module are lowered: modules that already carry the packed format (``qweight``,
+``scales``, ``zeros``, ``bits``, ``group``: e.g. what graphpress's quantization passes produce), and,
+when a ``quantizer`` is given, plain ``nn.Linear`` layers, which it turns into that format first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from graphpress.backends.triton.linear import TritonQuantLinear
+
+__all__ = ["lower_linear_modules", "is_packed_quantized"]
+
+_PACKED_ATTRIBUTES = ("qweight", "scales", "zeros", "bits", "group", "in_features", "out_features")
+
+
+def is_packed_quantized(module: Any) -> bool:
+    """Whether ``module`` exposes the packing.py format."""
+    return all(hasattr(module, name) for name in _PACKED_ATTRIBUTES)
+
+
+def lower_linear_modules(
+    model: nn.Module,
+    quantizer: Callable[[nn.Linear], Any] | None = None,
+    skip: Iterable[str] = (),
+    meta_dtype: torch.dtype | None = None,
+) -> list[str]:
+    """Replace every packed-quantized module (and every ``nn.Linear`` if ``quantizer`` is given) by a
+    :class:`TritonQuantLinear`; modules whose qualified name contains an entry of ``skip`` are left alone.
+
+    Returns the qualified names that were replaced.  The original weights are dropped as each module is
+    swapped, so peak memory stays near one layer above the smaller of the two models.
+    """
+    skip = tuple(skip)
+    replaced = []
+    for name, module in list(model.named_modules()):
+        if not name or any(s in name for s in skip):
+            continue
+        if is_packed_quantized(module):
+            packed = module
+        elif quantizer is not None and isinstance(module, nn.Linear):
+            packed = quantizer(module)
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, TritonQuantLinear.from_quantized(packed, meta_dtype=meta_dtype))
+        replaced.append(name)
+    return replaced

@@ -1,0 +1,142 @@
+"""Launching the kernels, and the torch custom op ``graphpress::quant_matmul`` that wraps them.
+
+The op takes activations ``[..., K]`` and a weight in kernel layout and returns ``[..., N]``.  Being a
+``torch.library.custom_op`` with a fake (meta) implementation, it is opaque to torch.compile (no graph
+break, the kernel is called as is) and its launches can be captured in CUDA graphs.  Inside, M picks the
+path (GEMV / small-batch split-K / GEMM), the autotune cache picks the launch configuration, and a
+split-K launch writes float32 partials that one small kernel sums and casts.
+
+Tuning is skipped (a default configuration is used, and said once in the log) while a CUDA graph is being
+captured, because timing needs synchronisation; call :func:`tune` beforehand for the sizes you will run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable
+
+import torch
+
+from graphpress.backends.triton import kernels
+from graphpress.backends.triton.autotune import AutotuneCache, pick_fastest, tuning_key
+from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
+from graphpress.backends.triton.layout import KernelWeights, codes_per_word
+
+__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "AUTOTUNE_CACHE"]
+
+_log = logging.getLogger("graphpress")
+_warned: set[str] = set()
+
+#: The process-wide autotune cache (backed by ``$GRAPHPRESS_CACHE_DIR/triton_autotune.json``).
+AUTOTUNE_CACHE = AutotuneCache()
+_REDUCE_BLOCK = 1024
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``, used by the tests)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        _log.info("graphpress: %s", message)
+
+
+def _device_facts(device: torch.device) -> tuple[str, int]:
+    """GPU name and multiprocessor count (fixed stand-ins under the interpreter)."""
+    if device.type != "cuda":
+        return "interpreter", 4
+    props = torch.cuda.get_device_properties(device)
+    return props.name, props.multi_processor_count
+
+
+def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
+    """Run one configuration: ``out[M, N] = x2d[M, K] @ W`` (out must not alias x2d)."""
+    m, k = x2d.shape
+    n, kp = w.out_features, w.padded_in_features
+    per_split = -(-kp // (config.split_k * config.block_k)) * config.block_k
+    splits = -(-kp // per_split)
+    use_partials = splits > 1
+    partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
+    one_group_per_tile = w.group % config.block_k == 0
+    common = dict(BITS=w.bits, CODES_PER_WORD=codes_per_word(w.bits), TILE_IN_ONE_GROUP=one_group_per_tile,
+                  BLOCK_N=config.block_n, BLOCK_K=config.block_k, USE_PARTIALS=use_partials,
+                  num_warps=config.num_warps, num_stages=config.num_stages)
+    tiles_n = -(-n // config.block_n)
+    if config.block_m == 1:
+        for row in range(m):  # the GEMV path is only chosen for M == 1; the loop keeps misuse correct
+            kernels.gemv_kernel[(tiles_n, splits)](
+                x2d[row], w.packed, w.scales, w.offsets, out[row], partials, n, k, kp, w.group, per_split, **common)
+    else:
+        in_float32 = x2d.dtype == torch.float32 or interpreting()
+        grid = (-(-m // config.block_m) * tiles_n, splits)
+        kernels.dot_kernel[grid](
+            x2d, w.packed, w.scales, w.offsets, out, partials, m, n, k, kp, w.group, per_split, x2d.stride(0),
+            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=in_float32, **common)
+    if use_partials:
+        numel = m * n
+        kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
+            partials, out, numel, SPLIT_K=splits, BLOCK=_REDUCE_BLOCK, num_warps=4)
+
+
+def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True) -> LaunchConfig:
+    """The cached configuration for this problem; tunes (and caches) it on a GPU when allowed and missing."""
+    m = x2d.shape[0]
+    name, sms = _device_facts(x2d.device)
+    kp = w.padded_in_features
+    if x2d.device.type != "cuda":
+        return default_config(m, w.out_features, kp, w.group, sms)
+    path = kernel_path(m)
+    key = tuning_key(name, path, w.bits, w.group, m, w.out_features, kp, str(x2d.dtype).removeprefix("torch."))
+    config = AUTOTUNE_CACHE.get(key)
+    if config is not None:
+        return config
+    if not allow_tuning or torch.cuda.is_current_stream_capturing():
+        _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
+        return default_config(m, w.out_features, kp, w.group, sms)
+    candidates = candidate_configs(m, w.out_features, kp, w.group, sms)
+    scratch = torch.empty((m, w.out_features), device=x2d.device, dtype=x2d.dtype)
+    config, ms = pick_fastest(candidates, lambda c: _launch(x2d, w, c, scratch))
+    _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, ms * 1e3, len(candidates))
+    AUTOTUNE_CACHE.put(key, config)
+    return config
+
+
+def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig | None = None) -> torch.Tensor:
+    """``x[..., K] @ W`` through the Triton kernels (the body of the custom op; callable directly too)."""
+    x2d = x.reshape(-1, x.shape[-1])
+    if x2d.stride(-1) != 1:
+        x2d = x2d.contiguous()
+    out = torch.empty((x2d.shape[0], w.out_features), device=x.device, dtype=x.dtype)
+    if x2d.shape[0] > 0:
+        _launch(x2d, w, config or chosen_config(x2d, w), out)
+    return out.reshape(*x.shape[:-1], w.out_features)
+
+
+def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, source_bits: int,
+             group: int, in_features: int) -> KernelWeights:
+    return KernelWeights(packed, scales, offsets, bits, source_bits, group, in_features, packed.shape[1])
+
+
+@torch.library.custom_op("graphpress::quant_matmul", mutates_args=())
+def quant_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                 bits: int, group: int, in_features: int) -> torch.Tensor:
+    """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`)."""
+    return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features))
+
+
+@quant_matmul.register_fake
+def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features):
+    return x.new_empty((*x.shape[:-1], packed.shape[1]))
+
+
+def tune(w: KernelWeights, rows: Iterable[int], dtype: torch.dtype = torch.bfloat16) -> dict[int, LaunchConfig]:
+    """Tune (or read from the cache) the launch for each M in ``rows`` on the current GPU; returns the choices."""
+    device = w.packed.device
+    choices = {}
+    for m in rows:
+        x = torch.randn((m, w.in_features), device=device, dtype=dtype)
+        choices[m] = chosen_config(x, w)
+    return choices
