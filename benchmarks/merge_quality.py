@@ -1,0 +1,239 @@
+"""Does TIES/DARE merging keep two fine-tunes' skills better than plain averaging? Measured on SmolLM2-135M.
+
+Protocol (EVAL.md): SmolLM2-135M-Instruct is fine-tuned twice from the same start, on two domains:
+  A = the pydoc topics text (train on its first half, evaluate on 512-token windows of the second half),
+  B = the license texts Debian ships in /usr/share/common-licenses (unique files, sorted, joined;
+      the same half split).
+Both fine-tunes are saved as Hugging Face folders (fp32: bf16 would round small deltas away), then
+merged by ``graphpress merge`` (run as a subprocess, so its wall time and peak memory are its own),
+with every method, and each model's perplexity is measured on both held-out texts (fp32, CPU).
+
+    PYTHONPATH=. python benchmarks/merge_quality.py            # ~25 min on 2 cores
+    PYTHONPATH=. python benchmarks/merge_quality.py --steps 20 --eval-windows 2   # a smoke run
+
+Fine-tunes are cached in --workdir (delete it to retrain). Results: benchmarks/results/merge_quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from graphpress.models.zoo import load_smollm2  # noqa: E402
+
+LICENSES = Path("/usr/share/common-licenses")
+# (label, method, extra CLI options); linear = task arithmetic with lambda 0.5 for two models.
+MERGES = [
+    ("linear (average)", "linear", []),
+    ("task_arithmetic λ=1", "task_arithmetic", ["--lambda", "1"]),
+    ("ties d=0.5 λ=1", "ties", ["--density", "0.5", "--lambda", "1"]),
+    ("ties d=0.2 λ=1", "ties", ["--density", "0.2", "--lambda", "1"]),
+    ("dare_ties d=0.5 λ=1", "dare_ties", ["--density", "0.5", "--lambda", "1"]),
+    ("dare_linear d=0.5 λ=1", "dare_linear", ["--density", "0.5", "--lambda", "1"]),
+    ("slerp t=0.5", "slerp", []),
+]
+
+
+def domain_tokens(tokenizer) -> dict[str, list[int]]:
+    """Token ids of both domain texts, each tokenized once as EVAL.md prescribes."""
+    from pydoc_data.topics import topics
+
+    pydoc_text = "\n\n".join(topics[key] for key in sorted(topics))
+    # GPL is a link to GPL-3 (and so on): resolve links so no license text appears twice.
+    license_files = sorted({os.path.realpath(path) for path in LICENSES.iterdir() if path.is_file()})
+    license_text = "\n\n".join(Path(path).read_text(encoding="utf-8", errors="replace") for path in license_files)
+    return {
+        "A": tokenizer(pydoc_text, add_special_tokens=False)["input_ids"],
+        "B": tokenizer(license_text, add_special_tokens=False)["input_ids"],
+    }
+
+
+def halves(tokens: list[int]) -> tuple[list[int], list[int]]:
+    middle = len(tokens) // 2
+    return tokens[:middle], tokens[middle:]
+
+
+def eval_windows(tokens: list[int], count: int, length: int = 512) -> torch.Tensor:
+    """The first ``count`` consecutive ``length``-token windows of the held-out half."""
+    held_out = halves(tokens)[1]
+    if len(held_out) < count * length:
+        raise SystemExit(f"held-out text has {len(held_out)} tokens, fewer than {count} windows of {length}")
+    return torch.tensor(held_out[: count * length]).reshape(count, length)
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor) -> float:
+    """exp(mean next-token cross-entropy over every evaluated position), windows evaluated one by one."""
+    model.eval()
+    total_loss, positions = 0.0, 0
+    for window in windows:
+        loss = model(input_ids=window[None], labels=window[None]).loss.item()
+        total_loss += loss * (window.numel() - 1)
+        positions += window.numel() - 1
+    return math.exp(total_loss / positions)
+
+
+def finetune(model, train_tokens: list[int], steps: int, batch: int, seq: int, lr: float, seed: int) -> dict:
+    """AdamW on random ``seq``-token windows of the training half; returns the loss curve and timing."""
+    generator = random.Random(seed)
+    data = torch.tensor(train_tokens)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    losses, started = [], time.perf_counter()
+    for step in range(steps):
+        starts = [generator.randrange(0, len(data) - seq) for _ in range(batch)]
+        inputs = torch.stack([data[start : start + seq] for start in starts])
+        loss = model(input_ids=inputs, labels=inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps - 1:
+            print(f"  step {step + 1}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    model.eval()
+    return {"steps": steps, "first_loss": losses[0], "last10_loss": sum(losses[-10:]) / len(losses[-10:]),
+            "seconds": time.perf_counter() - started}
+
+
+def run_merge(base: Path, models: list[Path], method: str, options: list[str], output: Path) -> dict:
+    """Run ``graphpress merge`` as a child process; its own wall time and peak RSS (from wait4)."""
+    command = [sys.executable, "-m", "graphpress.merging.cli", str(base), *map(str, models),
+               "--method", method, *options, "-o", str(output), "--quiet"]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"merge failed: {' '.join(command)}")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def import_baseline_rss_mb() -> float:
+    """Peak RSS of a child that only imports what the merge CLI imports (to subtract from merge peaks)."""
+    child = subprocess.Popen([sys.executable, "-c", "import graphpress.merging.cli"], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    return os.wait4(child.pid, 0)[2].ru_maxrss / 1024
+
+
+def load_folder(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
+
+
+def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dict) -> str:
+    lines = [
+        "# Checkpoint merging quality: SmolLM2-135M, two domain fine-tunes",
+        "",
+        "Produced by `PYTHONPATH=. python benchmarks/merge_quality.py "
+        f"--steps {settings['steps']} --eval-windows {settings['eval_windows']}` on {settings['device']}.",
+        "",
+        f"Fine-tuning: AdamW lr {settings['lr']}, {settings['steps']} steps, batch {settings['batch']} x "
+        f"{settings['seq']} tokens, all parameters, fp32, from SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized). "
+        f"Domain A = pydoc topics (EVAL.md), domain B = /usr/share/common-licenses (unique files). "
+        f"Perplexity on the first {settings['eval_windows']} 512-token windows of each held-out half "
+        f"(EVAL.md uses 16 for A; fewer here to fit 2 shared cores). Merges: `graphpress merge`, seed 0, weights 1 1.",
+        "",
+        "| model | ppl A (pydoc) | ppl B (licenses) | mean | merge wall s | merge peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        info = merge_info.get(row["model"], {})
+        wall = f"{info['seconds']:.1f}" if info else ""
+        rss = f"{info['peak_rss_mb']:.0f}" if info else ""
+        lines.append(f"| {row['model']} | {row['A']:.3f} | {row['B']:.3f} | {row['mean']:.3f} | {wall} | {rss} |")
+    lines += ["", f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. "
+              f"Baseline RSS of the CLI's imports alone: {settings['import_rss_mb']:.0f} MB.",
+              f"Fine-tune wall times: A {settings['finetune_s']['A']:.0f} s, B {settings['finetune_s']['B']:.0f} s; "
+              f"whole run {settings['total_s']:.0f} s.", ""]
+    text = "\n".join(lines)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/gp_merge_bench"))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--eval-windows", type=int, default=8)
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/merge_quality.md")
+    arguments = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    run_started = time.perf_counter()
+    work = arguments.workdir
+    work.mkdir(parents=True, exist_ok=True)
+
+    base_model, tokenizer = load_smollm2()
+    tokens = domain_tokens(tokenizer)
+    windows = {domain: eval_windows(ids, arguments.eval_windows) for domain, ids in tokens.items()}
+    print({domain: len(ids) for domain, ids in tokens.items()}, "tokens per domain", flush=True)
+    base_dir = work / "base"
+    if not (base_dir / "model.safetensors").is_file():
+        base_model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+
+    finetune_s: dict[str, float] = {}
+    for domain in ("A", "B"):
+        folder = work / f"finetune_{domain}"
+        record_path = folder / "finetune.json"
+        if record_path.is_file():
+            finetune_s[domain] = json.loads(record_path.read_text())["seconds"]
+            continue
+        print(f"fine-tuning on domain {domain}", flush=True)
+        model = load_folder(base_dir)
+        record = finetune(model, halves(tokens[domain])[0], arguments.steps, arguments.batch, arguments.seq,
+                          arguments.lr, seed=1 if domain == "A" else 2)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        record_path.write_text(json.dumps(record, indent=2))
+        finetune_s[domain] = record["seconds"]
+        del model
+
+    rows: list[dict] = []
+
+    def evaluate(label: str, folder: Path) -> None:
+        model = load_folder(folder)
+        scores = {domain: perplexity(model, windows[domain]) for domain in ("A", "B")}
+        rows.append({"model": label, **scores, "mean": (scores["A"] + scores["B"]) / 2})
+        print(f"{label}: A {scores['A']:.3f}  B {scores['B']:.3f}", flush=True)
+
+    evaluate("base (SmolLM2-135M-Instruct)", base_dir)
+    evaluate("fine-tune A (pydoc)", work / "finetune_A")
+    evaluate("fine-tune B (licenses)", work / "finetune_B")
+    merge_info: dict[str, dict] = {}
+    for label, method, options in MERGES:
+        output = work / "merged"
+        merge_info[label] = run_merge(base_dir, [work / "finetune_A", work / "finetune_B"], method, options, output)
+        print(f"merged {label} in {merge_info[label]['seconds']:.1f} s, peak RSS "
+              f"{merge_info[label]['peak_rss_mb']:.0f} MB", flush=True)
+        evaluate(label, output)
+        shutil.rmtree(output)
+
+    settings = {**vars(arguments), "device": f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                "checkpoint_mb": (base_dir / "model.safetensors").stat().st_size / 2**20,
+                "import_rss_mb": import_baseline_rss_mb(), "finetune_s": finetune_s,
+                "total_s": time.perf_counter() - run_started}
+    print(write_markdown(arguments.output, settings, rows, merge_info))
+    (work / "results.json").write_text(json.dumps({"rows": rows, "merges": merge_info}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
