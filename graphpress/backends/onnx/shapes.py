@@ -1,0 +1,62 @@
+"""Refreshing every value's shape and dtype with ONNX shape inference.
+
+Passes change parameters (pruning shrinks a weight) and leave the shapes downstream stale. Rather than
+re-implementing shape rules for every op, :func:`infer_shapes` writes the graph as ONNX without weight data
+(weights become typed graph inputs, so this is cheap for large models and works for parameters on the
+meta device), runs ``onnx.shape_inference`` with data propagation, and maps the result back by value name.
+Values of ops no ONNX schema knows keep their current shape, which is also given to inference as a hint so
+that what follows them can still be inferred.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from ...errors import BackendError
+from ...frontends.onnx_reader import UNKNOWN_OP, set_type
+from ...ir import GRAPHPRESS_DOMAIN, Graph, Value
+from .emit import emit_model
+
+__all__ = ["infer_shapes"]
+
+
+def _opaque_outputs(graph: Graph) -> list[Value]:
+    """Outputs of nodes ONNX shape inference cannot see through (custom domains, unknown ops)."""
+    return [
+        out
+        for node in graph.nodes
+        if node.meta.get(UNKNOWN_OP) or node.domain not in ("", GRAPHPRESS_DOMAIN)
+        for out in node.outputs
+        if out.shape is not None or out.dtype is not None
+    ]
+
+
+def infer_shapes(graph: Graph) -> Graph:
+    """Update ``shape`` and ``dtype`` of every value of ``graph`` in place; returns the graph.
+
+    Symbolic dimensions stay strings; a dimension inference cannot size gets a fresh ``unk__`` symbol.
+    Raises :class:`BackendError` when ONNX shape inference finds the graph inconsistent (for example a
+    pruned weight that no longer matches its input), naming what it found.
+    """
+    for value in graph.constants:
+        value.sync_from_param()
+    model = emit_model(graph, with_data=False, hint_values=_opaque_outputs(graph))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:  # InferenceError, or a C++ RuntimeError on malformed input
+        raise BackendError(f"shape inference failed on graph {graph.name!r}: {exc}") from None
+    types = {info.name: info.type for info in inferred.graph.value_info}
+    types.update({info.name: info.type for info in inferred.graph.output})
+    for node in graph.nodes:
+        for out in node.outputs:
+            found = types.get(out.name)
+            if found is None or found.WhichOneof("value") is None:
+                continue
+            if found.HasField("tensor_type") and not found.tensor_type.HasField("shape") and out.shape is not None:
+                # inference knew the dtype but not the rank: keep the shape we had rather than lose it
+                probe = Value(out.name)
+                set_type(probe, found)
+                out.dtype = probe.dtype or out.dtype
+                continue
+            set_type(out, found)
+    return graph

@@ -1,0 +1,75 @@
+"""The ONNX frontend: ``load_onnx(path or ModelProto) -> Graph`` (origin "onnx", canonical opset 18).
+
+The steps, each in its own module:
+
+1. :mod:`.onnx_safety` parses and vets the file before anything else is read (hostile files are refused
+   with :class:`~graphpress.errors.UnsafeFileError`), then loads external data from the model's folder.
+2. Model-local functions are inlined (``onnx.inliner``) so every op is visible to the passes.
+3. :mod:`.onnx_opset` upgrades older opsets to 18 (keeping the file's opset when conversion fails).
+4. :mod:`.onnx_reader` translates the protobuf into IR, keeping value names and initializer names.
+5. Shapes: ONNX shape inference through the ONNX backend's :func:`~graphpress.backends.onnx.infer_shapes`.
+6. :mod:`.onnx_fold` folds ``Constant``/``ConstantOfShape``/shape arithmetic into IR constants.
+7. :mod:`.onnx_normalize` turns ``Sum`` into ``Add`` chains and Gemm/MatMul-by-constant into ``Linear``.
+
+What happened along the way (original opset, conversion problems, counts of folded and rewritten nodes,
+ops no schema knows) is recorded in ``graph.metadata["onnx_import"]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+import onnx.inliner
+
+from ..errors import FrontendError
+from ..ir import Graph, verify
+from .onnx_fold import DEFAULT_FOLD_LIMIT, fold_constants
+from .onnx_normalize import normalize
+from .onnx_opset import CANONICAL_OPSET, default_opset, upgrade_opset
+from .onnx_reader import proto_to_graph
+from .onnx_safety import ReadLimits, read_model
+
+__all__ = ["load_onnx", "ReadLimits"]
+
+
+def load_onnx(
+    path_or_model: str | os.PathLike | onnx.ModelProto,
+    *,
+    limits: ReadLimits = ReadLimits(),
+    fold_limit: int = DEFAULT_FOLD_LIMIT,
+    target_opset: int = CANONICAL_OPSET,
+) -> Graph:
+    """Load an ONNX model (any exporter, opset 7+) into graphpress IR.
+
+    A ``ModelProto`` argument is copied, never edited. Every value of the result has a shape (symbolic
+    dims as strings) and a dtype, except outputs of ops that no ONNX schema describes (listed in
+    ``graph.metadata["unknown_ops"]``) whose files declared none.
+    """
+    from ..backends.onnx.shapes import infer_shapes  # the backend imports this package's helpers
+
+    if isinstance(path_or_model, onnx.ModelProto):
+        source = onnx.ModelProto()
+        source.CopyFrom(path_or_model)
+    else:
+        source = path_or_model
+    model, _ = read_model(source, limits)
+    original = default_opset(model)
+    if model.functions:
+        try:
+            model = onnx.inliner.inline_local_functions(model)
+        except Exception as exc:
+            raise FrontendError(f"could not inline the model's local functions: {exc}") from None
+    model, opset, problem = upgrade_opset(model, target_opset)
+    graph = proto_to_graph(model, opset)
+    report: dict[str, object] = {"original_opset": original, "opset": opset}
+    if problem:
+        report["conversion_problem"] = problem
+    infer_shapes(graph)
+    report["folded"] = fold_constants(graph, max_elements=fold_limit)
+    if report["folded"]:
+        infer_shapes(graph)  # folded shape arithmetic can make more dims static
+    report.update(normalize(graph))
+    graph.metadata["onnx_import"] = report
+    verify(graph)
+    return graph
