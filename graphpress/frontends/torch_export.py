@@ -1,0 +1,128 @@
+"""The torch frontend: ``trace(model, example_inputs) -> Graph`` through ``torch.export``.
+
+Steps, and why each one:
+
+1. Work on a deep copy of the model (unless ``inplace=True``), in eval mode. The graph's ``module`` is
+   that copy and every weight and buffer in the IR is bound to it by its state_dict name, so passes edit
+   the copy and the user's model is never left half-edited.
+2. ``torch.export.export(strict=False)``: the only tracer that handles current Hugging Face models
+   (``torch.fx.symbolic_trace`` fails on them). HF models get ``use_cache=False`` so no cache object
+   enters the graph. A model whose parameters are all on the meta device is traced with meta inputs:
+   the analyzer can then work on 7B-70B shapes without the weights in memory.
+3. ``ep.run_decompositions(table)`` with torch's default table minus every op graphpress has a rule for
+   (:func:`.torch_registry.decomposition_table`): high-level layers stay whole, the rest becomes core aten.
+4. :func:`.torch_lowering.lower_exported_program` maps the result to IR ops.
+
+Export failures are re-raised as :class:`~graphpress.errors.FrontendError` with torch's first line and a
+hint about the usual cause.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import time
+from typing import Any
+
+import torch
+
+from ..errors import FrontendError
+from ..ir import Graph
+from .torch_lowering import lower_exported_program
+from .torch_registry import decomposition_table
+
+__all__ = ["trace", "export_program"]
+
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _is_meta_model(model: torch.nn.Module) -> bool:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return bool(tensors) and all(t.device.type == "meta" for t in tensors)
+
+
+def _to_meta(value: Any) -> Any:
+    return torch.utils._pytree.tree_map(lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, value)
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+
+
+def _is_hf_model(model: torch.nn.Module) -> bool:
+    return any(cls.__module__.startswith("transformers.") for cls in type(model).__mro__)
+
+
+def _split_inputs(example_inputs: Any, example_kwargs: dict | None) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, dict):
+        args, kwargs = (), dict(example_inputs)
+    elif isinstance(example_inputs, torch.Tensor):
+        args, kwargs = (example_inputs,), {}
+    else:
+        args, kwargs = tuple(example_inputs), {}
+    kwargs.update(example_kwargs or {})
+    return args, kwargs
+
+
+def _user_location(message: str) -> str:
+    """The last frame of the message that is not inside torch: where in the model the trace broke."""
+    frames = [(f, line) for f, line in _USER_FRAME.findall(message) if "/torch/" not in f]
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else "an unknown location"
+
+
+def _hint(message: str) -> str:
+    lowered = message.lower()
+    if "data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered:
+        return (f"the model has data-dependent control flow at {_user_location(message)}; make the branch "
+                f"depend on shapes or constants only, or move it out of forward")
+    if "cache" in lowered or "past_key_values" in lowered:
+        return "pass use_cache=False (example_kwargs={'use_cache': False}) so no KV-cache object is traced"
+    if "meta" in lowered and "device" in lowered:
+        return "put the whole model and the example inputs on one device (all meta, or all real)"
+    return "check that the example inputs are the ones forward() expects and that the model runs on them"
+
+
+def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.export.ExportedProgram:
+    """torch.export + decomposition to core aten minus the ops graphpress keeps whole."""
+    try:
+        ep = torch.export.export(model, args, kwargs=kwargs, strict=False)
+    except Exception as exc:  # torch raises many unrelated types here; all mean "could not trace"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(
+            f"torch.export could not trace {type(model).__name__}: {first}\nhint: {_hint(str(exc))}"
+        ) from exc
+    return ep.run_decompositions(decomposition_table())
+
+
+def trace(
+    model: torch.nn.Module,
+    example_inputs: tuple | dict | torch.Tensor,
+    *,
+    example_kwargs: dict | None = None,
+    inplace: bool = False,
+) -> Graph:
+    """Trace ``model`` into a torch-origin :class:`~graphpress.ir.Graph`.
+
+    ``example_inputs`` is a tuple of positional arguments, a dict of keyword arguments (Hugging Face
+    style) or one tensor; ``example_kwargs`` adds keyword arguments. Shapes are static: the graph is
+    specialised to the example shapes. ``graph.module`` is the (copied) model the parameters are bound to.
+    """
+    started = time.perf_counter()
+    working = model if inplace else copy.deepcopy(model)
+    working.eval()
+    args, kwargs = _split_inputs(example_inputs, example_kwargs)
+    if _is_hf_model(working) and _accepts(working, "use_cache"):
+        kwargs.setdefault("use_cache", False)
+    if _is_meta_model(working):
+        args, kwargs = _to_meta(args), _to_meta(kwargs)
+    with torch.no_grad():
+        ep = export_program(working, args, kwargs)
+    exported = time.perf_counter()
+    graph = lower_exported_program(ep, working, name=type(model).__name__)
+    graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
+    return graph

@@ -1,0 +1,309 @@
+"""Lowering an exported (core-aten) FX graph into graphpress IR.
+
+:func:`lower_exported_program` walks ``ep.graph`` once, front to back. Placeholders become graph inputs or
+constants bound to the working module (``ModuleBinding`` keyed by the state_dict name, so editing a
+parameter edits the model); every ``call_function`` node is either
+
+* folded: all of its inputs are IR-held constants (``arange``, ``full``, a causal mask built from them),
+  so it is run once, eagerly, on the CPU and becomes a constant; or
+* lowered by the rule registered for its target (see :mod:`.torch_registry`), which emits IR nodes
+  through a :class:`LoweringContext`.
+
+Every value gets its shape and dtype from the aten node's ``meta["val"]``; after each rule the shape it
+produced is checked against torch's, so a wrong rule fails at trace time, naming the op and the module,
+instead of giving a wrong ONNX file later. Each IR node records the innermost ``nn_module_stack`` path as
+its ``scope`` and the module class in ``node.meta["module_class"]``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Sequence
+
+import torch
+import torch.fx
+from torch.export import ExportedProgram
+from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgument
+
+from ..errors import FrontendError, UnsupportedOpError
+from ..ir import Graph, ModuleBinding, Parameter, Value
+from .torch_registry import rule_for
+
+__all__ = ["LoweringContext", "lower_exported_program", "onnx_dtype", "shape_of"]
+
+# ONNX TensorProto.DataType codes, for Cast's ``to`` attribute (the IR follows ONNX attribute semantics).
+_ONNX_DTYPES = {
+    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.uint16: 4, torch.int16: 5, torch.int32: 6,
+    torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.uint32: 12, torch.uint64: 13,
+    torch.bfloat16: 16,
+}
+
+# Nodes that check invariants at run time and produce nothing a model computes with.
+_SIDE_EFFECT_ONLY = ("_assert", "sym_constrain_range")
+
+
+def onnx_dtype(dtype: torch.dtype) -> int:
+    """The ONNX data type code of a torch dtype (raises FrontendError for dtypes ONNX lacks)."""
+    if dtype not in _ONNX_DTYPES:
+        raise FrontendError(f"dtype {dtype} has no ONNX equivalent; cast the model to float32/float16/bfloat16")
+    return _ONNX_DTYPES[dtype]
+
+
+def shape_of(tensor: Any) -> tuple:
+    """A fake or real tensor's shape as IR dims: ints, or the symbol's name for a dynamic dim."""
+    return tuple(d if isinstance(d, int) else str(d) for d in tensor.shape)
+
+
+def _module_info(node: torch.fx.Node) -> tuple[str, str]:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return "", ""
+    path, cls = list(stack.values())[-1]
+    cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+    return path, cls_name
+
+
+class LoweringContext:
+    """What a lowering rule needs: the IR under construction, the aten node being lowered, and helpers.
+
+    ``env`` maps each FX node to what it became: a :class:`Value`, a list of values (multi-output ops),
+    or a plain Python object (a constant non-tensor input such as ``use_cache=False``).
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.node: torch.fx.Node | None = None
+        self._scalars: dict[tuple, Value] = {}
+
+    # -- reading the aten node ---------------------------------------------------------------------
+    @property
+    def scope(self) -> str:
+        return _module_info(self.node)[0] if self.node is not None else ""
+
+    def describe(self) -> str:
+        """``aten.op.overload in module.path (ModuleClass)`` for error messages."""
+        path, cls = _module_info(self.node)
+        where = f" in {path or '<root>'} ({cls.rsplit('.', 1)[-1]})" if cls else ""
+        return f"{self.node.target}{where}"
+
+    def bind(self, node: torch.fx.Node) -> dict[str, Any]:
+        """The node's arguments by schema name (defaults filled in), FX nodes replaced by what they became."""
+        schema = node.target._schema
+        bound: dict[str, Any] = {}
+        for index, argument in enumerate(schema.arguments):
+            if index < len(node.args):
+                raw = node.args[index]
+            elif argument.name in node.kwargs:
+                raw = node.kwargs[argument.name]
+            elif argument.has_default_value():
+                raw = argument.default_value
+            else:
+                raw = None
+            bound[argument.name] = torch.fx.node.map_arg(raw, lambda n: self.env[n])
+        return bound
+
+    def out_meta(self, index: int | None = None) -> torch.Tensor:
+        val = self.node.meta["val"]
+        return val[index] if index is not None else val
+
+    # -- building IR -------------------------------------------------------------------------------
+    def emit(
+        self,
+        op: str,
+        inputs: Sequence[Value | None],
+        attrs: dict[str, Any] | None = None,
+        *,
+        domain: str = "",
+        like: Value | None = None,
+        shape: tuple | None = None,
+        dtype: torch.dtype | None = None,
+        n_outputs: int = 1,
+    ) -> Value | list[Value]:
+        """Append one IR node. Output shape/dtype: explicit, else ``like``'s, else the aten node's result."""
+        node = self.graph.make_node(op, inputs, n_outputs, attrs, domain=domain, scope=self.scope,
+                                    hint=self.node.name)
+        path, cls = _module_info(self.node)
+        node.meta["module_class"] = cls
+        node.meta["aten"] = str(self.node.target)
+        for index, out in enumerate(node.outputs):
+            if shape is not None or like is not None:
+                out.shape = tuple(shape) if shape is not None else like.shape
+                out.dtype = dtype or (like.dtype if like is not None else None)
+            else:
+                meta = self.out_meta(index if n_outputs > 1 else None)
+                out.shape, out.dtype = shape_of(meta), dtype or meta.dtype
+        return node.outputs if n_outputs > 1 else node.outputs[0]
+
+    def const(self, data: Any, dtype: torch.dtype | None = None, hint: str = "const") -> Value:
+        tensor = data if isinstance(data, torch.Tensor) else torch.tensor(data, dtype=dtype)
+        return self.graph.constant(tensor if dtype is None else tensor.to(dtype), hint)
+
+    def ints(self, values: Sequence[int], hint: str = "ints") -> Value:
+        """A 1-D int64 constant (shapes, axes, starts/ends: ONNX takes these as tensors)."""
+        return self.const(torch.tensor(list(values), dtype=torch.int64), hint=hint)
+
+    def scalar(self, number: float | int | bool, dtype: torch.dtype) -> Value:
+        """A 0-d constant, shared between every use of the same number and dtype."""
+        key = (type(number), number, dtype)
+        if key not in self._scalars:
+            self._scalars[key] = self.const(torch.tensor(number, dtype=dtype), hint="scalar")
+        return self._scalars[key]
+
+    def tensor(self, x: Value | float | int | bool, dtype: torch.dtype) -> Value:
+        """``x`` as a value of ``dtype``: numbers become scalar constants, values are cast when needed."""
+        if isinstance(x, Value):
+            return self.cast(x, dtype)
+        return self.scalar(x, dtype)
+
+    def cast(self, value: Value, dtype: torch.dtype) -> Value:
+        if value.dtype == dtype:
+            return value
+        if value.param is not None and value.param.kind == "constant" and not value.param.is_meta:
+            return self.const(value.param.data.to(dtype), hint=value.name)
+        return self.emit("Cast", [value], {"to": onnx_dtype(dtype)}, like=value, dtype=dtype)
+
+
+# -- the walk ----------------------------------------------------------------------------------------
+def _is_foldable_constant(value: Any) -> bool:
+    if isinstance(value, Value):
+        return value.param is not None and value.param.kind == "constant" and not value.param.is_meta
+    if isinstance(value, (list, tuple)):
+        return all(_is_foldable_constant(v) for v in value)
+    return True
+
+
+def _try_fold(ctx: LoweringContext, node: torch.fx.Node) -> Any:
+    """Run a node whose inputs are all IR-held constants; None when it cannot be folded."""
+    if node.target is operator.getitem or not isinstance(node.target, torch._ops.OpOverload):
+        return None
+    inputs = [ctx.env[n] for n in node.all_input_nodes]
+    if not all(_is_foldable_constant(v) for v in inputs):
+        return None
+
+    def materialize(n: torch.fx.Node) -> Any:
+        found = ctx.env[n]
+        if isinstance(found, list):
+            return [v.param.data for v in found]
+        return found.param.data if isinstance(found, Value) else found
+
+    args = torch.fx.node.map_arg(node.args, materialize)
+    kwargs = dict(torch.fx.node.map_arg(node.kwargs, materialize))
+    if "device" in kwargs:  # a meta-device model still gets real constants; they are tiny
+        kwargs["device"] = torch.device("cpu")
+    with torch.no_grad():
+        result = node.target(*args, **kwargs)
+    if isinstance(result, torch.Tensor):
+        return ctx.const(result, hint=node.name)
+    if isinstance(result, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in result):
+        return [ctx.const(t, hint=f"{node.name}_{i}") for i, t in enumerate(result)]
+    return result
+
+
+def _check_shapes(ctx: LoweringContext, node: torch.fx.Node, result: Any) -> None:
+    meta = node.meta.get("val")
+    pairs = []
+    if isinstance(result, Value) and isinstance(meta, torch.Tensor):
+        pairs = [(result, meta)]
+    elif isinstance(result, list) and isinstance(meta, (list, tuple)):
+        pairs = [(r, m) for r, m in zip(result, meta) if isinstance(r, Value) and isinstance(m, torch.Tensor)]
+    for value, fake in pairs:
+        if value.shape != shape_of(fake) or value.dtype != fake.dtype:
+            raise FrontendError(
+                f"internal error lowering {ctx.describe()}: produced {value!r}, torch says "
+                f"{list(shape_of(fake))}:{fake.dtype}; please report this with the model"
+            )
+
+
+def _lower_placeholder(ctx: LoweringContext, node: torch.fx.Node, spec: Any, ep: ExportedProgram,
+                       module: torch.nn.Module) -> Any:
+    graph = ctx.graph
+    if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+        kind = "parameter" if spec.kind == InputKind.PARAMETER else "buffer"
+        return graph.add_constant(Parameter(ModuleBinding(module, spec.target), kind=kind), name=spec.target)
+    if spec.kind == InputKind.CONSTANT_TENSOR:
+        return ctx.const(ep.constants[spec.target], hint=spec.target)
+    if spec.kind == InputKind.USER_INPUT:
+        if isinstance(spec.arg, ConstantArgument):
+            return spec.arg.value
+        val = node.meta["val"]
+        return graph.add_input(node.name, shape_of(val), val.dtype)
+    raise FrontendError(f"unsupported exported input {spec.arg} of kind {spec.kind.name}")
+
+
+def _output_names(ep: ExportedProgram, count: int) -> list[str]:
+    """Readable output names from the output pytree ("logits", "last_hidden_state", "0", ...)."""
+    from torch.utils import _pytree as pytree
+
+    try:
+        dummy = pytree.tree_unflatten(list(range(count)), ep.call_spec.out_spec)
+        paths = [path for path, _ in pytree.tree_flatten_with_path(dummy)[0]]
+        names = ["_".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in p) for p in paths]
+        return [n or "output" for n in names]
+    except Exception:  # an exotic output container: fall back to positions
+        return [f"output_{i}" for i in range(count)]
+
+
+def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
+    graph = ctx.graph
+    for result, name in zip(results, names):
+        if not isinstance(result, Value):
+            raise FrontendError(f"model output {name!r} is not a tensor ({type(result).__name__}); return tensors")
+        if result.producer is None or result in graph.outputs:  # an input or constant returned as is
+            node = graph.make_node("Identity", [result])
+            node.outputs[0].shape, node.outputs[0].dtype = result.shape, result.dtype
+            result = node.outputs[0]
+        result.name = graph.unique_name(name)
+        graph.outputs.append(result)
+    # Rules may leave nodes nobody reads (an unused output of a split, a skipped branch): drop them.
+    live = {id(v) for v in graph.outputs}
+    for node in reversed(list(graph.nodes)):
+        if all(not out.uses and id(out) not in live for out in node.outputs):
+            graph.remove(node)
+    graph.prune_unused_constants()
+
+
+def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph") -> Graph:
+    """Lower a core-aten ExportedProgram whose parameters live in ``module`` to a torch-origin Graph."""
+    graph = Graph(name, origin="torch")
+    graph.module = module
+    ctx = LoweringContext(graph)
+    specs = {spec.arg.name: spec for spec in ep.graph_signature.input_specs}
+    classes: dict[str, str] = {}
+    outputs: list[Any] = []
+    for node in ep.graph.nodes:
+        ctx.node = node
+        if node.op == "placeholder":
+            ctx.env[node] = _lower_placeholder(ctx, node, specs[node.name], ep, module)
+        elif node.op == "output":
+            outputs = [ctx.env[n] if isinstance(n, torch.fx.Node) else n for n in node.args[0]]
+        elif node.op == "call_function":
+            if any(tag in str(node.target) for tag in _SIDE_EFFECT_ONLY):
+                continue
+            folded = _try_fold(ctx, node)
+            if folded is not None:
+                ctx.env[node] = folded
+                continue
+            rule = rule_for(node.target)
+            if rule is None:
+                raise UnsupportedOpError(
+                    f"no graphpress rule for {ctx.describe()}; add one with "
+                    f"@graphpress.frontends.torch_registry.lowers({node.target}), or rewrite that module "
+                    f"with ops graphpress knows"
+                )
+            result = rule(ctx, node)
+            _check_shapes(ctx, node, result)
+            ctx.env[node] = result
+            path, cls = _module_info(node)
+            classes.setdefault(path, cls)
+        else:
+            raise FrontendError(f"unexpected FX node {node.op} {node.target} in the exported graph")
+    user_outputs = [s for s in ep.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"]
+    if len(user_outputs) != len(outputs):
+        raise FrontendError("the model mutates buffers in forward (training-mode code?); call model.eval()")
+    _finish(ctx, outputs, _output_names(ep, len(outputs)))
+    graph.metadata["module_classes"] = classes
+    graph.metadata["input_names"] = [v.name for v in graph.inputs]
+    graph.metadata["output_names"] = [v.name for v in graph.outputs]
+    graph.metadata["output_spec"] = ep.call_spec.out_spec
+    return graph

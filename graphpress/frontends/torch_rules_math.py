@@ -1,0 +1,167 @@
+"""Lowering rules for elementwise arithmetic, comparisons, reductions and matrix products.
+
+ONNX wants both operands of a binary op in one dtype, where torch promotes (``int64 + 0.5`` is float,
+``x_fp16 * 2`` stays fp16). Each rule therefore casts its operands to the dtype torch computed for the
+result (read from the aten node's ``meta["val"]``; comparisons use ``torch.result_type`` of the operands)
+and turns Python scalars into 0-d constants of that dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx
+
+from ..errors import UnsupportedOpError
+from ..ir import Value
+from .torch_lowering import LoweringContext
+from .torch_registry import lowers
+
+__all__: list[str] = []  # rules register themselves; nothing here is called directly
+
+aten = torch.ops.aten
+
+_UNARY = {
+    aten.abs: "Abs", aten.neg: "Neg", aten.exp: "Exp", aten.log: "Log", aten.sqrt: "Sqrt", aten.sin: "Sin",
+    aten.cos: "Cos", aten.tanh: "Tanh", aten.sigmoid: "Sigmoid", aten.erf: "Erf", aten.floor: "Floor",
+    aten.ceil: "Ceil", aten.round: "Round", aten.sign: "Sign", aten.reciprocal: "Reciprocal",
+    aten.logical_not: "Not", aten.bitwise_not: "Not", aten.isnan: "IsNaN",
+}
+_ARITHMETIC = {aten.add: "Add", aten.sub: "Sub", aten.mul: "Mul", aten.div: "Div", aten.pow: "Pow",
+               aten.maximum: "Max", aten.minimum: "Min"}
+_COMPARISON = {aten.eq: "Equal", aten.ne: "Equal", aten.lt: "Less", aten.le: "LessOrEqual", aten.gt: "Greater",
+               aten.ge: "GreaterOrEqual"}
+_LOGICAL = {aten.bitwise_and: ("And", "BitwiseAnd"), aten.logical_and: ("And", "And"),
+            aten.bitwise_or: ("Or", "BitwiseOr"), aten.logical_or: ("Or", "Or"),
+            aten.bitwise_xor: ("Xor", "BitwiseXor"), aten.logical_xor: ("Xor", "Xor")}
+_REDUCE = {aten.mean: "ReduceMean", aten.sum: "ReduceSum", aten.amax: "ReduceMax", aten.amin: "ReduceMin"}
+
+
+def _meta_or_number(node_arg: Any) -> Any:
+    return node_arg.meta["val"] if isinstance(node_arg, torch.fx.Node) else node_arg
+
+
+@lowers(*_UNARY)
+def unary(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    op = _UNARY[node.target.overloadpacket]
+    if op == "Not" and x.dtype != torch.bool:
+        op = "BitwiseNot"
+    return ctx.emit(op, [ctx.cast(x, ctx.out_meta().dtype) if op not in ("Not", "IsNaN") else x])
+
+
+@lowers(aten.rsqrt)
+def rsqrt(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x = ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype)
+    return ctx.emit("Reciprocal", [ctx.emit("Sqrt", [x], like=x)])
+
+
+@lowers(*_ARITHMETIC)
+def arithmetic(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    packet = node.target.overloadpacket
+    dtype = ctx.out_meta().dtype
+    lhs, rhs = (torch.fx.node.map_arg(a, lambda n: ctx.env[n]) for a in node.args[:2])
+    lhs, rhs = ctx.tensor(lhs, dtype), ctx.tensor(rhs, dtype)
+    alpha = node.kwargs.get("alpha", 1)
+    if alpha != 1:  # add/sub(x, y, alpha=a) = x +- a*y
+        rhs = ctx.emit("Mul", [rhs, ctx.scalar(alpha, dtype)], like=rhs)
+    rounding = node.kwargs.get("rounding_mode")
+    if packet is aten.div and rounding is not None and dtype.is_floating_point:
+        quotient = ctx.emit("Div", [lhs, rhs], shape=ctx.out_meta().shape, dtype=dtype)
+        return ctx.emit("Floor", [quotient]) if rounding == "floor" else _truncate(ctx, quotient)
+    if packet is aten.div and rounding == "floor":  # ONNX integer Div truncates; floor differs for negatives
+        raise UnsupportedOpError(f"{ctx.describe()}: integer floor division; use rounding_mode='trunc' or floats")
+    return ctx.emit(_ARITHMETIC[packet], [lhs, rhs])
+
+
+def _truncate(ctx: LoweringContext, x: Value) -> Value:
+    # trunc(x) = sign(x) * floor(|x|): opset 18 has no Trunc.
+    floor_abs = ctx.emit("Floor", [ctx.emit("Abs", [x], like=x)], like=x)
+    return ctx.emit("Mul", [ctx.emit("Sign", [x], like=x), floor_abs])
+
+
+@lowers(*_COMPARISON)
+def comparison(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    common = torch.result_type(*(_meta_or_number(a) for a in node.args[:2]))
+    lhs, rhs = (ctx.tensor(torch.fx.node.map_arg(a, lambda n: ctx.env[n]), common) for a in node.args[:2])
+    packet = node.target.overloadpacket
+    if packet is aten.ne:
+        equal = ctx.emit("Equal", [lhs, rhs], shape=ctx.out_meta().shape, dtype=torch.bool)
+        return ctx.emit("Not", [equal])
+    return ctx.emit(_COMPARISON[packet], [lhs, rhs])
+
+
+@lowers(*_LOGICAL)
+def logical(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    dtype = ctx.out_meta().dtype
+    lhs, rhs = (ctx.tensor(torch.fx.node.map_arg(a, lambda n: ctx.env[n]), dtype) for a in node.args[:2])
+    boolean_op, integer_op = _LOGICAL[node.target.overloadpacket]
+    if dtype != torch.bool and boolean_op == integer_op:  # logical_* on numbers: compare with zero first
+        raise UnsupportedOpError(f"{ctx.describe()} on non-boolean tensors; compare with 0 first")
+    return ctx.emit(boolean_op if dtype == torch.bool else integer_op, [lhs, rhs])
+
+
+@lowers(aten.where)
+def where(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    dtype = ctx.out_meta().dtype
+    condition = ctx.env[node.args[0]]
+    lhs, rhs = (ctx.tensor(torch.fx.node.map_arg(a, lambda n: ctx.env[n]), dtype) for a in node.args[1:3])
+    return ctx.emit("Where", [condition, lhs, rhs])
+
+
+@lowers(aten.clamp, aten.clamp_min, aten.clamp_max)
+def clamp(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    dtype = ctx.out_meta().dtype
+    x = ctx.cast(ctx.env[node.args[0]], dtype)
+    packet = node.target.overloadpacket
+    if packet is aten.clamp:
+        low = node.args[1] if len(node.args) > 1 else node.kwargs.get("min")
+        high = node.args[2] if len(node.args) > 2 else node.kwargs.get("max")
+    else:
+        low, high = (node.args[1], None) if packet is aten.clamp_min else (None, node.args[1])
+    if isinstance(low, torch.fx.Node) or isinstance(high, torch.fx.Node):  # tensor bounds: elementwise Max/Min
+        out = x
+        for bound, op in ((low, "Max"), (high, "Min")):
+            if bound is not None:
+                out = ctx.emit(op, [out, ctx.tensor(ctx.env[bound] if isinstance(bound, torch.fx.Node) else bound,
+                                                   dtype)], shape=ctx.out_meta().shape, dtype=dtype)
+        return out
+    bounds = [ctx.scalar(b, dtype) if b is not None else None for b in (low, high)]
+    return ctx.emit("Clip", [x, *bounds])
+
+
+def _reduce_axes(dims: Any, rank: int) -> list[int]:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(rank))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return sorted(d + rank if d < 0 else d for d in dims)
+
+
+@lowers(*_REDUCE)
+def reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    x = ctx.cast(x, ctx.out_meta().dtype)  # mean(dtype=...) and sum of bools accumulate in the result dtype
+    axes = ctx.ints(_reduce_axes(dims, len(x.shape)), hint="axes")
+    return ctx.emit(_REDUCE[node.target.overloadpacket], [x, axes], {"keepdims": int(bool(keepdim))})
+
+
+@lowers(aten.argmax, aten.argmin)
+def arg_reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    if dim is None:  # over the flattened tensor
+        x = ctx.emit("Reshape", [x, ctx.ints([-1])], shape=(int(torch.Size(x.shape).numel()),), dtype=x.dtype)
+        dim = 0
+    op = "ArgMax" if node.target.overloadpacket is aten.argmax else "ArgMin"
+    return ctx.emit(op, [x], {"axis": dim + len(x.shape) if dim < 0 else dim, "keepdims": int(bool(keepdim))})
+
+
+@lowers(aten.cumsum)
+def cumsum(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x = ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype)
+    axis = ctx.const(torch.tensor(node.args[1], dtype=torch.int64), hint="axis")
+    return ctx.emit("CumSum", [x, axis])

@@ -1,0 +1,204 @@
+"""Lowering rules for the layers passes reason about: linear, attention, convolution, norms, embedding, pools.
+
+These aten ops are kept whole by the decomposition table (see :mod:`.torch_registry`) and each becomes
+one IR node whose inputs are the module's own parameters: ``aten.linear`` -> ``graphpress::Linear``,
+``aten.scaled_dot_product_attention`` -> ``graphpress::Attention``, ``aten.convolution`` -> ``Conv`` /
+``ConvTranspose``, ``batch_norm`` -> ``BatchNormalization``, ``layer_norm`` -> ``LayerNormalization``,
+``embedding`` -> ``Gather(axis=0)`` on the table. A matrix product by a 2-D parameter stored ``[in, out]``
+(GPT-2's ``Conv1D`` uses ``addmm``) also becomes a Linear, through a transposed binding of that parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+
+from ..errors import UnsupportedOpError
+from ..ir import GRAPHPRESS_DOMAIN, ModuleBinding, Parameter, Value
+from .torch_bindings import TransposedModuleBinding
+from .torch_lowering import LoweringContext
+from .torch_registry import lowers
+
+__all__: list[str] = []  # rules register themselves; nothing here is called directly
+
+aten = torch.ops.aten
+
+
+@lowers(aten.linear)
+def linear(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    inputs = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
+    return ctx.emit("Linear", inputs, domain=GRAPHPRESS_DOMAIN)
+
+
+def _transposed_parameter(ctx: LoweringContext, weight: Value) -> Value | None:
+    """The ``[out, in]`` view of a module parameter stored ``[in, out]``, or None if ``weight`` is not one."""
+    param = weight.param
+    if param is None or param.kind != "parameter" or len(param.shape) != 2:
+        return None
+    if type(param.binding) is not ModuleBinding:
+        return None
+    binding = TransposedModuleBinding(param.binding.root, param.key)
+    return ctx.graph.add_constant(Parameter(binding, kind="parameter"), name=f"{param.key}.T")
+
+
+@lowers(aten.mm, aten.matmul, aten.bmm)
+def matmul(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x, w = (ctx.env[n] for n in node.args[:2])
+    weight_t = _transposed_parameter(ctx, w) if node.target.overloadpacket is not aten.bmm else None
+    if weight_t is not None:
+        return ctx.emit("Linear", [x, weight_t], domain=GRAPHPRESS_DOMAIN)
+    return ctx.emit("MatMul", [x, w])
+
+
+@lowers(aten.addmm)
+def addmm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    bias, x, w, beta, alpha = a["self"], a["mat1"], a["mat2"], a["beta"], a["alpha"]
+    weight_t = _transposed_parameter(ctx, w)
+    if weight_t is not None and beta == 1 and alpha == 1 and bias.rank == 1:
+        return ctx.emit("Linear", [x, weight_t, bias], domain=GRAPHPRESS_DOMAIN)
+    dtype = ctx.out_meta().dtype
+    product = ctx.emit("MatMul", [x, w], shape=ctx.out_meta().shape, dtype=dtype)
+    if alpha != 1:
+        product = ctx.emit("Mul", [product, ctx.scalar(alpha, dtype)], like=product)
+    if beta != 1:
+        bias = ctx.emit("Mul", [bias, ctx.scalar(beta, dtype)], like=bias)
+    return ctx.emit("Add", [product, bias])
+
+
+@lowers(aten.scaled_dot_product_attention)
+def attention(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    if a["dropout_p"]:
+        raise UnsupportedOpError(f"{ctx.describe()} uses attention dropout; call model.eval() before tracing")
+    attrs = {"is_causal": int(bool(a["is_causal"]))}
+    if a["scale"] is not None:
+        attrs["scale"] = float(a["scale"])
+    inputs = [a["query"], a["key"], a["value"]] + ([a["attn_mask"]] if a["attn_mask"] is not None else [])
+    return ctx.emit("Attention", inputs, attrs, domain=GRAPHPRESS_DOMAIN)
+
+
+@lowers(aten.convolution)
+def convolution(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    weight: Value = a["weight"]
+    spatial = len(weight.shape) - 2
+    padding = list(a["padding"]) * (spatial if len(a["padding"]) == 1 else 1)
+    attrs = {
+        "kernel_shape": list(weight.shape[2:]),
+        "strides": list(a["stride"]) * (spatial if len(a["stride"]) == 1 else 1),
+        "pads": padding + padding,
+        "dilations": list(a["dilation"]) * (spatial if len(a["dilation"]) == 1 else 1),
+        "group": int(a["groups"]),
+    }
+    inputs = [a["input"], weight] + ([a["bias"]] if a["bias"] is not None else [])
+    if a["transposed"]:
+        attrs["output_padding"] = list(a["output_padding"]) * (spatial if len(a["output_padding"]) == 1 else 1)
+        return ctx.emit("ConvTranspose", inputs, attrs)
+    return ctx.emit("Conv", inputs, attrs)
+
+
+def _affine(ctx: LoweringContext, tensor: Value | None, size: int, fill: float, dtype: torch.dtype) -> Value:
+    """A norm's scale or shift, or a constant ``fill`` vector when the module has none (affine=False)."""
+    return tensor if tensor is not None else ctx.const(torch.full((size,), fill, dtype=dtype), hint="affine")
+
+
+@lowers(aten.batch_norm)
+def batch_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    if a["training"] or a["running_mean"] is None:
+        raise UnsupportedOpError(f"{ctx.describe()} runs in training mode; call model.eval() before tracing")
+    x: Value = a["input"]
+    channels, dtype = x.shape[1], x.dtype
+    inputs = [x, _affine(ctx, a["weight"], channels, 1.0, dtype), _affine(ctx, a["bias"], channels, 0.0, dtype),
+              a["running_mean"], a["running_var"]]
+    # ONNX weighs the running statistic by momentum, torch weighs the new batch by it.
+    return ctx.emit("BatchNormalization", inputs, {"epsilon": float(a["eps"]), "momentum": 1.0 - float(a["momentum"] or 0.1)})
+
+
+@lowers(aten.layer_norm)
+def layer_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    normalized = list(a["normalized_shape"])
+    size, dtype = int(torch.Size(normalized).numel()), a["input"].dtype
+    if len(normalized) != 1 and (a["weight"] is None or a["bias"] is None):
+        raise UnsupportedOpError(f"{ctx.describe()}: a multi-axis LayerNorm without affine parameters")
+    inputs = [a["input"], _affine(ctx, a["weight"], size, 1.0, dtype), _affine(ctx, a["bias"], size, 0.0, dtype)]
+    return ctx.emit("LayerNormalization", inputs, {"axis": -len(normalized), "epsilon": float(a["eps"])})
+
+
+@lowers(aten.group_norm)
+def group_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # Opset 18's GroupNormalization takes per-group scale/bias (changed in opset 21), so the per-channel
+    # affine stays a separate Mul/Add on the module's own parameters: InstanceNormalization over the
+    # [N, G, rest] view computes exactly the group statistics.
+    a = ctx.bind(node)
+    x: Value = a["input"]
+    groups, dtype = int(a["num_groups"]), x.dtype
+    grouped_shape = (x.shape[0], groups, -1)
+    grouped = ctx.emit("Reshape", [x, ctx.ints(grouped_shape)], shape=(x.shape[0], groups,
+                       int(torch.Size(x.shape[1:]).numel()) // groups), dtype=dtype)
+    ones, zeros = ctx.const(torch.ones(groups, dtype=dtype)), ctx.const(torch.zeros(groups, dtype=dtype))
+    normed = ctx.emit("InstanceNormalization", [grouped, ones, zeros], {"epsilon": float(a["eps"])}, like=grouped)
+    out = ctx.emit("Reshape", [normed, ctx.ints(x.shape)], like=x)
+    broadcast_axes = list(range(1, len(x.shape) - 1))
+    for param, op in ((a["weight"], "Mul"), (a["bias"], "Add")):
+        if param is not None:
+            shaped = ctx.emit("Unsqueeze", [param, ctx.ints(broadcast_axes)],
+                              shape=(param.shape[0],) + (1,) * len(broadcast_axes), dtype=param.dtype)
+            out = ctx.emit(op, [out, shaped], like=x)
+    return out
+
+
+@lowers(aten.embedding)
+def embedding(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    return ctx.emit("Gather", [a["weight"], a["indices"]], {"axis": 0})
+
+
+def _pool_attrs(kernel: list[int], stride: list[int], padding: list[int], spatial: int) -> dict:
+    def per_dim(values: list[int], default: list[int]) -> list[int]:
+        values = list(values) or default
+        return values * spatial if len(values) == 1 else values
+
+    pads = per_dim(padding, [0])
+    return {"kernel_shape": per_dim(kernel, []), "strides": per_dim(stride, list(kernel)), "pads": pads + pads}
+
+
+@lowers(aten.max_pool2d, aten.max_pool1d)
+def max_pool(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    attrs = _pool_attrs(a["kernel_size"], a["stride"], a["padding"], len(x.shape) - 2)
+    dilation = list(a["dilation"])
+    attrs["dilations"] = dilation * (len(x.shape) - 2) if len(dilation) == 1 else dilation
+    attrs["ceil_mode"] = int(bool(a["ceil_mode"]))
+    return ctx.emit("MaxPool", [x], attrs)
+
+
+@lowers(aten.avg_pool2d, aten.avg_pool1d)
+def avg_pool(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    if a.get("divisor_override") is not None:
+        raise UnsupportedOpError(f"{ctx.describe()}: avg_pool with divisor_override has no ONNX form")
+    attrs = _pool_attrs(a["kernel_size"], a["stride"], a["padding"], len(x.shape) - 2)
+    attrs["ceil_mode"] = int(bool(a["ceil_mode"]))
+    attrs["count_include_pad"] = int(bool(a["count_include_pad"]))
+    return ctx.emit("AveragePool", [x], attrs)
+
+
+@lowers(aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d, aten.adaptive_avg_pool1d)
+def adaptive_avg_pool(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    in_sizes, out_sizes = list(x.shape[2:]), list(ctx.out_meta().shape[2:])
+    if all(o == 1 for o in out_sizes):
+        return ctx.emit("GlobalAveragePool", [x])
+    if any(i % o for i, o in zip(in_sizes, out_sizes)):
+        raise UnsupportedOpError(
+            f"{ctx.describe()}: adaptive pooling from {in_sizes} to {out_sizes} has uneven windows; "
+            f"use input sizes divisible by the output size"
+        )
+    kernel = [i // o for i, o in zip(in_sizes, out_sizes)]
+    return ctx.emit("AveragePool", [x], {"kernel_shape": kernel, "strides": kernel, "pads": [0] * 2 * len(kernel)})

@@ -1,0 +1,231 @@
+"""Lowering rules for ops that move data without computing on it: views, permutes, slicing, concat, casts.
+
+Each maps onto the ONNX op of the same meaning with its sizes as constant int64 inputs (opset 18 takes
+axes, starts, ends and shapes as tensors). Shapes are static (taken from the exported program), so a
+``view`` becomes a ``Reshape`` by the exact sizes torch used, which is what the coupling analysis
+factorizes into head blocks. Ops that are pure aliases in a functional graph (``clone``, ``alias``,
+``dropout`` in eval mode) produce no node: their output is their input.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx
+
+from ..errors import UnsupportedOpError
+from ..ir import Value
+from .torch_lowering import LoweringContext
+from .torch_registry import lowers
+
+__all__: list[str] = []  # rules register themselves; nothing here is called directly
+
+aten = torch.ops.aten
+_INT64_MAX = 2**63 - 1
+
+
+def _dim(dim: int, rank: int) -> int:
+    return dim + rank if dim < 0 else dim
+
+
+@lowers(operator.getitem)
+def getitem(ctx: LoweringContext, node: torch.fx.Node) -> Any:
+    return ctx.env[node.args[0]][node.args[1]]
+
+
+@lowers(aten.clone, aten.alias, aten.detach, aten.lift_fresh_copy, aten.contiguous)
+def passthrough(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    return ctx.env[node.args[0]]
+
+
+@lowers(aten.dropout)
+def dropout(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    if a["train"] and a["p"] > 0:
+        raise UnsupportedOpError(f"{ctx.describe()} is a training-mode dropout; call model.eval() before tracing")
+    return a["input"]
+
+
+@lowers(aten._to_copy)
+def to_copy(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    return ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype)
+
+
+@lowers(aten.view, aten.reshape, aten._unsafe_view)
+def reshape(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x, sizes = ctx.env[node.args[0]], list(node.args[1])
+    if not all(isinstance(s, int) for s in sizes):
+        sizes = list(ctx.out_meta().shape)
+    return ctx.emit("Reshape", [x, ctx.ints(sizes, hint="shape")])
+
+
+@lowers(aten.permute)
+def permute(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    return ctx.emit("Transpose", [x], {"perm": [_dim(d, len(x.shape)) for d in node.args[1]]})
+
+
+@lowers(aten.transpose, aten.t)
+def transpose(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    rank = len(x.shape)
+    if rank < 2:
+        return x
+    a, b = (node.args[1], node.args[2]) if len(node.args) > 2 else (0, 1)
+    perm = list(range(rank))
+    perm[_dim(a, rank)], perm[_dim(b, rank)] = perm[_dim(b, rank)], perm[_dim(a, rank)]
+    return ctx.emit("Transpose", [x], {"perm": perm})
+
+
+@lowers(aten.expand)
+def expand(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # ONNX Expand broadcasts: a 1 keeps the input's size, which is what torch's -1 means.
+    x, sizes = ctx.env[node.args[0]], list(node.args[1])
+    return ctx.emit("Expand", [x, ctx.ints([1 if s == -1 else s for s in sizes], hint="shape")])
+
+
+@lowers(aten.repeat)
+def repeat(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    repeats = list(node.args[1])
+    extra = len(repeats) - len(x.shape)
+    if extra > 0:  # torch prepends unit dims to the input when repeats is longer
+        x = ctx.emit("Reshape", [x, ctx.ints([1] * extra + list(x.shape))], shape=(1,) * extra + x.shape, dtype=x.dtype)
+    return ctx.emit("Tile", [x, ctx.ints(repeats)])
+
+
+@lowers(aten.cat)
+def cat(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    dtype = ctx.out_meta().dtype
+    tensors = [ctx.cast(t, dtype) for t in ctx.bind(node)["tensors"] if t.shape != (0,)]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return ctx.emit("Concat", tensors, {"axis": _dim(dim, len(ctx.out_meta().shape))})
+
+
+@lowers(aten.slice)
+def slice_(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    dim = _dim(a["dim"], len(x.shape))
+    size = x.shape[dim]
+    start = a["start"] if a["start"] is not None else 0
+    end = a["end"] if a["end"] is not None else _INT64_MAX
+    if isinstance(size, int):
+        end = min(end, size)
+    if start == 0 and end == size and a["step"] == 1:
+        return x
+    inputs = [x, ctx.ints([start]), ctx.ints([end]), ctx.ints([dim]), ctx.ints([a["step"]])]
+    return ctx.emit("Slice", inputs)
+
+
+@lowers(aten.select)
+def select(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x, dim, index = ctx.env[node.args[0]], node.args[1], node.args[2]
+    scalar_index = ctx.const(torch.tensor(index, dtype=torch.int64), hint="index")
+    return ctx.emit("Gather", [x, scalar_index], {"axis": _dim(dim, len(x.shape))})
+
+
+@lowers(aten.unsqueeze)
+def unsqueeze(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    return ctx.emit("Unsqueeze", [x, ctx.ints([_dim(node.args[1], len(x.shape) + 1)], hint="axes")])
+
+
+@lowers(aten.squeeze)
+def squeeze(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x: Value = ctx.env[node.args[0]]
+    rank = len(x.shape)
+    dims = node.args[1] if len(node.args) > 1 else list(range(rank))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    axes = sorted({_dim(d, rank) for d in dims if x.shape[_dim(d, rank)] == 1})
+    if not axes:  # torch ignores squeezing a dim that is not 1
+        return x
+    return ctx.emit("Squeeze", [x, ctx.ints(axes, hint="axes")])
+
+
+@lowers(aten.split_with_sizes, aten.split)
+def split(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
+    x: Value = ctx.env[node.args[0]]
+    dim = _dim(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0), len(x.shape))
+    sizes = [int(t.shape[dim]) for t in ctx.out_meta()]
+    return ctx.emit("Split", [x, ctx.ints(sizes, hint="split")], {"axis": dim}, n_outputs=len(sizes))
+
+
+@lowers(aten.unbind)
+def unbind(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
+    x: Value = ctx.env[node.args[0]]
+    dim = _dim(node.args[1] if len(node.args) > 1 else 0, len(x.shape))
+    count = x.shape[dim]
+    piece_shape = tuple(1 if i == dim else s for i, s in enumerate(x.shape))
+    pieces = ctx.emit("Split", [x, ctx.ints([1] * count, hint="split")], {"axis": dim}, n_outputs=count,
+                      shape=piece_shape, dtype=x.dtype)
+    pieces = pieces if isinstance(pieces, list) else [pieces]
+    axes = ctx.ints([dim], hint="axes")
+    return [ctx.emit("Squeeze", [p, axes], shape=ctx.out_meta(i).shape, dtype=x.dtype) for i, p in enumerate(pieces)]
+
+
+@lowers(aten.index)
+def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x[i0, i1, ...]`` with integer index tensors on consecutive dims: Gather for one, GatherND for several.
+
+    torch broadcasts the index tensors to one shape B and puts B where the indexed dims were; GatherND
+    does the same for leading dims, so the indexed block is moved to the front and B moved back after.
+    """
+    x: Value = ctx.env[node.args[0]]
+    indices = [ctx.env[n] if n is not None else None for n in node.args[1]]
+    used = [(dim, idx) for dim, idx in enumerate(indices) if idx is not None]
+    dims = [dim for dim, _ in used]
+    if any(idx.dtype == torch.bool for _, idx in used) or dims != list(range(dims[0], dims[0] + len(dims))):
+        raise UnsupportedOpError(
+            f"{ctx.describe()}: boolean or non-adjacent advanced indexing; index with integer tensors on "
+            f"neighbouring dimensions"
+        )
+    if len(used) == 1:
+        return ctx.emit("Gather", [x, used[0][1]], {"axis": dims[0]})
+    rank, first, count = len(x.shape), dims[0], len(dims)
+    broadcast = tuple(torch.broadcast_shapes(*(tuple(idx.shape) for _, idx in used)))
+    if first:  # move the indexed dims to the front
+        perm = dims + [d for d in range(rank) if d not in dims]
+        x = ctx.emit("Transpose", [x], {"perm": perm}, shape=tuple(x.shape[d] for d in perm), dtype=x.dtype)
+    columns = []
+    for _, idx in used:
+        idx = ctx.emit("Expand", [ctx.cast(idx, torch.int64), ctx.ints(broadcast, hint="shape")],
+                       shape=broadcast, dtype=torch.int64)
+        columns.append(ctx.emit("Unsqueeze", [idx, ctx.ints([len(broadcast)], hint="axes")],
+                                shape=broadcast + (1,), dtype=torch.int64))
+    stacked = ctx.emit("Concat", columns, {"axis": len(broadcast)}, shape=broadcast + (count,), dtype=torch.int64)
+    rest = tuple(x.shape[count:])
+    if not first:
+        return ctx.emit("GatherND", [x, stacked])
+    gathered = ctx.emit("GatherND", [x, stacked], shape=broadcast + rest, dtype=x.dtype)
+    nb = len(broadcast)  # [B..., rest_before..., rest_after...] -> [rest_before..., B..., rest_after...]
+    perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, nb + len(rest)))
+    return ctx.emit("Transpose", [gathered], {"perm": perm})
+
+
+@lowers(aten.gather)
+def gather(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    x, dim, idx = ctx.env[node.args[0]], node.args[1], ctx.env[node.args[2]]
+    return ctx.emit("GatherElements", [x, idx], {"axis": _dim(dim, len(x.shape))})
+
+
+@lowers(aten.constant_pad_nd)
+def constant_pad(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    rank, pad = len(x.shape), list(a["pad"])
+    begins, ends = [0] * rank, [0] * rank
+    for pair in range(len(pad) // 2):  # torch lists (begin, end) pairs from the last dim backwards
+        begins[rank - 1 - pair], ends[rank - 1 - pair] = pad[2 * pair], pad[2 * pair + 1]
+    return ctx.emit("Pad", [x, ctx.ints(begins + ends, hint="pads"), ctx.scalar(a["value"], x.dtype)])
+
+
+@lowers(aten.full_like, aten.zeros_like, aten.ones_like)
+def filled_like(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # Only the input's (static) shape matters, so the result is a constant.
+    fake = ctx.out_meta()
+    packet = node.target.overloadpacket
+    fill = 0 if packet is aten.zeros_like else 1 if packet is aten.ones_like else node.args[1]
+    return ctx.const(torch.full(tuple(fake.shape), fill, dtype=fake.dtype), hint=node.name)
