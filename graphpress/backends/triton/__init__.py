@@ -6,7 +6,7 @@
 * ``torch.ops.graphpress.quant_matmul`` is the custom op (torch.compile and CUDA graphs go through it).
 * :func:`tune` fills the on-disk autotune cache (``~/.cache/graphpress``) ahead of graph capture.
 
-Importing this package needs torch only; the kernels import Triton when first used.
+Importing this package needs torch; Triton is imported when installed (without it, modules fall back).
 """
 
 from typing import Iterable

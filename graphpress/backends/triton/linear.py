@@ -12,7 +12,9 @@ interpreter) it dequantizes with torch and multiplies, and says so once in the `
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 from typing import Any, Sequence
 
 import torch
@@ -30,15 +32,17 @@ _fallback_logged: set[str] = set()
 _FLOAT16_SAFE_SCALE = 1e-4
 
 
+# Decided once at import, as plain constants, so that torch.compile traces ``forward`` without touching
+# the environment or importing anything.
+_HAVE_TRITON = importlib.util.find_spec("triton") is not None
+_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if _HAVE_TRITON:
+    from graphpress.backends.triton import ops as _ops  # noqa: F401  (registers graphpress::quant_matmul)
+
+
 def triton_available(device: torch.device) -> bool:
     """Whether the Triton kernels can run for tensors on ``device`` (a GPU, or the CPU interpreter)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    from graphpress.backends.triton.ops import interpreting
-
-    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+    return _HAVE_TRITON and (device.type == "cuda" or (device.type == "cpu" and _INTERPRETER))
 
 
 def _concat_quantized(parts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -88,14 +92,17 @@ class TritonQuantLinear(nn.Module):
     def from_quantized(cls, quantized: Any | Sequence[Any], meta_dtype: torch.dtype | None = None) -> TritonQuantLinear:
         """Build from one packed-format object or a list of them (fused, outputs split in list order).
 
-        ``meta_dtype`` stores scales and offsets; default float16 (half the bytes of float32, 11-bit
-        mantissa) unless some scale is too small for it, then float32.
+        ``meta_dtype`` stores scales and offsets.  Default: float16 for int4 (half the metadata bytes
+        of float32, which is 6% of an int4 g128 weight's traffic; an offset of at most 15 steps keeps
+        its rounding under 1% of a step), float32 otherwise (offsets up to 255 steps in int8 would
+        round by 0.1 step in float16, while per-channel metadata costs no bandwidth) or when some
+        scale is too small for float16.
         """
         parts = list(quantized) if isinstance(quantized, (list, tuple)) else [quantized]
         qweight, scales, zeros, bias = _concat_quantized(parts)
         if meta_dtype is None:
-            tiny = scales.abs().min().item() < _FLOAT16_SAFE_SCALE
-            meta_dtype = torch.float32 if tiny else torch.float16
+            float16_safe = parts[0].bits <= 4 and scales.abs().min().item() >= _FLOAT16_SAFE_SCALE
+            meta_dtype = torch.float16 if float16_safe else torch.float32
         weights = repack_for_kernels(qweight, scales, zeros, parts[0].bits, parts[0].group,
                                      parts[0].in_features, meta_dtype)
         split = [p.out_features for p in parts] if len(parts) > 1 else None
@@ -119,7 +126,8 @@ class TritonQuantLinear(nn.Module):
                 f"group={self.group}, bias={self.bias is not None}{fused}, kernel={self.kernel}")
 
     def _fallback(self, x: torch.Tensor) -> torch.Tensor:
-        reason = f"TritonQuantLinear on {self.packed.device.type}: no Triton kernel here, using torch dequantize+matmul"
+        reason = (f"TritonQuantLinear on {x.device.type}: no Triton kernel for this device "
+                  f"({'Triton not installed' if not _HAVE_TRITON else 'not a GPU'}), using torch dequantize+matmul")
         if reason not in _fallback_logged:
             _fallback_logged.add(reason)
             _log.warning("graphpress: %s", reason)
