@@ -20,6 +20,7 @@ _REGISTRY: dict[str, type[Pass]] = {}
 _BUILTIN_MODULES = (
     "graphpress.passes.cleanup",
     "graphpress.passes.fold_bn",
+    "graphpress.passes.depth",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 
