@@ -32,6 +32,8 @@ def value_info(value: Value, *, with_shape: bool = True) -> onnx.ValueInfoProto:
         info = onnx.ValueInfoProto(name=value.name)
         info.type.CopyFrom(value.meta[ONNX_TYPE])
         return info
+    if value.dtype is None and not with_shape:
+        return onnx.ValueInfoProto(name=value.name)  # shape inference fills in the type
     if value.dtype is None:
         raise BackendError(f"value %{value.name} has no dtype; run infer_shapes(graph) before writing ONNX")
     shape = list(value.shape) if (with_shape and value.shape is not None) else None
