@@ -1,0 +1,126 @@
+"""Find the repeated blocks of a transformer and replay them one at a time on cached activations.
+
+Hugging Face models share one shape: something before the blocks (embeddings, rotary tables, masks), a
+``ModuleList`` of identical blocks, something after (final norm, head). Instead of writing per-architecture
+code, the inputs of block 0 are *captured*: a forward pre-hook on it records the hidden states and every
+other argument the model passes (attention mask, position embeddings, ...) and then stops the forward pass.
+Any block can then be replayed on any hidden states with those same extra arguments. This works for
+Llama-family decoders and BERT-like encoders alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from graphpress.errors import GraphpressError
+
+__all__ = ["find_blocks", "BlockCall", "capture_block_inputs", "run_block", "to_device"]
+
+# Where common architectures keep their blocks; checked before the generic search.
+KNOWN_BLOCK_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "encoder.layer", "bert.encoder.layer",
+                     "model.encoder.layer", "layers")
+
+
+def _parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def find_blocks(model: nn.Module, path: Optional[str] = None) -> tuple[str, nn.ModuleList]:
+    """``(qualified name, ModuleList)`` of the model's repeated blocks.
+
+    ``path`` names it explicitly; otherwise a known location is tried, then the ``ModuleList`` of
+    same-class modules holding the most parameters.
+    """
+    if path is not None:
+        blocks = model.get_submodule(path)
+        if not isinstance(blocks, nn.ModuleList):
+            raise GraphpressError(f"{path} is a {type(blocks).__name__}, not a ModuleList of blocks")
+        return path, blocks
+    for known in KNOWN_BLOCK_PATHS:
+        try:
+            candidate = model.get_submodule(known)
+        except AttributeError:
+            continue
+        if isinstance(candidate, nn.ModuleList) and len(candidate):
+            return known, candidate
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) and len({type(child) for child in module}) == 1
+    ]
+    if not candidates:
+        raise GraphpressError(f"{type(model).__name__} has no ModuleList of repeated blocks; pass blocks=<path>")
+    return max(candidates, key=lambda item: _parameter_count(item[1]))
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor inside (tuples, lists, dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: to_device(item, device) for key, item in value.items()}
+    return value
+
+
+@dataclass
+class BlockCall:
+    """Everything block 0 received in one batch except the hidden states: replayable on any block."""
+
+    args: tuple
+    kwargs: dict[str, Any]
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once block 0's inputs are recorded; nothing after it needs to run."""
+
+
+def _accepts_use_cache(model: nn.Module) -> bool:
+    return "use_cache" in inspect.signature(model.forward).parameters
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, first_block: nn.Module, batches: list[dict[str, Any]]
+) -> tuple[list[torch.Tensor], list[BlockCall]]:
+    """Hidden states entering ``first_block`` and the other arguments it gets, for each batch."""
+    hidden_states: list[torch.Tensor] = []
+    calls: list[BlockCall] = []
+
+    def capture(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        kwargs = dict(kwargs)
+        if args:
+            hidden, rest = args[0], args[1:]
+        else:
+            hidden, rest = kwargs.pop("hidden_states"), ()
+        hidden_states.append(hidden)
+        calls.append(BlockCall(rest, kwargs))
+        raise _StopForward
+
+    device = next(model.parameters()).device
+    extra = {"use_cache": False} if _accepts_use_cache(model) else {}
+    handle = first_block.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        for batch in batches:
+            try:
+                model(**to_device(batch, device), **extra)
+            except _StopForward:
+                continue
+            raise GraphpressError(f"the forward pass of {type(model).__name__} never reached its first block")
+    finally:
+        handle.remove()
+    return hidden_states, calls
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, hidden: torch.Tensor, call: BlockCall) -> torch.Tensor:
+    """Output hidden states of ``block`` on ``hidden`` with the captured extra arguments."""
+    output = block(hidden, *call.args, **call.kwargs)
+    # Older Hugging Face blocks return (hidden_states, attentions, ...); current ones a tensor.
+    return output[0] if isinstance(output, (tuple, list)) else output
