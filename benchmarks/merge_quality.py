@@ -17,6 +17,7 @@ Fine-tunes are cached in --workdir (delete it to retrain). Results: benchmarks/r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -129,6 +130,17 @@ def import_baseline_rss_mb() -> float:
     return os.wait4(child.pid, 0)[2].ru_maxrss / 1024
 
 
+def save_plain(model, tokenizer, folder: Path) -> None:
+    """Save a GGUF-loaded model as a plain fp32 folder (transformers refuses to serialize GGUF-quantized ones)."""
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are already dequantized; the folder holds plain fp32
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def load_folder(folder: Path):
     from transformers import AutoModelForCausalLM
 
@@ -168,7 +180,7 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gp_merge_bench"))
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -187,8 +199,8 @@ def main() -> None:
     print({domain: len(ids) for domain, ids in tokens.items()}, "tokens per domain", flush=True)
     base_dir = work / "base"
     if not (base_dir / "model.safetensors").is_file():
-        base_model.save_pretrained(base_dir)
-        tokenizer.save_pretrained(base_dir)
+        save_plain(base_model, tokenizer, base_dir)
+    del base_model
 
     finetune_s: dict[str, float] = {}
     for domain in ("A", "B"):
