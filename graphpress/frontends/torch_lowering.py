@@ -12,24 +12,25 @@ parameter edits the model); every ``call_function`` node is either
 Every value gets its shape and dtype from the aten node's ``meta["val"]``; after each rule the shape it
 produced is checked against torch's, so a wrong rule fails at trace time, naming the op and the module,
 instead of giving a wrong ONNX file later. Each IR node records the innermost ``nn_module_stack`` path as
-its ``scope`` and the module class in ``node.meta["module_class"]``.
+its ``scope`` and the module class in ``node.meta["module_class"]``. The bodies of higher-order ops
+(``torch.no_grad()`` or ``autocast(enabled=False)`` regions inside forward) are inlined.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.fx
 from torch.export import ExportedProgram
-from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgument
+from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..errors import FrontendError, UnsupportedOpError
 from ..ir import Graph, ModuleBinding, Parameter, Value
 from .torch_registry import rule_for
 
-__all__ = ["LoweringContext", "lower_exported_program", "onnx_dtype", "shape_of"]
+__all__ = ["LoweringContext", "lower_exported_program", "lower_nodes", "onnx_dtype", "shape_of"]
 
 # ONNX TensorProto.DataType codes, for Cast's ``to`` attribute (the IR follows ONNX attribute semantics).
 _ONNX_DTYPES = {
@@ -106,6 +107,16 @@ class LoweringContext:
     def out_meta(self, index: int | None = None) -> torch.Tensor:
         val = self.node.meta["val"]
         return val[index] if index is not None else val
+
+    def inline(self, graph_module: torch.fx.GraphModule, args: Sequence[Any]) -> list[Any]:
+        """Lower the body of a higher-order op (``wrap_with_set_grad_enabled``...) in place; its outputs."""
+        outer = self.node
+        placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+        for placeholder, arg in zip(placeholders, args):
+            self.env[placeholder] = arg
+        outputs = lower_nodes(self, graph_module.graph.nodes)
+        self.node = outer
+        return outputs
 
     # -- building IR -------------------------------------------------------------------------------
     def emit(
@@ -263,46 +274,61 @@ def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
     graph.prune_unused_constants()
 
 
+def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
+    folded = _try_fold(ctx, node)
+    if folded is not None:
+        return folded
+    rule = rule_for(node.target)
+    if rule is None:
+        raise UnsupportedOpError(
+            f"no graphpress rule for {ctx.describe()}; add one with "
+            f"@graphpress.frontends.torch_registry.lowers({node.target}), or rewrite that module "
+            f"with ops graphpress knows"
+        )
+    result = rule(ctx, node)
+    _check_shapes(ctx, node, result)
+    return result
+
+
+def lower_nodes(ctx: LoweringContext, nodes: Iterable[torch.fx.Node]) -> list[Any]:
+    """Lower the non-placeholder nodes of one FX graph into ``ctx``; returns what its output node returns."""
+    outputs: list[Any] = []
+    for node in nodes:
+        ctx.node = node
+        if node.op == "call_function":
+            if not any(tag in str(node.target) for tag in _SIDE_EFFECT_ONLY):
+                ctx.env[node] = _lower_call(ctx, node)
+        elif node.op == "get_attr":  # the body of a higher-order op
+            ctx.env[node] = getattr(node.graph.owning_module, node.target)
+        elif node.op == "output":
+            outputs = [ctx.env[n] if isinstance(n, torch.fx.Node) else n for n in node.args[0]]
+        elif node.op != "placeholder":
+            raise FrontendError(f"unexpected FX node {node.op} {node.target} in the exported graph")
+    return outputs
+
+
 def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph") -> Graph:
-    """Lower a core-aten ExportedProgram whose parameters live in ``module`` to a torch-origin Graph."""
+    """Lower an ExportedProgram whose parameters live in ``module`` to a torch-origin Graph.
+
+    Raises :class:`UnsupportedOpError` at the first op without a rule; the caller may then decompose the
+    program further and try again.
+    """
     graph = Graph(name, origin="torch")
     graph.module = module
     ctx = LoweringContext(graph)
     specs = {spec.arg.name: spec for spec in ep.graph_signature.input_specs}
-    classes: dict[str, str] = {}
-    outputs: list[Any] = []
     for node in ep.graph.nodes:
-        ctx.node = node
         if node.op == "placeholder":
+            ctx.node = node
             ctx.env[node] = _lower_placeholder(ctx, node, specs[node.name], ep, module)
-        elif node.op == "output":
-            outputs = [ctx.env[n] if isinstance(n, torch.fx.Node) else n for n in node.args[0]]
-        elif node.op == "call_function":
-            if any(tag in str(node.target) for tag in _SIDE_EFFECT_ONLY):
-                continue
-            folded = _try_fold(ctx, node)
-            if folded is not None:
-                ctx.env[node] = folded
-                continue
-            rule = rule_for(node.target)
-            if rule is None:
-                raise UnsupportedOpError(
-                    f"no graphpress rule for {ctx.describe()}; add one with "
-                    f"@graphpress.frontends.torch_registry.lowers({node.target}), or rewrite that module "
-                    f"with ops graphpress knows"
-                )
-            result = rule(ctx, node)
-            _check_shapes(ctx, node, result)
-            ctx.env[node] = result
-            path, cls = _module_info(node)
-            classes.setdefault(path, cls)
-        else:
-            raise FrontendError(f"unexpected FX node {node.op} {node.target} in the exported graph")
+    outputs = lower_nodes(ctx, ep.graph.nodes)
     user_outputs = [s for s in ep.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"]
     if len(user_outputs) != len(outputs):
         raise FrontendError("the model mutates buffers in forward (training-mode code?); call model.eval()")
     _finish(ctx, outputs, _output_names(ep, len(outputs)))
-    graph.metadata["module_classes"] = classes
+    graph.metadata["module_classes"] = {
+        path: cls for path, cls in (_module_info(n) for n in ep.graph.nodes if n.op == "call_function") if path
+    }
     graph.metadata["input_names"] = [v.name for v in graph.inputs]
     graph.metadata["output_names"] = [v.name for v in graph.outputs]
     graph.metadata["output_spec"] = ep.call_spec.out_spec

@@ -32,6 +32,7 @@ _RULE_MODULES = (
     "graphpress.frontends.torch_rules_activation",
     "graphpress.frontends.torch_rules_shape",
     "graphpress.frontends.torch_rules_math",
+    "graphpress.frontends.torch_rules_regions",
 )
 _loaded = False
 

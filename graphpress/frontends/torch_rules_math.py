@@ -32,8 +32,9 @@ _ARITHMETIC = {aten.add: "Add", aten.sub: "Sub", aten.mul: "Mul", aten.div: "Div
                aten.maximum: "Max", aten.minimum: "Min"}
 _COMPARISON = {aten.eq: "Equal", aten.ne: "Equal", aten.lt: "Less", aten.le: "LessOrEqual", aten.gt: "Greater",
                aten.ge: "GreaterOrEqual"}
-_LOGICAL = {aten.bitwise_and: ("And", "BitwiseAnd"), aten.logical_and: ("And", "And"),
-            aten.bitwise_or: ("Or", "BitwiseOr"), aten.logical_or: ("Or", "Or"),
+_LOGICAL = {aten.bitwise_and: ("And", "BitwiseAnd"), aten.__and__: ("And", "BitwiseAnd"),
+            aten.bitwise_or: ("Or", "BitwiseOr"), aten.__or__: ("Or", "BitwiseOr"), aten.logical_and: ("And", "And"),
+            aten.logical_or: ("Or", "Or"),
             aten.bitwise_xor: ("Xor", "BitwiseXor"), aten.logical_xor: ("Xor", "Xor")}
 _REDUCE = {aten.mean: "ReduceMean", aten.sum: "ReduceSum", aten.amax: "ReduceMax", aten.amin: "ReduceMin"}
 

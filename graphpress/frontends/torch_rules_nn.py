@@ -104,17 +104,31 @@ def _affine(ctx: LoweringContext, tensor: Value | None, size: int, fill: float, 
     return tensor if tensor is not None else ctx.const(torch.full((size,), fill, dtype=dtype), hint="affine")
 
 
+def _batch_norm(ctx: LoweringContext, x: Value, weight: Value | None, bias: Value | None, mean: Value,
+                var: Value, momentum: float | None, eps: float) -> Value:
+    channels, dtype = x.shape[1], x.dtype
+    inputs = [x, _affine(ctx, weight, channels, 1.0, dtype), _affine(ctx, bias, channels, 0.0, dtype), mean, var]
+    # ONNX weighs the running statistic by momentum, torch weighs the new batch by it.
+    attrs = {"epsilon": float(eps), "momentum": 1.0 - float(momentum if momentum is not None else 0.1)}
+    return ctx.emit("BatchNormalization", inputs, attrs, like=x)
+
+
 @lowers(aten.batch_norm)
 def batch_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)
     if a["training"] or a["running_mean"] is None:
         raise UnsupportedOpError(f"{ctx.describe()} runs in training mode; call model.eval() before tracing")
-    x: Value = a["input"]
-    channels, dtype = x.shape[1], x.dtype
-    inputs = [x, _affine(ctx, a["weight"], channels, 1.0, dtype), _affine(ctx, a["bias"], channels, 0.0, dtype),
-              a["running_mean"], a["running_var"]]
-    # ONNX weighs the running statistic by momentum, torch weighs the new batch by it.
-    return ctx.emit("BatchNormalization", inputs, {"epsilon": float(a["eps"]), "momentum": 1.0 - float(a["momentum"] or 0.1)})
+    return _batch_norm(ctx, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["momentum"],
+                       a["eps"])
+
+
+@lowers(aten._native_batch_norm_legit_no_training)
+def batch_norm_inference(ctx: LoweringContext, node: torch.fx.Node) -> list[Value | None]:
+    # What export emits for an eval-mode BatchNorm; outputs 1-2 (saved statistics) are empty and unused.
+    a = ctx.bind(node)
+    out = _batch_norm(ctx, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["momentum"],
+                      a["eps"])
+    return [out, None, None]
 
 
 @lowers(aten.layer_norm)
@@ -202,3 +216,17 @@ def adaptive_avg_pool(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         )
     kernel = [i // o for i, o in zip(in_sizes, out_sizes)]
     return ctx.emit("AveragePool", [x], {"kernel_shape": kernel, "strides": kernel, "pads": [0] * 2 * len(kernel)})
+
+
+@lowers(aten.upsample_nearest2d, aten.upsample_bilinear2d)
+def upsample(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # torch's nearest picks floor(out_index * in / out): ONNX "asymmetric" + "floor". Bilinear maps
+    # pixel centres ("half_pixel"), or corners when align_corners=True.
+    x: Value = ctx.env[node.args[0]]
+    sizes = ctx.ints(list(ctx.out_meta().shape), hint="sizes")
+    if node.target.overloadpacket is aten.upsample_nearest2d:
+        attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        align = node.args[2] if len(node.args) > 2 else node.kwargs.get("align_corners", False)
+        attrs = {"mode": "linear", "coordinate_transformation_mode": "align_corners" if align else "half_pixel"}
+    return ctx.emit("Resize", [x, None, None, sizes], attrs)

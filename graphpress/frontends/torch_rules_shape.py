@@ -48,7 +48,7 @@ def dropout(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return a["input"]
 
 
-@lowers(aten._to_copy)
+@lowers(aten._to_copy, aten.to, aten.type_as)
 def to_copy(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype)
 
@@ -222,10 +222,14 @@ def constant_pad(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("Pad", [x, ctx.ints(begins + ends, hint="pads"), ctx.scalar(a["value"], x.dtype)])
 
 
-@lowers(aten.full_like, aten.zeros_like, aten.ones_like)
+_FILL_ARGUMENT = {aten.full_like: 1, aten.new_full: 2}
+_FILL_VALUE = {aten.zeros_like: 0, aten.ones_like: 1, aten.new_zeros: 0, aten.new_ones: 1}
+
+
+@lowers(aten.full_like, aten.zeros_like, aten.ones_like, aten.new_full, aten.new_zeros, aten.new_ones)
 def filled_like(ctx: LoweringContext, node: torch.fx.Node) -> Value:
-    # Only the input's (static) shape matters, so the result is a constant.
+    # Only the input's (static) shape and dtype matter, so the result is a constant.
     fake = ctx.out_meta()
     packet = node.target.overloadpacket
-    fill = 0 if packet is aten.zeros_like else 1 if packet is aten.ones_like else node.args[1]
+    fill = node.args[_FILL_ARGUMENT[packet]] if packet in _FILL_ARGUMENT else _FILL_VALUE[packet]
     return ctx.const(torch.full(tuple(fake.shape), fill, dtype=fake.dtype), hint=node.name)
