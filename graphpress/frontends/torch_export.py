@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import re
 import time
 from typing import Any
@@ -35,7 +36,7 @@ from ..ir import Graph
 from .torch_lowering import lower_exported_program
 from .torch_registry import decomposition_table
 
-__all__ = ["trace", "export_program"]
+__all__ = ["trace", "export_program", "export_onnx"]
 
 _USER_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
@@ -141,3 +142,28 @@ def trace(
     graph.metadata["decomposed"] = decomposed
     graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
     return graph
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    example_inputs: tuple | dict | torch.Tensor | None = None,
+    *,
+    example_kwargs: dict | None = None,
+    opset: int | None = None,
+    external_data: bool | None = None,
+) -> str:
+    """Trace ``model`` and write it as an ONNX file, atomically; returns the absolute path.
+
+    The graph goes through graphpress' own emitter (:func:`graphpress.backends.onnx.save_onnx`), so the
+    file has the same op forms the ONNX frontend reads back (Linear as Gemm/MatMul, attention as a
+    softmax chain); ``external_data`` keeps weights in ``<file>.data`` (default: only above 2 GiB).
+    """
+    from ..backends.onnx import save_onnx
+
+    if example_inputs is None and not example_kwargs:
+        raise FrontendError(
+            f"export_onnx needs example inputs for {type(model).__name__}, e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
+        )
+    graph = trace(model, example_inputs if example_inputs is not None else (), example_kwargs=example_kwargs)
+    return save_onnx(graph, path, opset=opset, external_data=external_data)
