@@ -14,6 +14,8 @@ the initializer's name as its Parameter key, so reports still name it as the fil
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import numpy as np
@@ -74,7 +76,9 @@ def _foldable(node: Node, limit: int) -> bool:
     return True
 
 
-def _evaluate(node: Node, opset: int) -> list[np.ndarray]:
+def _evaluate(node: Node, opset: int) -> list[np.ndarray] | None:
+    """Outputs of ``node`` computed by onnx's reference evaluator; None where it cannot (the node then stays
+    for the runtime: the reference implementation lacks or mishandles some ops and types)."""
     names = [f"in{i}" if v is not None else "" for i, v in enumerate(node.inputs)]
     outs = [f"out{i}" for i in range(len(node.outputs))]
     proto = onnx.helper.make_node(node.op, names, outs)
@@ -84,7 +88,11 @@ def _evaluate(node: Node, opset: int) -> list[np.ndarray]:
     out_info = [onnx.helper.make_tensor_value_info(n, torch_to_onnx_dtype(o.dtype), None) for n, o in zip(outs, node.outputs)]
     graph = onnx.helper.make_graph([proto], "fold", [], out_info, initializer=inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-    return ReferenceEvaluator(model).run(None, {})
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the evaluator prints its failures
+            return ReferenceEvaluator(model).run(None, {})
+    except Exception:
+        return None
 
 
 def _to_tensor(array: np.ndarray, like: Value) -> torch.Tensor:
@@ -116,6 +124,8 @@ def fold_constants(graph: Graph, *, max_elements: int = DEFAULT_FOLD_LIMIT) -> i
             continue  # string tensors: torch cannot hold them, the node stays
         elif _foldable(node, max_elements):
             results = _evaluate(node, graph.opset)
+            if results is None:
+                continue
         else:
             continue
         for out, array in zip(node.outputs, results):

@@ -58,5 +58,18 @@ def infer_shapes(graph: Graph) -> Graph:
                 set_type(probe, found)
                 out.dtype = probe.dtype or out.dtype
                 continue
+            previous = out.shape
             set_type(out, found)
+            out.shape = _keep_known_dims(out.shape, previous)
     return graph
+
+
+def _keep_known_dims(inferred: tuple | None, previous: tuple | None) -> tuple | None:
+    """Where inference could not size a dim that the graph already knew (a number or a symbol the exporter
+    declared, such as "seq"), keep what was known rather than a fresh ``unk__`` symbol."""
+    if inferred is None or previous is None or len(inferred) != len(previous):
+        return inferred
+    return tuple(
+        old if isinstance(new, str) and new.startswith("unk__") and not (isinstance(old, str) and old.startswith("unk__")) else new
+        for new, old in zip(inferred, previous)
+    )
