@@ -28,6 +28,7 @@ from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..errors import FrontendError, UnsupportedOpError
 from ..ir import Graph, ModuleBinding, Parameter, Value
+from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_registry import rule_for
 
 __all__ = ["LoweringContext", "lower_exported_program", "lower_nodes", "onnx_dtype", "shape_of"]
@@ -76,6 +77,8 @@ class LoweringContext:
         self.env: dict[torch.fx.Node, Any] = {}
         self.node: torch.fx.Node | None = None
         self._scalars: dict[tuple, Value] = {}
+        self.aliases: dict[int, list[str]] = {}  # id(module tensor) -> its names (tied weights)
+        self.bound_tensors: dict[int, Value] = {}  # id(module tensor) -> the constant bound to it
 
     # -- reading the aten node ---------------------------------------------------------------------
     @property
@@ -230,8 +233,18 @@ def _lower_placeholder(ctx: LoweringContext, node: torch.fx.Node, spec: Any, ep:
                        module: torch.nn.Module) -> Any:
     graph = ctx.graph
     if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+        # Tied tensors arrive as one placeholder per name; they must be one IR value, or an edit through
+        # one name would silently untie them.
+        tensor_id = id(ModuleBinding(module, spec.target).get())
+        if tensor_id in ctx.bound_tensors:
+            return ctx.bound_tensors[tensor_id]
+        names = ctx.aliases.get(tensor_id, [spec.target])
+        binding = AliasedModuleBinding(module, names[0], names[1:]) if len(names) > 1 else ModuleBinding(
+            module, spec.target)
         kind = "parameter" if spec.kind == InputKind.PARAMETER else "buffer"
-        return graph.add_constant(Parameter(ModuleBinding(module, spec.target), kind=kind), name=spec.target)
+        value = graph.add_constant(Parameter(binding, kind=kind), name=binding.key)
+        ctx.bound_tensors[tensor_id] = value
+        return value
     if spec.kind == InputKind.CONSTANT_TENSOR:
         return ctx.const(ep.constants[spec.target], hint=spec.target)
     if spec.kind == InputKind.USER_INPUT:
@@ -316,6 +329,7 @@ def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: s
     graph = Graph(name, origin="torch")
     graph.module = module
     ctx = LoweringContext(graph)
+    ctx.aliases = tensor_aliases(module)
     specs = {spec.arg.name: spec for spec in ep.graph_signature.input_specs}
     for node in ep.graph.nodes:
         if node.op == "placeholder":

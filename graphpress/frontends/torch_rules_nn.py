@@ -36,9 +36,9 @@ def _transposed_parameter(ctx: LoweringContext, weight: Value) -> Value | None:
     param = weight.param
     if param is None or param.kind != "parameter" or len(param.shape) != 2:
         return None
-    if type(param.binding) is not ModuleBinding:
+    if not isinstance(param.binding, ModuleBinding) or isinstance(param.binding, TransposedModuleBinding):
         return None
-    binding = TransposedModuleBinding(param.binding.root, param.key)
+    binding = TransposedModuleBinding(param.binding)
     return ctx.graph.add_constant(Parameter(binding, kind="parameter"), name=f"{param.key}.T")
 
 

@@ -1,0 +1,60 @@
+"""Failures say what went wrong and where: unknown ops name the aten op and the module path, export
+failures carry torch's first line and a hint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from graphpress.errors import FrontendError, UnsupportedOpError
+from graphpress.frontends.torch_export import export_onnx, trace
+
+
+class _Spectral(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(x).abs()
+
+
+class _WithSpectral(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.spectrum = _Spectral()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spectrum(self.proj(x))
+
+
+class _DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return x
+
+
+def test_unknown_op_names_op_and_module() -> None:
+    with pytest.raises(UnsupportedOpError) as info:
+        trace(_WithSpectral(), (torch.randn(2, 8),))
+    message = str(info.value)
+    assert "fft" in message and "spectrum" in message and "lowers(" in message
+
+
+def test_data_dependent_control_flow_is_explained() -> None:
+    with pytest.raises(FrontendError) as info:
+        trace(_DataDependent(), (torch.randn(4),))
+    message = str(info.value)
+    assert "torch.export could not trace _DataDependent" in message
+    assert "data-dependent control flow" in message and "test_torch_fe_errors.py" in message
+
+
+def test_never_decomposing_refuses_ops_without_rules() -> None:
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3))  # export keeps aten.conv2d, which only decomposition lowers
+    with pytest.raises(UnsupportedOpError, match="conv2d"):
+        trace(conv, (torch.randn(1, 3, 8, 8),), decompose=False)
+    assert trace(conv, (torch.randn(1, 3, 8, 8),)).find("Conv")
+
+
+def test_export_onnx_needs_inputs(tmp_path) -> None:
+    with pytest.raises(FrontendError, match="example inputs"):
+        export_onnx(nn.Linear(2, 2), tmp_path / "m.onnx")
