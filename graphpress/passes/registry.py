@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "graphpress.passes.cleanup",
     "graphpress.passes.fold_bn",
     "graphpress.passes.depth",
+    "graphpress.passes.prune",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
 

@@ -47,9 +47,13 @@ class FrozenRecord:
     node: str
 
 
-def tie_key(value: Value) -> int:
-    """Identity of the tensor behind a constant: tied weights share one tensor object."""
-    return id(value.param.data)
+def tie_key(value: Value) -> tuple[int, str]:
+    """Identity of the tensor behind a constant: tied weights share one tensor object. A binding that
+    presents a stored tensor in another layout (GPT-2's Conv1D, stored [in, out]) is keyed by the stored
+    tensor and the layout, since its ``get()`` builds a new view each time."""
+    binding = value.param.binding
+    stored = getattr(binding, "stored", binding)
+    return id(stored.get()), getattr(binding, "layout", "")
 
 
 class CouplingState:
@@ -62,8 +66,8 @@ class CouplingState:
         self.edges_b: list[np.ndarray] = []
         self.frozen: list[FrozenRecord] = []
         self.seen: list[np.ndarray] = []
-        self.param_axes: dict[tuple[int, int], ParamAxis] = {}
-        self._param_labels: dict[int, Labels] = {}
+        self.param_axes: dict[tuple[tuple[int, str], int], ParamAxis] = {}
+        self._param_labels: dict[tuple[int, str], Labels] = {}
         self.node_ids: dict[Node, dict[str, np.ndarray]] = {}
         self.uncovered: dict[str, str] = {}
 

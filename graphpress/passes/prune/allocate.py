@@ -1,0 +1,175 @@
+"""Turn a parameter ratio into a keep mask per coupling group.
+
+``ratio`` is the fraction of the in-scope *parameters* removed (a weight is in scope when a group in scope
+touches it), not a fraction of channels: removing a residual-stream channel shrinks two axes of some
+weights and one axis of others, so the two differ. The planner searches the one number that sets how much
+to prune (a per-group unit fraction for ``scope=local``, a prefix of the globally ranked units for
+``scope=global``) by bisection on the exact parameter count, and always:
+
+* never removes a frozen unit, never empties a group or any tensor axis a group reaches (``keep_one``);
+* rounds each group's kept unit count to a multiple of ``round_to`` where the group is wide enough
+  (at least ``8 * round_to`` units, so rounding never dominates a narrow layer);
+* reports what it rounded (KV-head groups are coarse: 2 KV heads can only lose 0 or 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...analysis.coupling import CouplingGroup, CouplingResult
+from ...errors import PassError
+
+__all__ = ["PruningPlan", "ParameterBudget", "plan_pruning"]
+
+
+@dataclass
+class PruningPlan:
+    keep: dict[int, np.ndarray]
+    in_scope_params: int
+    removed_params: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def achieved_ratio(self) -> float:
+        return self.removed_params / self.in_scope_params if self.in_scope_params else 0.0
+
+
+class ParameterBudget:
+    """Exact parameter counts of the weights in scope for any choice of kept units."""
+
+    def __init__(self, result: CouplingResult, groups: list[int]):
+        self.weights: dict[str, tuple[tuple[int, ...], list[tuple[int, int, np.ndarray]]]] = {}
+        for gi in groups:
+            group = result.groups[gi]
+            for m in group.members:
+                shape, axes = self.weights.setdefault(m.key, (m.shape, []))
+                axes.append((m.axis, gi, np.bincount(m.unit_of, minlength=group.units)))
+        self.total = sum(int(np.prod(shape)) for shape, _ in self.weights.values())
+
+    def remaining(self, keep: dict[int, np.ndarray]) -> int:
+        total = 0
+        for shape, axes in self.weights.values():
+            sizes = list(shape)
+            for axis, gi, counts in axes:
+                mask = keep.get(gi)
+                if mask is not None:
+                    sizes[axis] = min(sizes[axis], int(counts[mask].sum()))
+            total += int(np.prod(sizes))
+        return total
+
+
+def _feasible_removal(group: CouplingGroup, order: np.ndarray, count: int) -> np.ndarray:
+    """Keep mask removing up to ``count`` units in ``order`` without emptying any axis the group reaches."""
+    keep = np.ones(group.units, dtype=bool)
+    left = [int(s.size) for s in group.keep_one]
+    sets_of_unit: dict[int, list[int]] = {}
+    for k, units in enumerate(group.keep_one):
+        for u in units.tolist():
+            sets_of_unit.setdefault(u, []).append(k)
+    removed = 0
+    alive = group.units
+    for u in order.tolist():
+        if removed >= count or alive <= 1:
+            break
+        if group.frozen[u] or any(left[k] <= 1 for k in sets_of_unit.get(u, ())):
+            continue
+        keep[u] = False
+        removed += 1
+        alive -= 1
+        for k in sets_of_unit.get(u, ()):
+            left[k] -= 1
+    return keep
+
+
+def _rounded_count(group: CouplingGroup, fraction: float, round_to: int) -> int:
+    """Units to remove for ``fraction``, so that the kept count is a multiple of ``round_to`` if it can be."""
+    n = group.units
+    remove = int(np.floor(fraction * group.prunable_units + 0.5))
+    if round_to > 1 and group.unit_size == 1 and n >= 8 * round_to:
+        kept = max(round_to, int(round(max(n - remove, 0) / round_to)) * round_to)
+        remove = n - kept
+    return max(0, min(remove, n - 1))
+
+
+def _local(result, groups, scores, budget, target, round_to):
+    def keep_for(fraction: float) -> dict[int, np.ndarray]:
+        out = {}
+        for gi in groups:
+            g = result.groups[gi]
+            out[gi] = _feasible_removal(g, np.argsort(scores[gi], kind="stable"), _rounded_count(g, fraction, round_to))
+        return out
+
+    lo, hi = 0.0, 1.0
+    best = keep_for(0.0)
+    best_gap = abs(budget.total - budget.remaining(best) - target)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        keep = keep_for(mid)
+        removed = budget.total - budget.remaining(keep)
+        if abs(removed - target) < best_gap:
+            best, best_gap = keep, abs(removed - target)
+        lo, hi = (mid, hi) if removed < target else (lo, mid)
+    return best
+
+
+def _global(result, groups, scores, budget, target, round_to):
+    ranked = []
+    for gi in groups:
+        s = scores[gi]
+        g = result.groups[gi]
+        free = s[~g.frozen]
+        scale = free.mean() if free.size and free.mean() > 0 else 1.0
+        for u in np.flatnonzero(~g.frozen).tolist():
+            ranked.append((s[u] / scale, gi, u))
+    ranked.sort()
+
+    def keep_for(prefix: int) -> dict[int, np.ndarray]:
+        chosen: dict[int, list[int]] = {gi: [] for gi in groups}
+        for _, gi, u in ranked[:prefix]:
+            chosen[gi].append(u)
+        out = {}
+        for gi in groups:
+            g = result.groups[gi]
+            count = len(chosen[gi])
+            if round_to > 1 and g.unit_size == 1 and g.units >= 8 * round_to:
+                count = g.units - max(round_to, int(round((g.units - count) / round_to)) * round_to)
+            order = np.array(chosen[gi] + [u for u in np.argsort(scores[gi]).tolist() if u not in set(chosen[gi])])
+            out[gi] = _feasible_removal(g, order, max(0, count))
+        return out
+
+    lo, hi = 0, len(ranked)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if budget.total - budget.remaining(keep_for(mid)) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return keep_for(lo)
+
+
+def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray], ratio: float,
+                 scope: str = "local", round_to: int = 1) -> PruningPlan:
+    """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring)."""
+    budget = ParameterBudget(result, groups)
+    if ratio <= 0 or not groups:
+        return PruningPlan({}, budget.total, 0)
+    target = ratio * budget.total
+    chooser = _local if scope == "local" else _global
+    keep = chooser(result, groups, scores, budget, target, round_to)
+    removed = budget.total - budget.remaining(keep)
+    plan = PruningPlan({gi: m for gi, m in keep.items() if not m.all()}, budget.total, removed)
+    if removed < 0.9 * target:
+        limits = [result.groups[gi].name() for gi in groups if keep[gi].sum() <= 1 or
+                  (~keep[gi]).sum() >= result.groups[gi].prunable_units]
+        raise PassError(
+            f"ratio={ratio:g} would empty a group: only {removed / budget.total:.1%} of the in-scope parameters "
+            f"can be removed while every group keeps at least one unit; groups at their limit: "
+            f"{', '.join(limits[:5]) or 'none'}. Use a smaller ratio or scope=global.")
+    for gi, mask in plan.keep.items():
+        g = result.groups[gi]
+        if g.unit_size > 1:
+            plan.notes.append(f"{g.name()}: kept {int(mask.sum())} of {g.units} units "
+                              f"(whole blocks of {g.unit_size}; requested ratio rounded)")
+    return plan

@@ -1,0 +1,148 @@
+"""Apply a pruning decision to the IR: slice weights, shrink value shapes, fix shape-carrying inputs.
+
+The decision is a keep mask over channel ids (from :meth:`CouplingResult.keep_ids`). Weights are sliced
+through their bindings, so a torch-origin graph edits the working copy of the user's module and an
+ONNX-origin graph edits its initializers; tied weights stay one tensor. Then every value's labeled axes
+shrink, and the inputs and attributes that spell sizes out are rewritten from the new shapes: Reshape and
+Expand shape constants, Split sizes, Slice bounds, a grouped Conv's ``group`` and GroupNorm's
+``num_groups``. (Module attributes and Hugging Face configs are the torch backend's job: see
+:mod:`graphpress.backends.hf_fixups`.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...analysis.coupling import CouplingResult
+from ...ir import Graph, ModuleBinding, Node, Value
+
+__all__ = ["apply_keep_mask"]
+
+
+def _slice_weights(result: CouplingResult, keep_id: np.ndarray) -> int:
+    by_tensor: dict[int, list] = {}
+    for (tensor_key, axis), entry in result.state.param_axes.items():
+        by_tensor.setdefault(tensor_key, []).append((axis, entry))
+    changed = 0
+    for entries in by_tensor.values():
+        values = entries[0][1].values
+        data = values[0].param.data
+        new = data
+        for axis, entry in entries:
+            mask = keep_id[entry.ids]
+            if not mask.all():
+                new = new.index_select(axis, torch.as_tensor(np.flatnonzero(mask), device=new.device))
+        if new is data:
+            continue
+        changed += 1
+        _store(values, new.contiguous())
+    return changed
+
+
+def _store(values: list[Value], tensor: torch.Tensor) -> None:
+    """Write a sliced weight to every constant holding it, keeping tied module attributes one object."""
+    first = values[0].param
+    first.data = tensor
+    shared = first.binding.get()
+    for value in values[1:]:
+        binding = value.param.binding
+        if isinstance(binding, ModuleBinding) and isinstance(shared, torch.nn.Parameter):
+            setattr(binding.owner, binding.attr, shared)
+        elif binding.get() is not shared:
+            binding.set(tensor)
+    for value in values:
+        value.sync_from_param()
+
+
+def _shrink_values(result: CouplingResult, keep_id: np.ndarray) -> dict[Value, tuple]:
+    """New shapes of non-constant values; returns the old shapes of those that changed."""
+    old: dict[Value, tuple] = {}
+    for value, labels in result.state.labels.items():
+        if value.param is not None or value.shape is None:
+            continue
+        shape = list(value.shape)
+        for axis, ids in enumerate(labels):
+            if ids is not None:
+                shape[axis] = int(keep_id[ids].sum())
+        if tuple(shape) != tuple(value.shape):
+            old[value] = value.shape
+            value.shape = tuple(shape)
+    return old
+
+
+def _set_ints(graph: Graph, node: Node, index: int, ints: list[int], hint: str) -> None:
+    node.set_input(index, graph.constant(torch.tensor(ints, dtype=torch.int64), hint))
+
+
+def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
+    """Reshape/Expand: rewrite explicit sizes of axes that shrank (0 and -1 entries are left alone)."""
+    out = node.outputs[0]
+    target = node.input(1)
+    if out not in old or target is None or target.param is None:
+        return
+    entries = [int(v) for v in target.param.data.reshape(-1).tolist()]
+    before, after = old[out], out.shape
+    offset = len(after) - len(entries)
+    changed = False
+    for k, entry in enumerate(entries):
+        axis = k + offset
+        if axis >= 0 and before[axis] != after[axis] and entry == before[axis]:
+            entries[k] = int(after[axis])
+            changed = True
+    if changed:
+        _set_ints(graph, node, 1, entries, f"{node.name}_shape")
+
+
+def _fix_split(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
+    if not any(out in old for out in node.outputs):
+        return
+    axis = int(node.attrs.get("axis", 0)) % len(node.outputs[0].shape)
+    sizes = [int(out.shape[axis]) for out in node.outputs]
+    if node.input(1) is not None:
+        _set_ints(graph, node, 1, sizes, f"{node.name}_split")
+    elif "split" in node.attrs:
+        node.attrs["split"] = sizes
+
+
+def _fix_slice(graph: Graph, node: Node, result: CouplingResult, keep_id: np.ndarray) -> None:
+    labels = result.state.labels.get(node.input(0))
+    if not labels or node.input(1) is None or node.input(1).param is None:
+        return
+    starts = [int(v) for v in node.input(1).param.data.reshape(-1).tolist()]
+    ends = [int(v) for v in node.input(2).param.data.reshape(-1).tolist()]
+    axes_value = node.input(3)
+    axes = [int(v) for v in axes_value.param.data.reshape(-1).tolist()] if axes_value is not None else \
+        list(range(len(starts)))
+    changed = False
+    for k, axis in enumerate(axes):
+        ids = labels[axis % len(labels)]
+        if ids is None:
+            continue
+        kept = keep_id[ids]
+        if kept.all():
+            continue
+        start, end, _ = slice(starts[k], ends[k]).indices(len(ids))
+        starts[k], ends[k] = int(kept[:start].sum()), int(kept[:end].sum())
+        changed = True
+    if changed:
+        _set_ints(graph, node, 1, starts, f"{node.name}_starts")
+        _set_ints(graph, node, 2, ends, f"{node.name}_ends")
+
+
+def apply_keep_mask(graph: Graph, result: CouplingResult, keep_id: np.ndarray) -> dict[str, int]:
+    """Prune ``graph`` in place to the ids ``keep_id`` keeps; returns counts for the pass statistics."""
+    weights = _slice_weights(result, keep_id)
+    old = _shrink_values(result, keep_id)
+    for node in list(graph.nodes):
+        if node.op in ("Reshape", "Expand") and node.domain == "":
+            _fix_shape_input(graph, node, old)
+        elif node.op == "Split" and node.domain == "":
+            _fix_split(graph, node, old)
+        elif node.op == "Slice" and node.domain == "":
+            _fix_slice(graph, node, result, keep_id)
+        for attr, ids in result.state.node_ids.get(node, {}).items():
+            if attr in ("group", "num_groups"):
+                node.attrs[attr] = int(keep_id[ids].sum())
+    graph.prune_unused_constants()
+    return {"weights_sliced": weights, "values_reshaped": len(old)}

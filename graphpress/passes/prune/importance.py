@@ -1,0 +1,127 @@
+"""Importance criteria: a score per unit of a coupling group (low scores are pruned first).
+
+Criteria are plugged in with a decorator, so later methods (Wanda-sp, FLAP, CoMe, ...) add themselves
+without touching the pruning passes:
+
+    @register_importance("my-score")
+    def my_score(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
+        ...  # one float per unit of the group
+
+Built in: ``l1`` and ``l2`` (magnitude of every weight slice a unit owns, summed over the group's members),
+``taylor`` (first order: sum |w * dL/dw|, gradients of the loss on calibration data, see :mod:`.taylor`)
+and ``random`` (seeded; a baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ...analysis.coupling import CouplingGroup, CouplingResult
+from ...errors import OptionError
+from ...ir import Graph
+
+__all__ = ["ImportanceContext", "register_importance", "get_importance", "list_importance", "position_scores",
+           "sum_over_members"]
+
+
+@dataclass
+class ImportanceContext:
+    """What a criterion may read: the graph (weights via ``member.values[0].param.data``), the coupling
+    result, the pass context (calibration data, tokenizer), gradients when the criterion asked for them,
+    and a seeded generator."""
+
+    graph: Graph
+    coupling: CouplingResult
+    pass_ctx: Any = None
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    seed: int = 0
+
+
+ImportanceCriterion = Callable[[ImportanceContext, CouplingGroup], np.ndarray]
+_CRITERIA: dict[str, ImportanceCriterion] = {}
+_NEEDS_GRADIENTS: set[str] = set()
+
+
+def register_importance(name: str, *, needs_gradients: bool = False) -> Callable[[ImportanceCriterion], ImportanceCriterion]:
+    """Decorator: make ``fn(ctx, group) -> scores`` available as ``importance=<name>``."""
+
+    def register(fn: ImportanceCriterion) -> ImportanceCriterion:
+        _CRITERIA[name] = fn
+        if needs_gradients:
+            _NEEDS_GRADIENTS.add(name)
+        return fn
+
+    return register
+
+
+def get_importance(name: str) -> ImportanceCriterion:
+    if name not in _CRITERIA:
+        raise OptionError(f"unknown importance criterion {name!r}; registered: {', '.join(list_importance())}")
+    return _CRITERIA[name]
+
+
+def needs_gradients(name: str) -> bool:
+    return name in _NEEDS_GRADIENTS
+
+
+def list_importance() -> list[str]:
+    return sorted(_CRITERIA)
+
+
+def position_scores(tensor: torch.Tensor, axis: int, power: int) -> np.ndarray:
+    """Sum of |x|^power over every axis but ``axis``: one number per position along it."""
+    data = tensor.detach().float().abs()
+    if power != 1:
+        data = data.pow(power)
+    dims = [d for d in range(data.dim()) if d != axis]
+    return (data.sum(dim=dims) if dims else data).cpu().numpy().astype(np.float64)
+
+
+def sum_over_members(group: CouplingGroup, per_member: Callable[[Any], np.ndarray | None]) -> np.ndarray:
+    """Add up per-position scores of every member into per-unit scores (an index map is a bincount)."""
+    total = np.zeros(group.units, dtype=np.float64)
+    for member in group.members:
+        scores = per_member(member)
+        if scores is not None:
+            total += np.bincount(member.unit_of, weights=scores, minlength=group.units)
+    return total
+
+
+def _magnitude(group: CouplingGroup, power: int) -> np.ndarray:
+    def member_scores(member):
+        param = member.values[0].param
+        return None if param.is_meta else position_scores(param.data, member.axis, power)
+
+    return sum_over_members(group, member_scores)
+
+
+@register_importance("l1")
+def l1(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
+    return _magnitude(group, 1)
+
+
+@register_importance("l2")
+def l2(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
+    return np.sqrt(_magnitude(group, 2))
+
+
+@register_importance("random")
+def random(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
+    return np.random.default_rng(ctx.seed + group.index).random(group.units)
+
+
+@register_importance("taylor", needs_gradients=True)
+def taylor(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
+    """First-order Taylor: sum over a unit's weights of |w * dL/dw| (gradients from calibration data)."""
+
+    def member_scores(member):
+        grad = ctx.gradients.get(member.key)
+        if grad is None:
+            return None
+        return position_scores(member.values[0].param.data * grad, member.axis, 1)
+
+    return sum_over_members(group, member_scores)

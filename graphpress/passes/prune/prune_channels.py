@@ -1,0 +1,117 @@
+"""``prune-channels`` and ``prune-heads``: structured pruning driven by the coupling analysis.
+
+    graphpress.optimize(model, "prune-channels{ratio=0.3,importance=l2}", example_inputs=...)
+
+Each pass takes the coupling groups (:mod:`graphpress.analysis.coupling`), keeps those in scope (all
+prunable groups; only attention-head groups for ``prune-heads``; none touching an ``ignore`` pattern),
+scores their units with a registered importance criterion, plans how many units each group loses so that
+``ratio`` of the in-scope parameters go (:mod:`.allocate`), and applies the decision to the IR
+(:mod:`.apply`). The torch backend's module fix-ups (with :mod:`graphpress.backends.hf_fixups`) then make
+the user's class and its config agree with the new tensors; an ONNX graph is written out with its
+shape constants already rewritten.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+
+from ...analysis.coupling import CouplingGroup, analyze_coupling
+from ...errors import OptionError
+from ...ir import Graph
+from ..base import Pass, PassResult
+from ..context import PassContext
+from ..options import Option
+from ..registry import register_pass
+from .allocate import plan_pruning
+from .apply import apply_keep_mask
+from .importance import ImportanceContext, get_importance, list_importance, needs_gradients
+
+__all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
+
+
+def default_round_to(graph: Graph) -> int:
+    """Channel multiples that suit the backend: 8 for CPU GEMMs/convolutions (torch and onnxruntime)."""
+    return 8 if graph.origin in ("torch", "onnx") else 1
+
+
+def _module_of(key: str) -> str:
+    return key.rsplit(".", 1)[0]
+
+
+class _StructuredPrune(Pass):
+    options = (
+        Option("ratio", "float", 0.2, "fraction of the in-scope PARAMETERS to remove (not of channels): a weight "
+               "is in scope when a prunable group touches it", low=0.0, high=1.0, high_inclusive=False),
+        Option("importance", "str", "l2", "unit score: l1 | l2 | taylor (needs calibration) | random, or any "
+               "criterion registered with @register_importance"),
+        Option("scope", "str", "local", "local: every group loses the same fraction (uniform layer widths); "
+               "global: units ranked across groups (widths differ per layer)", choices=("local", "global")),
+        Option("round_to", "int", 0, "kept channel counts are multiples of this where a group is wide enough "
+               "(0 = backend default, 8 on CPU)", low=0),
+        Option("ignore", "list", [], "module-name glob patterns never to prune, separated by | "
+               "(e.g. lm_head|model.layers.0.*)"),
+        Option("seed", "int", 0, "seed of importance=random"),
+    )
+    heads_only = False
+
+    def requires(self, graph: Graph, ctx: PassContext) -> None:
+        super().requires(graph, ctx)
+        if self.opts["importance"] not in list_importance():
+            raise OptionError(f"option 'importance' of pass '{self.name}' must be one of "
+                              f"{', '.join(list_importance())}; got {self.opts['importance']!r}")
+
+    def _in_scope(self, group: CouplingGroup) -> bool:
+        if not group.prunable:
+            return False
+        if self.heads_only and not any("query head" in note for note in group.notes):
+            return False
+        patterns = self.opts["ignore"] or []
+        return not any(fnmatch.fnmatch(_module_of(m.key), p) or fnmatch.fnmatch(m.key, p)
+                       for m in group.members for p in patterns)
+
+    def call(self, graph: Graph, ctx: PassContext) -> PassResult:
+        ratio = self.opts["ratio"]
+        result = analyze_coupling(graph)
+        groups = [g.index for g in result.groups if self._in_scope(g)]
+        stats = {"groups_in_scope": len(groups), "groups_total": len(result.groups),
+                 "uncovered_ops": len(result.uncovered)}
+        if ratio == 0 or not groups:
+            return PassResult(graph, False, stats)
+        name = self.opts["importance"]
+        imp_ctx = ImportanceContext(graph, result, ctx, seed=self.opts["seed"])
+        if needs_gradients(name):
+            from .taylor import collect_gradients
+
+            imp_ctx.gradients = collect_gradients(graph, ctx.calibration, ctx.tokenizer)
+        criterion = get_importance(name)
+        scores = {gi: np.asarray(criterion(imp_ctx, result.groups[gi]), dtype=np.float64) for gi in groups}
+        round_to = self.opts["round_to"] or default_round_to(graph)
+        plan = plan_pruning(result, groups, scores, ratio, self.opts["scope"], round_to)
+        if not plan.keep:
+            return PassResult(graph, False, stats)
+        applied = apply_keep_mask(graph, result, result.keep_ids(plan.keep))
+        stats.update(applied)
+        stats.update({"in_scope_params": plan.in_scope_params, "removed_params": plan.removed_params,
+                      "achieved_ratio": round(plan.achieved_ratio, 4), "round_to": round_to,
+                      "groups_pruned": len(plan.keep)})
+        for note in plan.notes[:8]:
+            ctx.log.append(f"{self.name}: {note}")
+        if plan.notes:
+            stats["rounding"] = plan.notes[:8]
+        return PassResult(graph, True, stats)
+
+
+@register_pass
+class PruneChannels(_StructuredPrune):
+    name = "prune-channels"
+    summary = ("Structured pruning of every coupled dimension (channels, MLP width, hidden size, attention "
+               "heads); ratio = fraction of in-scope parameters removed.")
+
+
+@register_pass
+class PruneHeads(_StructuredPrune):
+    name = "prune-heads"
+    summary = "Structured pruning of attention heads only (whole KV heads with their query groups under GQA)."
+    heads_only = True
