@@ -2,7 +2,7 @@
 
 Concat along a channel axis lays its inputs' ids side by side (DenseNet/Inception blocks: each branch's
 channels keep their own group members, the consumer's weight sees all of them); Split and Slice hand
-each output its range of ids. Positions of a fixed-width input joined by Concat get ids that are frozen.
+each output its range of ids (a torch Split into equal pieces, i.e. ``chunk``, keeps them equal). Positions of a fixed-width input joined by Concat get ids that are frozen.
 After pruning, the backend recomputes Split sizes and Slice bounds from the kept positions.
 """
 
@@ -58,6 +58,12 @@ def split(state: CouplingState, node: Node) -> None:
     x = node.input(0)
     labels = state.get(x)
     axis = int(node.attrs.get("axis", 0)) % len(labels)
+    sizes = [int(out.shape[axis]) for out in node.outputs]
+    if labels[axis] is not None and getattr(node.graph, "origin", "") == "torch" and len(set(sizes)) == 1:
+        # torch code usually splits with chunk(n) or split(size), which stay equal after pruning only if
+        # every piece loses the same positions: couple the pieces position by position.
+        chunks = labels[axis].reshape(len(sizes), -1)
+        state.equate(chunks, chunks[:1])
     start = 0
     for out in node.outputs:
         size = int(out.shape[axis])
