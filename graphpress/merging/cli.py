@@ -16,6 +16,7 @@ from typing import Sequence
 from graphpress.errors import GraphpressError
 from graphpress.merging.merge import merge_models
 from graphpress.merging.registry import available_merge_methods
+from graphpress.progress import set_quiet
 
 __all__ = ["build_merge_parser", "main_merge"]
 
@@ -44,6 +45,8 @@ def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argpars
 def main_merge(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (without the program and subcommand names), merge, and return the exit status."""
     arguments = build_merge_parser().parse_args(argv)
+    if arguments.quiet:
+        set_quiet(True)
     started = time.perf_counter()
     try:
         output = merge_models(
@@ -55,7 +58,6 @@ def main_merge(argv: Sequence[str] | None = None) -> int:
             lambda_=arguments.lambda_,
             seed=arguments.seed,
             output=arguments.output,
-            progress=not arguments.quiet,
         )
     except GraphpressError as error:
         print(f"graphpress merge: error: {error}", file=sys.stderr)

@@ -5,7 +5,8 @@ each parameter read it from every checkpoint, merge it with the chosen method an
 output safetensors file, before moving to the next. Peak memory is therefore about one tensor per
 checkpoint plus its float32 working copies, whatever the model size. The output folder (merged
 safetensors, config and tokenizer files copied from the base, and a ``graphpress_merge.json`` record of
-how it was made) appears atomically: see :mod:`graphpress.merging.atomic_folder`.
+how it was made) appears atomically through :func:`graphpress.io.atomic_path`: it is built in a hidden
+sibling folder and renamed into place, so a crash midway leaves no partial output and keeps an earlier one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import torch
 from torch import nn
 
 from graphpress.errors import OptionError
-from graphpress.merging.atomic_folder import atomic_folder
+from graphpress.io import atomic_path
 from graphpress.merging.checkpoints import INDEX_FILE, SINGLE_FILE, Checkpoint, open_checkpoint
 from graphpress.merging.registry import MergeContext, MergeMethod, get_merge_method
 from graphpress.merging.safetensors_io import SafetensorsStreamWriter, TensorInfo, plan_shards
 from graphpress.merging.validation import check_mergeable
+from graphpress.progress import progress as progress_bar
 
 __all__ = ["merge_models", "ProgressCallback", "DEFAULT_MAX_SHARD_BYTES", "RECORD_FILE"]
 
@@ -47,14 +49,15 @@ def merge_models(
     lambda_: float = 1.0,
     seed: int = 0,
     output: str | Path | None = None,
-    progress: ProgressCallback | bool | None = None,
+    progress: ProgressCallback | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
 ) -> Path | nn.Module | dict[str, torch.Tensor]:
     """Merge ``models`` (fine-tunes of ``base``) with ``method``; see :mod:`graphpress.merging.methods`.
 
     ``base`` and ``models`` are Hugging Face model folders (safetensors, possibly sharded) or modules.
     ``weights`` default to 1 per model; ``density`` is the kept fraction for ties/dare_*; ``lambda_``
-    scales the merged delta; ``seed`` makes DARE's random drops reproducible.
+    scales the merged delta; ``seed`` makes DARE's random drops reproducible. ``progress``, if given, is
+    called after each tensor; a progress bar also shows on a terminal (see :mod:`graphpress.progress`).
 
     Returns the output folder when ``output`` is given (written atomically), else a merged deep copy
     of ``base`` when it is a module, else the merged state dict (which then lives in memory).
@@ -68,47 +71,54 @@ def merge_models(
     base_checkpoint = open_checkpoint(base, "base")
     model_checkpoints = [open_checkpoint(model, f"models[{index}]") for index, model in enumerate(models)]
     check_mergeable(base_checkpoint, model_checkpoints)
-    report = _progress_reporter(progress, len(base_checkpoint.infos))
 
-    def merged_tensors(infos: Sequence[TensorInfo]) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
-        for info in infos:
-            context = MergeContext(info.name, density, seed)
-            tensor = merge_method.apply(
-                base_checkpoint.read(info.name),
-                [checkpoint.read(info.name) for checkpoint in model_checkpoints],
-                weight_tensor,
-                context,
-                lambda_,
-            )
-            report(info.name)
-            yield info, tensor
+    total = len(base_checkpoint.infos)
+    with progress_bar(total, "merging") as bar:
+        done = 0
 
-    try:
-        if output is None:
-            state = {info.name: tensor for info, tensor in merged_tensors(list(base_checkpoint.infos.values()))}
-            if isinstance(base, nn.Module):
-                merged_module = copy.deepcopy(base)
-                merged_module.load_state_dict(state)
-                return merged_module
-            return state
-        _refuse_overwriting_inputs(Path(output), [base_checkpoint, *model_checkpoints])
-        record = {
-            "method": merge_method.name,
-            "weights": weight_tensor.tolist(),
-            "density": density,
-            "lambda": lambda_,
-            "seed": seed,
-            "base": base_checkpoint.label,
-            "models": [checkpoint.label for checkpoint in model_checkpoints],
-        }
-        with atomic_folder(output) as staging:
-            _copy_side_files(base_checkpoint, staging)
-            _write_weights(staging, list(base_checkpoint.infos.values()), merged_tensors, merge_method, max_shard_bytes)
-            (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        return Path(output)
-    finally:
-        for checkpoint in (base_checkpoint, *model_checkpoints):
-            checkpoint.close()
+        def merged_tensors(infos: Sequence[TensorInfo]) -> Iterator[tuple[TensorInfo, torch.Tensor]]:
+            nonlocal done
+            for info in infos:
+                tensor = merge_method.apply(
+                    base_checkpoint.read(info.name),
+                    [checkpoint.read(info.name) for checkpoint in model_checkpoints],
+                    weight_tensor,
+                    MergeContext(info.name, density, seed),
+                    lambda_,
+                )
+                done += 1
+                bar.update(1)
+                if progress is not None:
+                    progress(done, total, info.name)
+                yield info, tensor
+
+        try:
+            if output is None:
+                state = {info.name: tensor for info, tensor in merged_tensors(list(base_checkpoint.infos.values()))}
+                if isinstance(base, nn.Module):
+                    merged_module = copy.deepcopy(base)
+                    merged_module.load_state_dict(state)
+                    return merged_module
+                return state
+            _refuse_overwriting_inputs(Path(output), [base_checkpoint, *model_checkpoints])
+            record = {
+                "method": merge_method.name,
+                "weights": weight_tensor.tolist(),
+                "density": density,
+                "lambda": lambda_,
+                "seed": seed,
+                "base": base_checkpoint.label,
+                "models": [checkpoint.label for checkpoint in model_checkpoints],
+            }
+            with atomic_path(output, directory=True) as staging_name:
+                staging = Path(staging_name)
+                _copy_side_files(base_checkpoint, staging)
+                _write_weights(staging, list(base_checkpoint.infos.values()), merged_tensors, merge_method, max_shard_bytes)
+                (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            return Path(output)
+        finally:
+            for checkpoint in (base_checkpoint, *model_checkpoints):
+                checkpoint.close()
 
 
 def _weight_tensor(weights: Sequence[float] | None, model_count: int) -> torch.Tensor:
@@ -120,30 +130,6 @@ def _weight_tensor(weights: Sequence[float] | None, model_count: int) -> torch.T
     if not torch.isfinite(tensor).all():
         raise OptionError(f"weights must be finite numbers, got {list(weights)}")
     return tensor
-
-
-def _progress_reporter(progress: ProgressCallback | bool | None, total: int) -> Callable[[str], None]:
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="merging", unit="tensor")
-
-        def advance(name: str) -> None:
-            bar.update(1)
-            if bar.n == total:
-                bar.close()
-
-        return advance
-    if callable(progress):
-        done = 0
-
-        def call(name: str) -> None:
-            nonlocal done
-            done += 1
-            progress(done, total, name)
-
-        return call
-    return lambda name: None
 
 
 def _refuse_overwriting_inputs(output: Path, checkpoints: Sequence[Checkpoint]) -> None:

@@ -40,13 +40,19 @@ def test_merge_reads_each_tensor_once_and_holds_one_per_checkpoint(make_llama, t
     base, one, two = make_llama("base", 0), make_llama("one", 1), make_llama("two", 2)
     counter = CountingSafeOpen()
     monkeypatch.setattr(checkpoints, "safe_open", counter)
-    output = merge_models(base, [one, two], method="ties", density=0.5, output=tmp_path / "out")
+    reports = []
+    output = merge_models(
+        base, [one, two], method="ties", density=0.5, output=tmp_path / "out",
+        progress=lambda done, total, name: reports.append((done, total, name)),
+    )
 
     tensor_count = len(LlamaForCausalLM.from_pretrained(base).state_dict())
     assert tensor_count > 10
     assert counter.reads == 3 * tensor_count
     # the tensors of the parameter being merged (one per checkpoint), nothing accumulated
     assert counter.max_alive <= 3
+    assert [done for done, _, _ in reports] == list(range(1, tensor_count + 1))
+    assert {total for _, total, _ in reports} == {tensor_count}
     assert (output / "model.safetensors").is_file()
 
 
