@@ -7,7 +7,7 @@ parameter edits the model); every ``call_function`` node is either
 * folded: all of its inputs are IR-held constants (``arange``, ``full``, a causal mask built from them),
   so it is run once, eagerly, on the CPU and becomes a constant; or
 * lowered by the rule registered for its target (see :mod:`.torch_registry`), which emits IR nodes
-  through a :class:`LoweringContext`.
+  through a :class:`~.torch_context.LoweringContext`.
 
 Every value gets its shape and dtype from the aten node's ``meta["val"]``; after each rule the shape it
 produced is checked against torch's, so a wrong rule fails at trace time, naming the op and the module,
@@ -19,7 +19,7 @@ its ``scope`` and the module class in ``node.meta["module_class"]``. The bodies 
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 import torch.fx
@@ -29,156 +29,15 @@ from torch.export.graph_signature import ConstantArgument, InputKind
 from ..errors import FrontendError, UnsupportedOpError
 from ..ir import Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
+from .torch_context import LoweringContext, module_info, shape_of
 from .torch_registry import rule_for
 
-__all__ = ["LoweringContext", "lower_exported_program", "lower_nodes", "onnx_dtype", "shape_of"]
-
-# ONNX TensorProto.DataType codes, for Cast's ``to`` attribute (the IR follows ONNX attribute semantics).
-_ONNX_DTYPES = {
-    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.uint16: 4, torch.int16: 5, torch.int32: 6,
-    torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.uint32: 12, torch.uint64: 13,
-    torch.bfloat16: 16,
-}
+__all__ = ["lower_exported_program", "lower_nodes"]
 
 # Nodes that check invariants at run time and produce nothing a model computes with.
 _SIDE_EFFECT_ONLY = ("_assert", "sym_constrain_range")
 
 
-def onnx_dtype(dtype: torch.dtype) -> int:
-    """The ONNX data type code of a torch dtype (raises FrontendError for dtypes ONNX lacks)."""
-    if dtype not in _ONNX_DTYPES:
-        raise FrontendError(f"dtype {dtype} has no ONNX equivalent; cast the model to float32/float16/bfloat16")
-    return _ONNX_DTYPES[dtype]
-
-
-def shape_of(tensor: Any) -> tuple:
-    """A fake or real tensor's shape as IR dims: ints, or the symbol's name for a dynamic dim."""
-    return tuple(d if isinstance(d, int) else str(d) for d in tensor.shape)
-
-
-def _module_info(node: torch.fx.Node) -> tuple[str, str]:
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return "", ""
-    path, cls = list(stack.values())[-1]
-    cls_name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
-    return path, cls_name
-
-
-class LoweringContext:
-    """What a lowering rule needs: the IR under construction, the aten node being lowered, and helpers.
-
-    ``env`` maps each FX node to what it became: a :class:`Value`, a list of values (multi-output ops),
-    or a plain Python object (a constant non-tensor input such as ``use_cache=False``).
-    """
-
-    def __init__(self, graph: Graph):
-        self.graph = graph
-        self.env: dict[torch.fx.Node, Any] = {}
-        self.node: torch.fx.Node | None = None
-        self._scalars: dict[tuple, Value] = {}
-        self.aliases: dict[int, list[str]] = {}  # id(module tensor) -> its names (tied weights)
-        self.bound_tensors: dict[int, Value] = {}  # id(module tensor) -> the constant bound to it
-
-    # -- reading the aten node ---------------------------------------------------------------------
-    @property
-    def scope(self) -> str:
-        return _module_info(self.node)[0] if self.node is not None else ""
-
-    def describe(self) -> str:
-        """``aten.op.overload in module.path (ModuleClass)`` for error messages."""
-        path, cls = _module_info(self.node)
-        where = f" in {path or '<root>'} ({cls.rsplit('.', 1)[-1]})" if cls else ""
-        return f"{self.node.target}{where}"
-
-    def bind(self, node: torch.fx.Node) -> dict[str, Any]:
-        """The node's arguments by schema name (defaults filled in), FX nodes replaced by what they became."""
-        schema = node.target._schema
-        bound: dict[str, Any] = {}
-        for index, argument in enumerate(schema.arguments):
-            if index < len(node.args):
-                raw = node.args[index]
-            elif argument.name in node.kwargs:
-                raw = node.kwargs[argument.name]
-            elif argument.has_default_value():
-                raw = argument.default_value
-            else:
-                raw = None
-            bound[argument.name] = torch.fx.node.map_arg(raw, lambda n: self.env[n])
-        return bound
-
-    def out_meta(self, index: int | None = None) -> torch.Tensor:
-        val = self.node.meta["val"]
-        return val[index] if index is not None else val
-
-    def inline(self, graph_module: torch.fx.GraphModule, args: Sequence[Any]) -> list[Any]:
-        """Lower the body of a higher-order op (``wrap_with_set_grad_enabled``...) in place; its outputs."""
-        outer = self.node
-        placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
-        for placeholder, arg in zip(placeholders, args):
-            self.env[placeholder] = arg
-        outputs = lower_nodes(self, graph_module.graph.nodes)
-        self.node = outer
-        return outputs
-
-    # -- building IR -------------------------------------------------------------------------------
-    def emit(
-        self,
-        op: str,
-        inputs: Sequence[Value | None],
-        attrs: dict[str, Any] | None = None,
-        *,
-        domain: str = "",
-        like: Value | None = None,
-        shape: tuple | None = None,
-        dtype: torch.dtype | None = None,
-        n_outputs: int = 1,
-    ) -> Value | list[Value]:
-        """Append one IR node. Output shape/dtype: explicit, else ``like``'s, else the aten node's result."""
-        node = self.graph.make_node(op, inputs, n_outputs, attrs, domain=domain, scope=self.scope,
-                                    hint=self.node.name)
-        path, cls = _module_info(self.node)
-        node.meta["module_class"] = cls
-        node.meta["aten"] = str(self.node.target)
-        for index, out in enumerate(node.outputs):
-            if shape is not None or like is not None:
-                out.shape = tuple(shape) if shape is not None else like.shape
-                out.dtype = dtype or (like.dtype if like is not None else None)
-            else:
-                meta = self.out_meta(index if n_outputs > 1 else None)
-                out.shape, out.dtype = shape_of(meta), dtype or meta.dtype
-        return node.outputs if n_outputs > 1 else node.outputs[0]
-
-    def const(self, data: Any, dtype: torch.dtype | None = None, hint: str = "const") -> Value:
-        tensor = data if isinstance(data, torch.Tensor) else torch.tensor(data, dtype=dtype)
-        return self.graph.constant(tensor if dtype is None else tensor.to(dtype), hint)
-
-    def ints(self, values: Sequence[int], hint: str = "ints") -> Value:
-        """A 1-D int64 constant (shapes, axes, starts/ends: ONNX takes these as tensors)."""
-        return self.const(torch.tensor(list(values), dtype=torch.int64), hint=hint)
-
-    def scalar(self, number: float | int | bool, dtype: torch.dtype) -> Value:
-        """A 0-d constant, shared between every use of the same number and dtype."""
-        key = (type(number), number, dtype)
-        if key not in self._scalars:
-            self._scalars[key] = self.const(torch.tensor(number, dtype=dtype), hint="scalar")
-        return self._scalars[key]
-
-    def tensor(self, x: Value | float | int | bool, dtype: torch.dtype) -> Value:
-        """``x`` as a value of ``dtype``: numbers become scalar constants, values are cast when needed."""
-        if isinstance(x, Value):
-            return self.cast(x, dtype)
-        return self.scalar(x, dtype)
-
-    def cast(self, value: Value, dtype: torch.dtype) -> Value:
-        if value.dtype == dtype:
-            return value
-        if value.param is not None and value.param.kind == "constant" and not value.param.is_meta:
-            return self.const(value.param.data.to(dtype), hint=value.name)
-        return self.emit("Cast", [value], {"to": onnx_dtype(dtype)}, like=value, dtype=dtype)
-
-
-# -- the walk ----------------------------------------------------------------------------------------
 def _is_foldable_constant(value: Any) -> bool:
     if isinstance(value, Value):
         return value.param is not None and value.param.kind == "constant" and not value.param.is_meta
@@ -341,7 +200,7 @@ def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: s
         raise FrontendError("the model mutates buffers in forward (training-mode code?); call model.eval()")
     _finish(ctx, outputs, _output_names(ep, len(outputs)))
     graph.metadata["module_classes"] = {
-        path: cls for path, cls in (_module_info(n) for n in ep.graph.nodes if n.op == "call_function") if path
+        path: cls for path, cls in (module_info(n) for n in ep.graph.nodes if n.op == "call_function") if path
     }
     graph.metadata["input_names"] = [v.name for v in graph.inputs]
     graph.metadata["output_names"] = [v.name for v in graph.outputs]

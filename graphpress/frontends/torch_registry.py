@@ -29,6 +29,7 @@ _RULES: dict[Any, LoweringRule] = {}
 # Modules whose import registers rules; loaded lazily so importing the registry stays cheap and acyclic.
 _RULE_MODULES = (
     "graphpress.frontends.torch_rules_nn",
+    "graphpress.frontends.torch_rules_attention",
     "graphpress.frontends.torch_rules_activation",
     "graphpress.frontends.torch_rules_shape",
     "graphpress.frontends.torch_rules_math",

@@ -16,7 +16,8 @@ import torch
 import torch.fx
 
 from ..errors import UnsupportedOpError
-from .torch_lowering import LoweringContext
+from .torch_context import LoweringContext
+from .torch_lowering import lower_nodes
 from .torch_registry import lowers
 
 __all__: list[str] = []  # rules register themselves; nothing here is called directly
@@ -25,9 +26,15 @@ _higher_order = torch.ops.higher_order
 
 
 def _inline_body(ctx: LoweringContext, node: torch.fx.Node, body_index: int) -> list[Any]:
-    body = ctx.env[node.args[body_index]]
-    args = [torch.fx.node.map_arg(a, lambda n: ctx.env[n]) for a in node.args[body_index + 1:]]
-    return ctx.inline(body, args)
+    """Lower the region's sub-graph in place, its placeholders bound to the call's operands."""
+    body: torch.fx.GraphModule = ctx.env[node.args[body_index]]
+    operands = [torch.fx.node.map_arg(a, lambda n: ctx.env[n]) for a in node.args[body_index + 1:]]
+    placeholders = [n for n in body.graph.nodes if n.op == "placeholder"]
+    for placeholder, operand in zip(placeholders, operands):
+        ctx.env[placeholder] = operand
+    outputs = lower_nodes(ctx, body.graph.nodes)
+    ctx.node = node  # lower_nodes moved it into the body
+    return outputs
 
 
 @lowers(_higher_order.wrap_with_set_grad_enabled)

@@ -17,7 +17,7 @@ import torch.fx
 
 from ..errors import UnsupportedOpError
 from ..ir import Value
-from .torch_lowering import LoweringContext
+from .torch_context import LoweringContext
 from .torch_registry import lowers
 
 __all__: list[str] = []  # rules register themselves; nothing here is called directly
