@@ -25,6 +25,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -110,24 +111,32 @@ def finetune(model, train_tokens: list[int], steps: int, batch: int, seq: int, l
             "seconds": time.perf_counter() - started}
 
 
+def peak_rss_mb(command: list[str]) -> tuple[float, float]:
+    """Run ``command``; return (wall seconds, its peak RSS in MB) as measured by GNU time.
+
+    Not ``os.wait4`` on our own child: Linux carries a forked child's RSS high-water mark over from
+    this (multi-GB) process, so every measurement would read as this process's size.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        started = time.perf_counter()
+        completed = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *command], cwd=REPO,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        seconds = time.perf_counter() - started
+        if completed.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(command)}")
+        return seconds, int(report.read().strip().splitlines()[-1]) / 1024
+
+
 def run_merge(base: Path, models: list[Path], method: str, options: list[str], output: Path) -> dict:
-    """Run ``graphpress merge`` as a child process; its own wall time and peak RSS (from wait4)."""
-    command = [sys.executable, "-m", "graphpress.merging.cli", str(base), *map(str, models),
-               "--method", method, *options, "-o", str(output), "--quiet"]
-    started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"merge failed: {' '.join(command)}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    """Run ``graphpress merge`` as a child process, timing it and measuring its peak memory."""
+    seconds, rss = peak_rss_mb([sys.executable, "-m", "graphpress.merging.cli", str(base), *map(str, models),
+                                "--method", method, *options, "-o", str(output), "--quiet"])
+    return {"seconds": seconds, "peak_rss_mb": rss}
 
 
 def import_baseline_rss_mb() -> float:
     """Peak RSS of a child that only imports what the merge CLI imports (to subtract from merge peaks)."""
-    child = subprocess.Popen([sys.executable, "-c", "import graphpress.merging.cli"], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    return os.wait4(child.pid, 0)[2].ru_maxrss / 1024
+    return peak_rss_mb([sys.executable, "-c", "import graphpress.merging.cli"])[1]
 
 
 def save_plain(model, tokenizer, folder: Path) -> None:
@@ -147,6 +156,16 @@ def load_folder(folder: Path):
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
 
 
+def verdict(rows: list[dict]) -> str:
+    """One sentence: does the best TIES/DARE merge beat plain averaging on the mean of both domains?"""
+    linear = next(row for row in rows if row["model"].startswith("linear"))
+    sparse = [row for row in rows if row["model"].startswith(("ties", "dare"))]
+    best = min(sparse, key=lambda row: row["mean"])
+    outcome = "beats" if best["mean"] < linear["mean"] else "does not beat"
+    return (f"Best TIES/DARE merge, {best['model']}, {outcome} plain averaging on the mean perplexity of the two "
+            f"domains: {best['mean']:.3f} vs {linear['mean']:.3f} ({100 * (best['mean'] / linear['mean'] - 1):+.1f}%).")
+
+
 def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dict) -> str:
     lines = [
         "# Checkpoint merging quality: SmolLM2-135M, two domain fine-tunes",
@@ -158,7 +177,7 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
         f"{settings['seq']} tokens, all parameters, fp32, from SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized). "
         f"Domain A = pydoc topics (EVAL.md), domain B = /usr/share/common-licenses (unique files). "
         f"Perplexity on the first {settings['eval_windows']} 512-token windows of each held-out half "
-        f"(EVAL.md uses 16 for A; fewer here to fit 2 shared cores). Merges: `graphpress merge`, seed 0, weights 1 1.",
+        f"(EVAL.md's windows for A). Merges: `graphpress merge`, seed 0, weights 1 1.",
         "",
         "| model | ppl A (pydoc) | ppl B (licenses) | mean | merge wall s | merge peak RSS MB |",
         "|---|---|---|---|---|---|",
@@ -170,8 +189,11 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
         lines.append(f"| {row['model']} | {row['A']:.3f} | {row['B']:.3f} | {row['mean']:.3f} | {wall} | {rss} |")
     lines += ["", f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. "
               f"Baseline RSS of the CLI's imports alone: {settings['import_rss_mb']:.0f} MB.",
-              f"Fine-tune wall times: A {settings['finetune_s']['A']:.0f} s, B {settings['finetune_s']['B']:.0f} s; "
-              f"whole run {settings['total_s']:.0f} s.", ""]
+              *(f"Fine-tune {domain}: {record['seconds']:.0f} s, training loss {record['first_loss']:.3f} at step 1, "
+                f"{record['last10_loss']:.3f} over the last 10 steps."
+                for domain, record in settings["finetune"].items()),
+              f"Whole run (fine-tunes cached from an earlier run are not re-timed): {settings['total_s']:.0f} s.",
+              "", verdict(rows), ""]
     text = "\n".join(lines)
     path.write_text(text, encoding="utf-8")
     return text
@@ -184,7 +206,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--eval-windows", type=int, default=8)
+    parser.add_argument("--eval-windows", type=int, default=16)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/merge_quality.md")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
@@ -202,12 +224,12 @@ def main() -> None:
         save_plain(base_model, tokenizer, base_dir)
     del base_model
 
-    finetune_s: dict[str, float] = {}
+    finetune_records: dict[str, dict] = {}
     for domain in ("A", "B"):
         folder = work / f"finetune_{domain}"
         record_path = folder / "finetune.json"
         if record_path.is_file():
-            finetune_s[domain] = json.loads(record_path.read_text())["seconds"]
+            finetune_records[domain] = json.loads(record_path.read_text())
             continue
         print(f"fine-tuning on domain {domain}", flush=True)
         model = load_folder(base_dir)
@@ -216,7 +238,7 @@ def main() -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         record_path.write_text(json.dumps(record, indent=2))
-        finetune_s[domain] = record["seconds"]
+        finetune_records[domain] = record
         del model
 
     rows: list[dict] = []
@@ -241,7 +263,7 @@ def main() -> None:
 
     settings = {**vars(arguments), "device": f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
                 "checkpoint_mb": (base_dir / "model.safetensors").stat().st_size / 2**20,
-                "import_rss_mb": import_baseline_rss_mb(), "finetune_s": finetune_s,
+                "import_rss_mb": import_baseline_rss_mb(), "finetune": finetune_records,
                 "total_s": time.perf_counter() - run_started}
     print(write_markdown(arguments.output, settings, rows, merge_info))
     (work / "results.json").write_text(json.dumps({"rows": rows, "merges": merge_info}, indent=2, default=str))
