@@ -19,6 +19,7 @@ Run from the repository root: ``python3 benchmarks/bench_kernels.py`` (tables al
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ import triton.testing  # noqa: E402
 from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize, tune  # noqa: E402
 from graphpress.backends.triton.layout import dequantize_kernel_weights  # noqa: E402
 from graphpress.backends.triton.ops import chosen_config  # noqa: E402
+from graphpress.backends.triton.timing import copies_to_defeat_l2, graph_time_us  # noqa: E402
 
 # (name, out_features N, in_features K) of Llama-2-7B's linears (qkv and gate_up fused).
 SHAPES = (("qkv", 12288, 4096), ("o", 4096, 4096), ("gate_up", 22016, 4096), ("down", 4096, 11008))
@@ -54,9 +56,11 @@ def emit(line: str = "") -> None:
     _lines.append(line)
 
 
-def bench_us(fn) -> float:
-    """Median time of ``fn`` in microseconds; do_bench flushes L2 before every run."""
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+def timed_us(make_call, operand_bytes: int) -> float:
+    """Microseconds per call, CUDA-graph replay over enough operand copies to miss in L2 (see timing.py).
+
+    ``make_call(i)`` returns the call on copy ``i`` (copy 0 is the original operands)."""
+    return graph_time_us([make_call(i) for i in range(copies_to_defeat_l2(operand_bytes))])
 
 
 def relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -69,7 +73,7 @@ def copy_bandwidth_gbs() -> float:
     """Device-to-device copy of 1 GiB, counting bytes read plus bytes written."""
     src = torch.randn(256 * 1024 * 1024, device="cuda")
     dst = torch.empty_like(src)
-    us = bench_us(lambda: dst.copy_(src))
+    us = graph_time_us([lambda: dst.copy_(src)] * 5)
     return 2 * src.numel() * 4 / (us * 1e-6) / 1e9
 
 
@@ -89,6 +93,40 @@ def tinygemm_pack(weight: torch.Tensor, group: int):
     sz = scales_zeros.float().transpose(0, 1)  # [n, k/group, 2]
     dense = (codes.reshape(n, -1, group).float() - 8) * sz[..., :1] + sz[..., 1:]
     return packed, scales_zeros, dense.reshape(n, k)
+
+
+class Rotation:
+    """Copies of one shape's operands (made on first use, copy 0 is the original) for L2-cold timing."""
+
+    def __init__(self, weight, int4, int8, tg_packed, tg_scales_zeros) -> None:
+        self._originals = {"bf16": weight, "int4": int4, "int8": int8, "tg": (tg_packed, tg_scales_zeros)}
+        self._copies: dict[tuple[str, int], object] = {}
+
+    def _get(self, kind: str, i: int):
+        if i == 0:
+            return self._originals[kind]
+        if (kind, i) not in self._copies:
+            original = self._originals[kind]
+            if isinstance(original, tuple):
+                self._copies[kind, i] = tuple(t.clone() for t in original)
+            elif isinstance(original, torch.Tensor):
+                self._copies[kind, i] = original.clone()
+            else:
+                self._copies[kind, i] = copy.deepcopy(original)
+        return self._copies[kind, i]
+
+    def bf16(self, i: int) -> torch.Tensor:
+        return self._get("bf16", i)
+
+    def int4(self, i: int) -> TritonQuantLinear:
+        return self._get("int4", i)
+
+    def int8(self, i: int) -> TritonQuantLinear:
+        return self._get("int8", i)
+
+    def tinygemm_call(self, x: torch.Tensor, i: int):
+        packed, scales_zeros = self._get("tg", i)
+        return lambda: torch.ops.aten._weight_int4pack_mm(x, packed, 128, scales_zeros)
 
 
 def weight_bytes(module: TritonQuantLinear) -> int:
@@ -117,18 +155,20 @@ def kernels_section(results: dict) -> None:
         tune(int4, ROWS)
         tune(int8, ROWS)
         tune_s = time.perf_counter() - started
+        copies = Rotation(weight, int4, int8, tg_packed, tg_scales_zeros)
         for m in ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             runs = {
-                "bf16": (lambda: F.linear(x, weight), weight.float().t()),
-                "tg": (lambda: torch.ops.aten._weight_int4pack_mm(x, tg_packed, 128, tg_scales_zeros), tg_dense.t()),
-                "gp4": (lambda: int4(x), dense4),
-                "gp8": (lambda: int8(x), dense8),
+                "bf16": (lambda i: lambda: F.linear(x, copies.bf16(i)), weight.float().t(), weight.numel() * 2),
+                "tg": (lambda i: copies.tinygemm_call(x, i), tg_dense.t(),
+                       tg_packed.numel() * 4 + tg_scales_zeros.numel() * 2),
+                "gp4": (lambda i: lambda: copies.int4(i)(x), dense4, weight_bytes(int4)),
+                "gp8": (lambda i: lambda: copies.int8(i)(x), dense8, weight_bytes(int8)),
             }
             times, errors = {}, {}
-            for key, (fn, dense_t) in runs.items():
-                errors[key] = relative_error(fn(), x.float() @ dense_t)
-                times[key] = bench_us(fn)
+            for key, (make_call, dense_t, nbytes) in runs.items():
+                errors[key] = relative_error(make_call(0)(), x.float() @ dense_t)
+                times[key] = timed_us(make_call, nbytes)
             bw4 = weight_bytes(int4) / (times["gp4"] * 1e-6) / 1e9
             bw8 = weight_bytes(int8) / (times["gp8"] * 1e-6) / 1e9
             row = dict(shape=name, m=m, us=times, err=errors, gp4_gbs=bw4, gp8_gbs=bw8,
@@ -140,7 +180,7 @@ def kernels_section(results: dict) -> None:
                  f"{times['bf16'] / times['gp8']:.2f}x | {errors['bf16']:.1e} / {errors['tg']:.1e} / "
                  f"{errors['gp4']:.1e} / {errors['gp8']:.1e} |")
         emit(f"|   autotune {name}: {tune_s:.1f} s for int4+int8 at M={ROWS} |||||||||||")
-        del weight, int4, int8, tg_packed, tg_dense, dense4, dense8
+        del weight, int4, int8, tg_packed, tg_dense, dense4, dense8, copies
         torch.cuda.empty_cache()
     results["kernels"] = rows
     emit("")
@@ -153,7 +193,8 @@ def kernels_section(results: dict) -> None:
 def second_process_first_call() -> str:
     """A fresh process builds the qkv int4 layer and times its first M=1 call (cache hit: no tuning)."""
     code = (
-        "import sys, time, torch; sys.path.insert(0, %r)\n"
+        "import sys, time, logging, torch; sys.path.insert(0, %r)\n"
+        "logging.basicConfig(level=logging.INFO)\n"
         "from graphpress.backends.triton import TritonQuantLinear, rtn_quantize\n"
         "w = torch.randn(12288, 4096, device='cuda', dtype=torch.bfloat16) * 0.02\n"
         "layer = TritonQuantLinear.from_quantized(rtn_quantize(w, 4, 128))\n"
@@ -165,6 +206,8 @@ def second_process_first_call() -> str:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     if out.returncode:
         return f"second process failed: {out.stderr[-800:]}"
+    if "tuned" in out.stderr:
+        return f"second process RETUNED (cache miss): {out.stderr[-600:]}"
     first, second = out.stdout.split()[-2:]
     return (f"second process, qkv int4 M=1 with the on-disk autotune cache: first call {float(first) * 1e3:.0f} ms "
             f"(Triton compile/load, no tuning), second call {float(second) * 1e3:.2f} ms")
@@ -195,10 +238,12 @@ def sparse_section(results: dict) -> None:
             continue
         for m in SPARSE_ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            dense_us = bench_us(lambda: F.linear(x, weight))
+            dense_copies = [weight] + [weight.clone() for _ in range(copies_to_defeat_l2(weight.numel() * 2) - 1)]
+            dense_us = timed_us(lambda i: lambda: F.linear(x, dense_copies[i]), weight.numel() * 2)
             try:
                 err = relative_error(F.linear(x, sparse), x.float() @ weight.float().t())
-                sparse_us = bench_us(lambda: F.linear(x, sparse))
+                sparse_copies = [sparse] + [to_sparse_semi_structured(c) for c in dense_copies[1:]]
+                sparse_us = timed_us(lambda i: lambda: F.linear(x, sparse_copies[i]), weight.numel())
             except Exception as exc:  # noqa: BLE001
                 emit(f"| {name} {n}x{k} | {m} | {dense_us:.1f} | failed: {type(exc).__name__}: {str(exc)[:120]} | | |")
                 continue

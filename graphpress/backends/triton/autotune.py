@@ -1,7 +1,7 @@
 """Choosing a launch configuration once per GPU and problem shape, and remembering it on disk.
 
 Users of other int4 libraries complain of 1-3 minute autotunes paid again in every process.  Here a
-choice is timed once (a few dozen short ``do_bench`` runs) and written to a JSON file under
+choice is timed once (each candidate replayed in a CUDA graph, a few ms each) and written to a JSON file under
 ``$GRAPHPRESS_CACHE_DIR`` (default ``~/.cache/graphpress``), keyed by GPU name, Triton version, path,
 bits, group, M bucket, N and K.  A second process reads the file and launches the stored choice at once.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 import triton
-import triton.testing
 
 from graphpress.backends.triton.configs import LaunchConfig
+from graphpress.backends.triton.timing import graph_time_us
 
 __all__ = ["cache_path", "m_bucket", "tuning_key", "AutotuneCache", "pick_fastest"]
 
@@ -94,20 +94,24 @@ class AutotuneCache:
                 _log.warning("graphpress: could not write autotune cache %s (%s)", self.path, err)
 
 
-def pick_fastest(candidates: list[LaunchConfig], run: Callable[[LaunchConfig], None]) -> tuple[LaunchConfig, float]:
-    """Time ``run(config)`` for every candidate (median of short ``do_bench`` runs) and return the fastest.
+def pick_fastest(candidates: list[LaunchConfig], make_call: Callable[[LaunchConfig, int], Callable[[], None]],
+                 rotation: int) -> tuple[LaunchConfig, float]:
+    """Time every candidate and return the fastest with its microseconds per call.
 
+    ``make_call(config)`` returns closures over ``rotation`` different operand copies (one per call
+    index, see :func:`~graphpress.backends.triton.timing.graph_time_us`), so a candidate is timed on
+    weights read from device memory, without launch overhead, as it will run inside a decode graph.
     A candidate that fails to compile or launch (too much shared memory, say) is skipped.
     """
     best: tuple[LaunchConfig, float] | None = None
     for config in candidates:
         try:
-            ms = triton.testing.do_bench(lambda: run(config), warmup=3, rep=15, return_mode="median")
+            us = graph_time_us([make_call(config, i) for i in range(rotation)], replays=5)
         except Exception as err:  # noqa: BLE001 - any compile/launch failure just disqualifies the candidate
             _log.debug("graphpress: autotune candidate %s failed: %s", config, err)
             continue
-        if best is None or ms < best[1]:
-            best = (config, ms)
+        if best is None or us < best[1]:
+            best = (config, us)
     if best is None:
         raise RuntimeError(f"no launch configuration ran among {len(candidates)} candidates")
     return best

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Iterable
 
 import torch
 
 from graphpress.backends.triton import kernels
-from graphpress.backends.triton.autotune import AutotuneCache, pick_fastest, tuning_key
+from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.layout import KernelWeights, codes_per_word
+from graphpress.backends.triton.timing import copies_to_defeat_l2
 
 __all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "AUTOTUNE_CACHE"]
 
@@ -44,12 +46,21 @@ def _warn_once(message: str) -> None:
         _log.info("graphpress: %s", message)
 
 
+_device_facts_memo: dict[int, tuple[str, int]] = {}
+# (device, bits, group, M bucket, N, Kp, dtype) -> config: the per-call lookup, no string building.
+_config_memo: dict[tuple, LaunchConfig] = {}
+
+
 def _device_facts(device: torch.device) -> tuple[str, int]:
-    """GPU name and multiprocessor count (fixed stand-ins under the interpreter)."""
+    """GPU name and multiprocessor count (fixed stand-ins under the interpreter), memoised."""
     if device.type != "cuda":
         return "interpreter", 4
-    props = torch.cuda.get_device_properties(device)
-    return props.name, props.multi_processor_count
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    facts = _device_facts_memo.get(index)
+    if facts is None:
+        props = torch.cuda.get_device_properties(index)
+        facts = _device_facts_memo[index] = (props.name, props.multi_processor_count)
+    return facts
 
 
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
@@ -82,24 +93,39 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
 
 
 def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True) -> LaunchConfig:
-    """The cached configuration for this problem; tunes (and caches) it on a GPU when allowed and missing."""
+    """The configuration for this problem: memoised, else from the disk cache, else tuned now (on a GPU,
+    outside graph capture) and cached, else an untuned default."""
     m = x2d.shape[0]
-    name, sms = _device_facts(x2d.device)
     kp = w.padded_in_features
-    if x2d.device.type != "cuda":
-        return default_config(m, w.out_features, kp, w.group, sms)
-    path = kernel_path(m)
-    key = tuning_key(name, path, w.bits, w.group, m, w.out_features, kp, str(x2d.dtype).removeprefix("torch."))
-    config = AUTOTUNE_CACHE.get(key)
+    memo_key = (x2d.device, w.bits, w.group, m_bucket(m), w.out_features, kp, x2d.dtype)
+    config = _config_memo.get(memo_key)
     if config is not None:
         return config
-    if not allow_tuning or torch.cuda.is_current_stream_capturing():
-        _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
+    name, sms = _device_facts(x2d.device)
+    if x2d.device.type != "cuda":
         return default_config(m, w.out_features, kp, w.group, sms)
-    candidates = candidate_configs(m, w.out_features, kp, w.group, sms)
-    scratch = torch.empty((m, w.out_features), device=x2d.device, dtype=x2d.dtype)
-    config, ms = pick_fastest(candidates, lambda c: _launch(x2d, w, c, scratch))
-    _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, ms * 1e3, len(candidates))
+    dtype = str(x2d.dtype).removeprefix("torch.")
+    key = tuning_key(name, kernel_path(m), w.bits, w.group, m, w.out_features, kp, dtype)
+    config = AUTOTUNE_CACHE.get(key)
+    if config is None:
+        if not allow_tuning or torch.cuda.is_current_stream_capturing():
+            _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
+            return default_config(m, w.out_features, kp, w.group, sms)
+        config = _tune_now(x2d, w, key, sms)
+    _config_memo[memo_key] = config
+    return config
+
+
+def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int) -> LaunchConfig:
+    """Time every candidate on copies of the weights (more than L2 holds) and store the fastest."""
+    weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
+    rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
+    copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone())
+                    for _ in range(rotation - 1)]
+    outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
+    candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors)
+    config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
+    _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, us, len(candidates))
     AUTOTUNE_CACHE.put(key, config)
     return config
 
