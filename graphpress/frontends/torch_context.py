@@ -14,25 +14,10 @@ from typing import Any, Sequence
 import torch
 import torch.fx
 
-from ..errors import FrontendError
 from ..ir import Graph, Value
+from .onnx_dtypes import torch_to_onnx_dtype
 
-__all__ = ["LoweringContext", "onnx_dtype", "shape_of", "module_info"]
-
-# ONNX TensorProto.DataType codes, for Cast's ``to`` attribute (the IR follows ONNX attribute semantics).
-_ONNX_DTYPES = {
-    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.uint16: 4, torch.int16: 5, torch.int32: 6,
-    torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.uint32: 12, torch.uint64: 13,
-    torch.bfloat16: 16,
-}
-
-
-def onnx_dtype(dtype: torch.dtype) -> int:
-    """The ONNX data type code of a torch dtype (raises FrontendError for dtypes ONNX lacks)."""
-    if dtype not in _ONNX_DTYPES:
-        raise FrontendError(f"dtype {dtype} has no ONNX equivalent; cast the model to float32/float16/bfloat16")
-    return _ONNX_DTYPES[dtype]
-
+__all__ = ["LoweringContext", "shape_of", "module_info"]
 
 def shape_of(tensor: Any) -> tuple:
     """A fake or real tensor's shape as IR dims: ints, or the symbol's name for a dynamic dim."""
@@ -148,4 +133,4 @@ class LoweringContext:
             return value
         if value.param is not None and value.param.kind == "constant" and not value.param.is_meta:
             return self.const(value.param.data.to(dtype), hint=value.name)
-        return self.emit("Cast", [value], {"to": onnx_dtype(dtype)}, like=value, dtype=dtype)
+        return self.emit("Cast", [value], {"to": torch_to_onnx_dtype(dtype)}, like=value, dtype=dtype)
