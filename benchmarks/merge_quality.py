@@ -105,10 +105,16 @@ def finetune(model, train_tokens: list[int], steps: int, batch: int, seq: int, l
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if step % 10 == 0 or step == steps - 1:
-            print(f"  step {step + 1}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"  step {step + 1}/{steps} loss {loss.item():.3f} ({time.perf_counter() - started:.0f} s)", flush=True
+            )
     model.eval()
-    return {"steps": steps, "first_loss": losses[0], "last10_loss": sum(losses[-10:]) / len(losses[-10:]),
-            "seconds": time.perf_counter() - started}
+    return {
+        "steps": steps,
+        "first_loss": losses[0],
+        "last10_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def peak_rss_mb(command: list[str]) -> tuple[float, float]:
@@ -119,8 +125,11 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float]:
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
         started = time.perf_counter()
-        completed = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name, *command], cwd=REPO,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        completed = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", report.name, *command],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         seconds = time.perf_counter() - started
         if completed.returncode != 0:
             raise SystemExit(f"failed: {' '.join(command)}")
@@ -129,8 +138,21 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float]:
 
 def run_merge(base: Path, models: list[Path], method: str, options: list[str], output: Path) -> dict:
     """Run ``graphpress merge`` as a child process, timing it and measuring its peak memory."""
-    seconds, rss = peak_rss_mb([sys.executable, "-m", "graphpress.merging.cli", str(base), *map(str, models),
-                                "--method", method, *options, "-o", str(output), "--quiet"])
+    seconds, rss = peak_rss_mb(
+        [
+            sys.executable,
+            "-m",
+            "graphpress.merging.cli",
+            str(base),
+            *map(str, models),
+            "--method",
+            method,
+            *options,
+            "-o",
+            str(output),
+            "--quiet",
+        ]
+    )
     return {"seconds": seconds, "peak_rss_mb": rss}
 
 
@@ -162,8 +184,10 @@ def verdict(rows: list[dict]) -> str:
     sparse = [row for row in rows if row["model"].startswith(("ties", "dare"))]
     best = min(sparse, key=lambda row: row["mean"])
     outcome = "beats" if best["mean"] < linear["mean"] else "does not beat"
-    return (f"Best TIES/DARE merge, {best['model']}, {outcome} plain averaging on the mean perplexity of the two "
-            f"domains: {best['mean']:.3f} vs {linear['mean']:.3f} ({100 * (best['mean'] / linear['mean'] - 1):+.1f}%).")
+    return (
+        f"Best TIES/DARE merge, {best['model']}, {outcome} plain averaging on the mean perplexity of the two "
+        f"domains: {best['mean']:.3f} vs {linear['mean']:.3f} ({100 * (best['mean'] / linear['mean'] - 1):+.1f}%)."
+    )
 
 
 def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dict) -> str:
@@ -187,13 +211,20 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
         wall = f"{info['seconds']:.1f}" if info else ""
         rss = f"{info['peak_rss_mb']:.0f}" if info else ""
         lines.append(f"| {row['model']} | {row['A']:.3f} | {row['B']:.3f} | {row['mean']:.3f} | {wall} | {rss} |")
-    lines += ["", f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. "
-              f"Baseline RSS of the CLI's imports alone: {settings['import_rss_mb']:.0f} MB.",
-              *(f"Fine-tune {domain}: {record['seconds']:.0f} s, training loss {record['first_loss']:.3f} at step 1, "
-                f"{record['last10_loss']:.3f} over the last 10 steps."
-                for domain, record in settings["finetune"].items()),
-              f"Whole run (fine-tunes cached from an earlier run are not re-timed): {settings['total_s']:.0f} s.",
-              "", verdict(rows), ""]
+    lines += [
+        "",
+        f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. "
+        f"Baseline RSS of the CLI's imports alone: {settings['import_rss_mb']:.0f} MB.",
+        *(
+            f"Fine-tune {domain}: {record['seconds']:.0f} s, training loss {record['first_loss']:.3f} at step 1, "
+            f"{record['last10_loss']:.3f} over the last 10 steps."
+            for domain, record in settings["finetune"].items()
+        ),
+        f"Whole run (fine-tunes cached from an earlier run are not re-timed): {settings['total_s']:.0f} s.",
+        "",
+        verdict(rows),
+        "",
+    ]
     text = "\n".join(lines)
     path.write_text(text, encoding="utf-8")
     return text
@@ -233,8 +264,15 @@ def main() -> None:
             continue
         print(f"fine-tuning on domain {domain}", flush=True)
         model = load_folder(base_dir)
-        record = finetune(model, halves(tokens[domain])[0], arguments.steps, arguments.batch, arguments.seq,
-                          arguments.lr, seed=1 if domain == "A" else 2)
+        record = finetune(
+            model,
+            halves(tokens[domain])[0],
+            arguments.steps,
+            arguments.batch,
+            arguments.seq,
+            arguments.lr,
+            seed=1 if domain == "A" else 2,
+        )
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         record_path.write_text(json.dumps(record, indent=2))
@@ -256,15 +294,22 @@ def main() -> None:
     for label, method, options in MERGES:
         output = work / "merged"
         merge_info[label] = run_merge(base_dir, [work / "finetune_A", work / "finetune_B"], method, options, output)
-        print(f"merged {label} in {merge_info[label]['seconds']:.1f} s, peak RSS "
-              f"{merge_info[label]['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"merged {label} in {merge_info[label]['seconds']:.1f} s, peak RSS "
+            f"{merge_info[label]['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
         evaluate(label, output)
         shutil.rmtree(output)
 
-    settings = {**vars(arguments), "device": f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
-                "checkpoint_mb": (base_dir / "model.safetensors").stat().st_size / 2**20,
-                "import_rss_mb": import_baseline_rss_mb(), "finetune": finetune_records,
-                "total_s": time.perf_counter() - run_started}
+    settings = {
+        **vars(arguments),
+        "device": f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "checkpoint_mb": (base_dir / "model.safetensors").stat().st_size / 2**20,
+        "import_rss_mb": import_baseline_rss_mb(),
+        "finetune": finetune_records,
+        "total_s": time.perf_counter() - run_started,
+    }
     print(write_markdown(arguments.output, settings, rows, merge_info))
     (work / "results.json").write_text(json.dumps({"rows": rows, "merges": merge_info}, indent=2, default=str))
 

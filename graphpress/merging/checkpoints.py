@@ -40,7 +40,7 @@ class Checkpoint(ABC):
     def read(self, name: str) -> torch.Tensor:
         """Return one tensor (a fresh CPU tensor the caller may modify)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: an in-memory module has nothing to release
         """Release open files."""
 
 
@@ -70,10 +70,14 @@ class FolderCheckpoint(Checkpoint):
                     if Path(shard_name).is_absolute() or ".." in Path(shard_name).parts:
                         raise UnsafeFileError(f"{index_path}: shard '{shard_name}' points outside {self.folder}")
                     if not shard_path.is_file():
-                        raise MissingTensorError(f"{index_path}: shard file '{shard_name}' (holding '{name}') is missing")
+                        raise MissingTensorError(
+                            f"{index_path}: shard file '{shard_name}' (holding '{name}') is missing"
+                        )
                     shard_headers[shard_name] = read_safetensors_header(shard_path)
                 if name not in shard_headers[shard_name]:
-                    raise MissingTensorError(f"{self.folder / shard_name}: tensor '{name}' listed in the index is absent")
+                    raise MissingTensorError(
+                        f"{self.folder / shard_name}: tensor '{name}' listed in the index is absent"
+                    )
                 infos[name] = shard_headers[shard_name][name]
             return infos
         if (self.folder / SINGLE_FILE).is_file():
@@ -106,9 +110,7 @@ class ModuleCheckpoint(Checkpoint):
         self._state = module.state_dict()
         config = getattr(module, "config", None)
         self.config = config.to_dict() if hasattr(config, "to_dict") else None
-        self.infos = {
-            name: TensorInfo(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in self._state.items()
-        }
+        self.infos = {name: TensorInfo(name, tensor.dtype, tuple(tensor.shape)) for name, tensor in self._state.items()}
 
     def read(self, name: str) -> torch.Tensor:
         return self._state[name].detach().clone()

@@ -62,8 +62,10 @@ def main_merge(argv: Sequence[str] | None = None) -> int:
     except GraphpressError as error:
         print(f"graphpress merge: error: {error}", file=sys.stderr)
         return 2
-    print(f"merged {len(arguments.models)} models with {arguments.method} into {output} "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"merged {len(arguments.models)} models with {arguments.method} into {output} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 

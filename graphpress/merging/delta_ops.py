@@ -74,7 +74,9 @@ def disjoint_mean(deltas: torch.Tensor, weights: torch.Tensor, sign: torch.Tenso
     scaled_weights = _broadcast(weights, deltas) * agrees
     total = (deltas * scaled_weights).sum(dim=0)
     divisor = scaled_weights.sum(dim=0)
-    return torch.where(divisor != 0, total / divisor.clamp_min(torch.finfo(divisor.dtype).tiny), torch.zeros_like(total))
+    return torch.where(
+        divisor != 0, total / divisor.clamp_min(torch.finfo(divisor.dtype).tiny), torch.zeros_like(total)
+    )
 
 
 def weighted_sum(stacked: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

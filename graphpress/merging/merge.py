@@ -113,7 +113,9 @@ def merge_models(
             with atomic_path(output, directory=True) as staging_name:
                 staging = Path(staging_name)
                 _copy_side_files(base_checkpoint, staging)
-                _write_weights(staging, list(base_checkpoint.infos.values()), merged_tensors, merge_method, max_shard_bytes)
+                _write_weights(
+                    staging, list(base_checkpoint.infos.values()), merged_tensors, merge_method, max_shard_bytes
+                )
                 (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             return Path(output)
         finally:
@@ -144,7 +146,11 @@ def _copy_side_files(base: Checkpoint, staging: Path) -> None:
     """Config, generation config and tokenizer files come from the base; modules contribute their config."""
     if base.folder is not None:
         for path in sorted(base.folder.iterdir()):
-            if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES) and path.name not in (INDEX_FILE, RECORD_FILE):
+            if (
+                path.is_file()
+                and not path.name.endswith(_WEIGHT_SUFFIXES)
+                and path.name not in (INDEX_FILE, RECORD_FILE)
+            ):
                 shutil.copy2(path, staging / path.name)
     elif base.config is not None:
         (staging / "config.json").write_text(json.dumps(base.config, indent=2, default=str) + "\n", encoding="utf-8")

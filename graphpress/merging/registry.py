@@ -113,7 +113,9 @@ def merge_method(
         if name in _METHODS:
             raise ValueError(f"merge method '{name}' is registered twice")
         description = (combine.__doc__ or "").strip().splitlines()[0] if combine.__doc__ else ""
-        _METHODS[name] = MergeMethod(name, combine, on_deltas, needs_density, model_count, normalizes_weights, description)
+        _METHODS[name] = MergeMethod(
+            name, combine, on_deltas, needs_density, model_count, normalizes_weights, description
+        )
         return combine
 
     return register

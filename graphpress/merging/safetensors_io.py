@@ -77,7 +77,8 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             (header_size,) = struct.unpack("<Q", prefix)
             if header_size > _MAX_HEADER_BYTES or 8 + header_size > file_size:
                 raise CorruptCheckpointError(
-                    f"{path}: header claims {header_size} bytes but the file has {file_size}: truncated or not safetensors"
+                    f"{path}: header claims {header_size} bytes but the file has {file_size}: "
+                    "truncated or not safetensors"
                 )
             raw_header = handle.read(header_size)
     except OSError as error:

@@ -98,7 +98,9 @@ def read_vocabulary(folder: Path) -> dict[str, int] | None:
         content = _load_json(tokenizer_json)
         vocab = (content.get("model") or {}).get("vocab", {})
         # Unigram models list [piece, score] pairs, where the id is the position; the others map piece -> id.
-        vocabulary = {piece: index for index, (piece, _score) in enumerate(vocab)} if isinstance(vocab, list) else dict(vocab)
+        vocabulary = (
+            {piece: index for index, (piece, _score) in enumerate(vocab)} if isinstance(vocab, list) else dict(vocab)
+        )
         for added in content.get("added_tokens") or []:
             vocabulary[added["content"]] = added["id"]
         return vocabulary

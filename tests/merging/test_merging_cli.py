@@ -15,15 +15,37 @@ def test_cli_merges_with_every_option(make_llama, tmp_path, capsys):
     base, one, two = make_llama("base", 0), make_llama("one", 1), make_llama("two", 2)
     output = tmp_path / "out"
     status = main_merge(
-        [str(base), str(one), str(two), "--method", "dare_ties", "--weights", "1", "2", "--density", "0.7",
-         "--lambda", "0.8", "--seed", "3", "-o", str(output), "--quiet"]
+        [
+            str(base),
+            str(one),
+            str(two),
+            "--method",
+            "dare_ties",
+            "--weights",
+            "1",
+            "2",
+            "--density",
+            "0.7",
+            "--lambda",
+            "0.8",
+            "--seed",
+            "3",
+            "-o",
+            str(output),
+            "--quiet",
+        ]
     )
     assert status == 0
     assert "merged 2 models with dare_ties" in capsys.readouterr().out
     record = json.loads((output / "graphpress_merge.json").read_text())
     assert record | {"base": None, "models": None} == {
-        "method": "dare_ties", "weights": [1.0, 2.0], "density": 0.7, "lambda": 0.8, "seed": 3,
-        "base": None, "models": None,
+        "method": "dare_ties",
+        "weights": [1.0, 2.0],
+        "density": 0.7,
+        "lambda": 0.8,
+        "seed": 3,
+        "base": None,
+        "models": None,
     }
     logits = LlamaForCausalLM.from_pretrained(output)(torch.tensor([[1, 2, 3]])).logits
     assert torch.isfinite(logits).all()

@@ -68,7 +68,9 @@ def test_slerp_follows_the_arc_and_keeps_the_norm(make_tensor_folder, tmp_path):
     east = make_tensor_folder("east", {"w": torch.tensor([2.0, 0.0])})
     north = make_tensor_folder("north", {"w": torch.tensor([0.0, 2.0])})
     out = merge_models(base, [east, north], method="slerp", output=tmp_path / "out")
-    torch.testing.assert_close(load_file(str(out / "model.safetensors"))["w"], torch.tensor([math.sqrt(2), math.sqrt(2)]))
+    torch.testing.assert_close(
+        load_file(str(out / "model.safetensors"))["w"], torch.tensor([math.sqrt(2), math.sqrt(2)])
+    )
     # t = w2 / (w1 + w2) = 1/3: the angle splits 30 / 60 degrees
     third = slerp(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.0]), 1 / 3)
     torch.testing.assert_close(third, torch.tensor([2 * math.cos(math.pi / 6), 2 * math.sin(math.pi / 6)]))
@@ -78,9 +80,7 @@ def test_slerp_follows_the_arc_and_keeps_the_norm(make_tensor_folder, tmp_path):
 
 def test_trim_keeps_the_largest_magnitudes_per_model():
     deltas = torch.stack([DELTA_1, DELTA_2])
-    torch.testing.assert_close(
-        trim_to_top_magnitude(deltas, 0.25), torch.tensor([[3.0, 0, 0, 0], [0, 0, -4.0, 0]])
-    )
+    torch.testing.assert_close(trim_to_top_magnitude(deltas, 0.25), torch.tensor([[3.0, 0, 0, 0], [0, 0, -4.0, 0]]))
 
 
 def test_dare_drops_at_the_given_rate_rescales_and_is_seeded():

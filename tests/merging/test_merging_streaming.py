@@ -42,7 +42,11 @@ def test_merge_reads_each_tensor_once_and_holds_one_per_checkpoint(make_llama, t
     monkeypatch.setattr(checkpoints, "safe_open", counter)
     reports = []
     output = merge_models(
-        base, [one, two], method="ties", density=0.5, output=tmp_path / "out",
+        base,
+        [one, two],
+        method="ties",
+        density=0.5,
+        output=tmp_path / "out",
         progress=lambda done, total, name: reports.append((done, total, name)),
     )
 

@@ -44,7 +44,15 @@ def test_different_model_type(trio, tmp_path):
 def test_different_shapes(trio, make_llama, tmp_path):
     base, one, _ = trio
     wider = make_llama("wider", 3, intermediate_size=48)
-    refuse(base, [one, wider], tmp_path, IncompatibleModelsError, "model.layers.0.mlp.down_proj.weight", "[16, 48]", str(wider))
+    refuse(
+        base,
+        [one, wider],
+        tmp_path,
+        IncompatibleModelsError,
+        "model.layers.0.mlp.down_proj.weight",
+        "[16, 48]",
+        str(wider),
+    )
 
 
 def test_missing_tensor(trio, tmp_path):
