@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..errors import FrontendError, UnsupportedOpError
+from ..errors import FrontendError
 from ..ir import Graph
 from .torch_lowering import lower_exported_program
 from .torch_registry import decomposition_table
@@ -102,6 +102,14 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.e
         ) from exc
 
 
+def _decomposed(ep: torch.export.ExportedProgram, name: str) -> torch.export.ExportedProgram:
+    try:
+        return ep.run_decompositions(decomposition_table())
+    except Exception as exc:  # torch raises many unrelated types here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(f"torch could not decompose the exported {name} to core aten: {first}") from exc
+
+
 def trace(
     model: torch.nn.Module,
     example_inputs: tuple | dict | torch.Tensor,
@@ -134,11 +142,11 @@ def trace(
     if not decompose:
         try:
             graph = lower_exported_program(ep, working, name=name)
-        except UnsupportedOpError:
+        except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)
             if decompose is False:
                 raise
     if graph is None:
-        graph, decomposed = lower_exported_program(ep.run_decompositions(decomposition_table()), working, name=name), True
+        graph, decomposed = lower_exported_program(_decomposed(ep, name), working, name=name), True
     graph.metadata["decomposed"] = decomposed
     graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
     return graph

@@ -26,7 +26,7 @@ import torch.fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind
 
-from ..errors import FrontendError, UnsupportedOpError
+from ..errors import FrontendError, GraphpressError, UnsupportedOpError
 from ..ir import Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
@@ -157,7 +157,12 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
             f"@graphpress.frontends.torch_registry.lowers({node.target}), or rewrite that module "
             f"with ops graphpress knows"
         )
-    result = rule(ctx, node)
+    try:
+        result = rule(ctx, node)
+    except GraphpressError:
+        raise
+    except Exception as exc:  # a rule met a form of its op it does not handle: say which op and where
+        raise FrontendError(f"could not lower {ctx.describe()}: {type(exc).__name__}: {exc}") from exc
     _check_shapes(ctx, node, result)
     return result
 
