@@ -84,5 +84,8 @@ def onnx_matches(model: torch.nn.Module, case: ZooCase) -> float:
 
 
 @pytest.fixture
-def case_builder():
-    return build_case
+def zoo():
+    """The helpers above, as a fixture (pytest's importlib mode can't import conftest by name)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(build=build_case, call=call, onnx_matches=onnx_matches, kwargs=optimize_kwargs)

@@ -4,7 +4,7 @@ The decision is a keep mask over channel ids (from :meth:`CouplingResult.keep_id
 through their bindings, so a torch-origin graph edits the working copy of the user's module and an
 ONNX-origin graph edits its initializers; tied weights stay one tensor. Then every value's labeled axes
 shrink, and the inputs and attributes that spell sizes out are rewritten from the new shapes: Reshape and
-Expand shape constants, Split sizes, Slice bounds, a grouped Conv's ``group`` and GroupNorm's
+Expand shape constants, Resize sizes, Split sizes, Slice bounds, a grouped Conv's ``group`` and GroupNorm's
 ``num_groups``. (Module attributes and Hugging Face configs are the torch backend's job: see
 :mod:`graphpress.backends.hf_fixups`.)
 """
@@ -75,10 +75,14 @@ def _set_ints(graph: Graph, node: Node, index: int, ints: list[int], hint: str) 
     node.set_input(index, graph.constant(torch.tensor(ints, dtype=torch.int64), hint))
 
 
+_SHAPE_INPUT = {"Reshape": 1, "Expand": 1, "Resize": 3, "ConstantOfShape": 0}
+
+
 def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
-    """Reshape/Expand: rewrite explicit sizes of axes that shrank (0 and -1 entries are left alone)."""
+    """Reshape/Expand/Resize: rewrite explicit sizes of axes that shrank (0 and -1 entries are left alone)."""
     out = node.outputs[0]
-    target = node.input(1)
+    index = _SHAPE_INPUT[node.op]
+    target = node.input(index)
     if out not in old or target is None or target.param is None:
         return
     entries = [int(v) for v in target.param.data.reshape(-1).tolist()]
@@ -91,7 +95,7 @@ def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
             entries[k] = int(after[axis])
             changed = True
     if changed:
-        _set_ints(graph, node, 1, entries, f"{node.name}_shape")
+        _set_ints(graph, node, index, entries, f"{node.name}_shape")
 
 
 def _fix_split(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
@@ -135,7 +139,7 @@ def apply_keep_mask(graph: Graph, result: CouplingResult, keep_id: np.ndarray) -
     weights = _slice_weights(result, keep_id)
     old = _shrink_values(result, keep_id)
     for node in list(graph.nodes):
-        if node.op in ("Reshape", "Expand") and node.domain == "":
+        if node.op in _SHAPE_INPUT and node.domain == "":
             _fix_shape_input(graph, node, old)
         elif node.op == "Split" and node.domain == "":
             _fix_split(graph, node, old)
