@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..analysis import count_flops, invalidate
+from ..analysis import count_flops, invalidate, layer_summary
 from ..backends.evaluate import evaluate, is_meta_graph, relative_error
 from ..errors import GraphpressError, PassError
 from ..ir import Graph, verify
@@ -49,8 +49,13 @@ class PassRecord:
 
 @dataclass
 class PipelineReport:
+    """The per-pass log plus per-layer facts before and after, for tables and the HTML report."""
+
     pipeline: str
     records: list[PassRecord] = field(default_factory=list)
+    layers_before: list = field(default_factory=list)
+    layers_after: list = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
         rows = [f"{'pass':28} {'time s':>8} {'mod':>4} {'params':>14} {'GFLOPs':>10} {'err/prev':>10}"]
@@ -101,7 +106,7 @@ class PassManager:
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineReport:
         ctx = ctx or PassContext()
-        report = PipelineReport(self.pipeline)
+        report = PipelineReport(self.pipeline, layers_before=layer_summary(graph))
         can_run = ctx.check and ctx.example_inputs is not None and not is_meta_graph(graph)
         original = evaluate(graph, ctx.example_inputs, ctx.example_kwargs) if can_run else None
         previous = original
@@ -114,6 +119,7 @@ class PassManager:
                 any_modified |= record.modified
             if not any_modified:
                 break
+        report.layers_after = layer_summary(graph)
         return report
 
     def _run_one(self, p: Pass, graph: Graph, ctx: PassContext, report: PipelineReport,
