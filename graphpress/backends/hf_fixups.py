@@ -145,6 +145,8 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
         config.head_dim = head_dim
     for key, names in _CONFIG_KEYS.items():
         values = {w[key] for w in widths if key in w}
+        if key == "num_attention_heads" and values and hidden is not None and hidden % next(iter(values)):
+            continue  # the config validator would refuse it: keep the old count, load with load_pruned()
         if len(values) == 1:
             for name in names:
                 if hasattr(config, name):

@@ -83,22 +83,31 @@ def _feasible_removal(group: CouplingGroup, order: np.ndarray, count: int) -> np
     return keep
 
 
-def _rounded_count(group: CouplingGroup, fraction: float, round_to: int) -> int:
-    """Units to remove for ``fraction``, so that the kept count is a multiple of ``round_to`` if it can be."""
+def _step(group: CouplingGroup, round_to: int, multiple_of: dict[int, int]) -> int:
+    """The multiple a group's kept count must be: a model constraint always, ``round_to`` if wide enough."""
+    step = multiple_of.get(group.index, 1)
+    if round_to > 1 and group.unit_size == 1 and group.units >= 8 * round_to:
+        step = int(np.lcm(step, round_to))
+    return step
+
+
+def _rounded_count(group: CouplingGroup, fraction: float, step: int) -> int:
+    """Units to remove for ``fraction``, so that the kept count is a multiple of ``step``."""
     n = group.units
     remove = int(np.floor(fraction * group.prunable_units + 0.5))
-    if round_to > 1 and group.unit_size == 1 and n >= 8 * round_to:
-        kept = max(round_to, int(round(max(n - remove, 0) / round_to)) * round_to)
+    if step > 1:
+        kept = max(step, int(round(max(n - remove, 0) / step)) * step)
         remove = n - kept
     return max(0, min(remove, n - 1))
 
 
-def _local(result, groups, scores, budget, target, round_to):
+def _local(result, groups, scores, budget, target, round_to, multiple_of):
     def keep_for(fraction: float) -> dict[int, np.ndarray]:
         out = {}
         for gi in groups:
             g = result.groups[gi]
-            out[gi] = _feasible_removal(g, np.argsort(scores[gi], kind="stable"), _rounded_count(g, fraction, round_to))
+            count = _rounded_count(g, fraction, _step(g, round_to, multiple_of))
+            out[gi] = _feasible_removal(g, np.argsort(scores[gi], kind="stable"), count)
         return out
 
     lo, hi = 0.0, 1.0
@@ -114,7 +123,7 @@ def _local(result, groups, scores, budget, target, round_to):
     return best
 
 
-def _global(result, groups, scores, budget, target, round_to):
+def _global(result, groups, scores, budget, target, round_to, multiple_of):
     ranked = []
     for gi in groups:
         s = scores[gi]
@@ -133,8 +142,9 @@ def _global(result, groups, scores, budget, target, round_to):
         for gi in groups:
             g = result.groups[gi]
             count = len(chosen[gi])
-            if round_to > 1 and g.unit_size == 1 and g.units >= 8 * round_to:
-                count = g.units - max(round_to, int(round((g.units - count) / round_to)) * round_to)
+            step = _step(g, round_to, multiple_of)
+            if step > 1:
+                count = g.units - max(step, int(round((g.units - count) / step)) * step)
             order = np.array(chosen[gi] + [u for u in np.argsort(scores[gi]).tolist() if u not in set(chosen[gi])])
             out[gi] = _feasible_removal(g, order, max(0, count))
         return out
@@ -150,14 +160,17 @@ def _global(result, groups, scores, budget, target, round_to):
 
 
 def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray], ratio: float,
-                 scope: str = "local", round_to: int = 1) -> PruningPlan:
-    """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring)."""
+                 scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None) -> PruningPlan:
+    """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring).
+
+    ``multiple_of`` maps a group index to a multiple its kept count must be (a model's own constraint,
+    e.g. a Hugging Face config that requires hidden_size % num_attention_heads == 0)."""
     budget = ParameterBudget(result, groups)
     if ratio <= 0 or not groups:
         return PruningPlan({}, budget.total, 0)
     target = ratio * budget.total
     chooser = _local if scope == "local" else _global
-    keep = chooser(result, groups, scores, budget, target, round_to)
+    keep = chooser(result, groups, scores, budget, target, round_to, multiple_of or {})
     removed = budget.total - budget.remaining(keep)
     plan = PruningPlan({gi: m for gi, m in keep.items() if not m.all()}, budget.total, removed)
     if removed < 0.9 * target:

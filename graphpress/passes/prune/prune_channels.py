@@ -40,6 +40,20 @@ def _module_of(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
+def model_multiples(graph: Graph, groups: list[CouplingGroup]) -> dict[int, int]:
+    """Kept-count multiples a torch model's config requires: Hugging Face configs validate
+    ``hidden_size % num_attention_heads == 0``, so the residual-stream group (the one holding the input
+    embedding's feature axis) keeps a multiple of the head count."""
+    module = graph.module
+    heads = getattr(getattr(module, "config", None), "num_attention_heads", None)
+    if graph.origin != "torch" or not isinstance(heads, int) or not hasattr(module, "get_input_embeddings"):
+        return {}
+    embedding = module.get_input_embeddings()
+    names = {name for name, p in module.named_parameters(remove_duplicate=False)
+             if embedding is not None and p is getattr(embedding, "weight", None)}
+    return {g.index: heads for g in groups if any(m.key in names and m.axis == 1 for m in g.members)}
+
+
 class _StructuredPrune(Pass):
     options = (
         Option("ratio", "float", 0.2, "fraction of the in-scope PARAMETERS to remove (not of channels): a weight "
@@ -88,7 +102,8 @@ class _StructuredPrune(Pass):
         criterion = get_importance(name)
         scores = {gi: np.asarray(criterion(imp_ctx, result.groups[gi]), dtype=np.float64) for gi in groups}
         round_to = self.opts["round_to"] or default_round_to(graph)
-        plan = plan_pruning(result, groups, scores, ratio, self.opts["scope"], round_to)
+        plan = plan_pruning(result, groups, scores, ratio, self.opts["scope"], round_to,
+                            model_multiples(graph, result.groups))
         if not plan.keep:
             return PassResult(graph, False, stats)
         applied = apply_keep_mask(graph, result, result.keep_ids(plan.keep))
