@@ -36,13 +36,14 @@ __all__ = ["load_onnx", "ReadLimits"]
 def load_onnx(
     path_or_model: str | os.PathLike | onnx.ModelProto,
     *,
-    limits: ReadLimits = ReadLimits(),
+    limits: ReadLimits | None = None,
     fold_limit: int = DEFAULT_FOLD_LIMIT,
     target_opset: int = CANONICAL_OPSET,
 ) -> Graph:
     """Load an ONNX model (any exporter, opset 7+) into graphpress IR.
 
-    A ``ModelProto`` argument is copied, never edited. Every value of the result has a shape (symbolic
+    ``limits`` bounds what a file may declare (see :class:`ReadLimits`); ``fold_limit`` is the largest
+    constant (in elements) folding may create. A ``ModelProto`` argument is copied, never edited. Every value of the result has a shape (symbolic
     dims as strings) and a dtype, except outputs of ops that no ONNX schema describes (listed in
     ``graph.metadata["unknown_ops"]``) whose files declared none.
     """
@@ -53,7 +54,7 @@ def load_onnx(
         source.CopyFrom(path_or_model)
     else:
         source = path_or_model
-    model, _ = read_model(source, limits)
+    model, _ = read_model(source, limits or ReadLimits())
     original = default_opset(model)
     if model.functions:
         try:

@@ -17,13 +17,15 @@ from ...frontends.onnx_attrs import ATTR_TYPES_META, python_to_attribute
 from ...frontends.onnx_dtypes import torch_to_onnx_dtype
 from ...frontends.onnx_reader import CAPTURES, OMITTED, ONNX_INPUT_COUNT, ONNX_TYPE
 from ...ir import GRAPHPRESS_DOMAIN, Graph, Node, Value
-from . import macro_ops  # noqa: F401  (registers the Linear and Attention emitters)
+from . import macro_ops, quant_ops  # noqa: F401  (register the Linear, Attention and QLinear emitters)
 from .registry import EmitContext, emitter_for
+from .save import PROTOBUF_LIMIT, approx_model_bytes
 
 __all__ = ["to_onnx", "emit_model", "value_info"]
 
-# ModelProto.SerializeToString (and so onnx.checker on a model object) stops at 2 GiB.
-_PROTOBUF_LIMIT = 2**31 - 1
+# onnx.checker serializes the whole model; above this many bytes of weights the automatic check is
+# skipped (it costs seconds and checks structure the unit tests already cover), unless asked for.
+_AUTO_CHECK_MAX_BYTES = 256 * 2**20
 
 
 def value_info(value: Value, *, with_shape: bool = True) -> onnx.ValueInfoProto:
@@ -101,11 +103,12 @@ def emit_model(graph: Graph, *, with_data: bool = True, hint_values: list[Value]
     return model
 
 
-def to_onnx(graph: Graph, *, opset: int | None = None, check: bool = True) -> onnx.ModelProto:
+def to_onnx(graph: Graph, *, opset: int | None = None, check: bool | None = None) -> onnx.ModelProto:
     """Write ``graph`` as an ONNX model with its weights as initializers.
 
     ``opset`` converts the result to another default-domain opset (by default the graph's own). ``check``
-    runs ``onnx.checker`` (skipped above 2 GiB, where :func:`save_onnx` checks the written file instead).
+    runs ``onnx.checker``: always when True, never when False, and by default for models under 256 MiB
+    (the checker cannot take a model object above protobuf's 2 GiB at all).
     """
     model = emit_model(graph)
     if opset is not None and opset != graph.opset:
@@ -113,7 +116,8 @@ def to_onnx(graph: Graph, *, opset: int | None = None, check: bool = True) -> on
             model = version_converter.convert_version(model, opset)
         except Exception as exc:
             raise BackendError(f"cannot convert graph {graph.name!r} from opset {graph.opset} to {opset}: {exc}") from None
-    if check and model.ByteSize() < _PROTOBUF_LIMIT:
+    size = approx_model_bytes(model)
+    if size < PROTOBUF_LIMIT and (check or (check is None and size < _AUTO_CHECK_MAX_BYTES)):
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import onnx
 import torch
+
+import onnx
 
 from ...errors import BackendError
 from ...frontends.onnx_attrs import python_to_attribute

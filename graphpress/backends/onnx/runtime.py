@@ -12,17 +12,16 @@ import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
-import onnx
 import torch
+
+import onnx
 
 from ...errors import BackendError
 from ...ir import Graph
 from .emit import to_onnx
-from .save import save_model_proto
+from .save import PROTOBUF_LIMIT, approx_model_bytes, save_model_proto
 
 __all__ = ["run_onnxruntime", "make_session"]
-
-_PROTOBUF_LIMIT = 2**31 - 1
 
 
 def make_session(model: onnx.ModelProto, *, threads: int = 2):
@@ -33,7 +32,7 @@ def make_session(model: onnx.ModelProto, *, threads: int = 2):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    if approx_model_bytes(model) < PROTOBUF_LIMIT:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory(prefix="graphpress-ort-") as folder:
         path = os.path.join(folder, "model.onnx")

@@ -9,18 +9,38 @@ escape the folder, which the ONNX frontend would refuse).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
 import onnx
 
 from ...errors import BackendError
+from ...frontends.onnx_dtypes import onnx_to_torch_dtype
 from ...ir import Graph
 
-__all__ = ["save_onnx", "save_model_proto"]
+__all__ = ["save_onnx", "save_model_proto", "PROTOBUF_LIMIT", "approx_model_bytes"]
 
-_PROTOBUF_LIMIT = 2**31 - 1
+PROTOBUF_LIMIT = 2**31 - 1
+"""protobuf cannot serialize a message above 2 GiB; larger models need external data."""
 _EXTERNAL_THRESHOLD_BYTES = 1024
+_STRUCTURE_MARGIN_BYTES = 64 * 2**20
+
+
+def approx_model_bytes(model: onnx.ModelProto) -> int:
+    """An upper estimate of the serialized size, from the initializers' shapes.
+
+    ``ModelProto.ByteSize()`` walks the whole message (seconds for a 600 MB model); the weights are
+    nearly all of it, and a margin covers the nodes.
+    """
+    total = _STRUCTURE_MARGIN_BYTES
+    for tensor in model.graph.initializer:
+        if tensor.HasField("raw_data"):
+            total += len(tensor.raw_data)
+        else:
+            dtype = onnx_to_torch_dtype(tensor.data_type)
+            total += math.prod(tensor.dims) * (dtype.itemsize if dtype is not None else 8)
+    return total
 
 
 def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> str:
@@ -29,7 +49,7 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     folder, base = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     if external_data is None:
-        external_data = model.ByteSize() >= _PROTOBUF_LIMIT
+        external_data = approx_model_bytes(model) >= PROTOBUF_LIMIT
     data_name = f"{base}.data"
     with tempfile.TemporaryDirectory(prefix=f".{base}.", dir=folder) as staging:
         staged = os.path.join(staging, base)
@@ -56,5 +76,5 @@ def save_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None
     """Emit ``graph`` with :func:`to_onnx` and write it atomically to ``path``; returns the absolute path."""
     from .emit import to_onnx
 
-    model = to_onnx(graph, opset=opset, check=external_data is not True)
+    model = to_onnx(graph, opset=opset, check=False if external_data else None)
     return save_model_proto(model, path, external_data=external_data)
