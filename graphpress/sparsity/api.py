@@ -1,0 +1,178 @@
+"""``sparsify_model``: prune the linears of a torch model to a sparsity pattern, in place.
+
+Magnitude works linear by linear without data. Wanda and SparseGPT walk the model block by block through
+:func:`graphpress.calibration.run_blockwise`, so each block is pruned on the activations produced by the
+already-pruned blocks before it (SparseGPT also gets the Gram matrices it needs). Layer-adaptive
+allocations (OWL, LAMP) first read activation statistics of the dense model, compute one ratio per linear,
+then prune with the chosen method at those ratios.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import OptionError
+from .allocation import lamp_ratios, outlier_fraction, owl_block_ratios
+from .magnitude import magnitude_prune
+from .masks import SparsityPattern, sparsity_of
+from .sparsegpt import sparsegpt_prune
+from .wanda import wanda_prune, wanda_scores
+
+__all__ = ["SparsityReport", "sparsify_model", "METHODS", "ALLOCATIONS"]
+
+METHODS = ("magnitude", "wanda", "sparsegpt")
+ALLOCATIONS = ("uniform", "owl", "lamp")
+
+
+@dataclass
+class SparsityReport:
+    """What was pruned: realised ratio per linear, the overall ratio over them, skipped layers, wall time."""
+
+    pattern: str
+    method: str
+    allocation: str
+    layer_ratios: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    parameters: int = 0
+    zeros: int = 0
+    seconds: float = 0.0
+
+    @property
+    def overall_ratio(self) -> float:
+        return self.zeros / max(self.parameters, 1)
+
+
+def _select_linears(model: nn.Module, ignore: Sequence[str], pattern: SparsityPattern,
+                    report: SparsityReport) -> dict[str, nn.Linear]:
+    """Linears to prune: not ignored, and wide enough for an N:M pattern (others are reported as skipped)."""
+    selected = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in ignore):
+            continue
+        if pattern.is_n_of_m and module.in_features % pattern.n_of_m[1]:
+            report.skipped[name] = f"in_features {module.in_features} is not a multiple of {pattern.n_of_m[1]}"
+            continue
+        selected[name] = module
+    return selected
+
+
+def _input_norms(model: nn.Module, calibration: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
+    """``||X_j||_2`` per input channel of every block linear, on the dense model."""
+    from ..calibration import run_blockwise
+
+    stats = run_blockwise(model, calibration, tokenizer=tokenizer)
+    return {name: s.l2_norm for name, s in stats.items()}
+
+
+def _block_of(name: str) -> str:
+    """``model.layers.3.mlp.up_proj`` -> ``model.layers.3`` (the first numeric path component ends the block)."""
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: index + 1])
+    return name
+
+
+def _allocate(linears: dict[str, nn.Linear], pattern: SparsityPattern, method: str, allocation: str,
+              norms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per-linear ratios; ``norms`` (input channel norms) make the scores data-aware."""
+    def importance(name: str) -> torch.Tensor:
+        weight = linears[name].weight.detach()
+        if method == "magnitude" or name not in norms:
+            return weight.abs().float()
+        return wanda_scores(weight, norms[name])
+
+    if allocation == "lamp":
+        return lamp_ratios({name: importance(name) for name in linears}, pattern.ratio)
+    blocks: dict[str, list[str]] = {}
+    for name in linears:
+        blocks.setdefault(_block_of(name), []).append(name)
+    outliers = {b: outlier_fraction([importance(n) for n in names]) for b, names in blocks.items()}
+    sizes = {b: sum(linears[n].weight.numel() for n in names) for b, names in blocks.items()}
+    block_ratios = owl_block_ratios(outliers, sizes, pattern.ratio)
+    return {name: block_ratios[_block_of(name)] for name in linears}
+
+
+def _prune_linear(linear: nn.Linear, pattern: SparsityPattern, method: str, stats: Any) -> None:
+    weight = linear.weight.data
+    if method == "magnitude":
+        pruned = magnitude_prune(weight, pattern)
+    elif method == "wanda":
+        pruned = wanda_prune(weight, stats.l2_norm, pattern)
+    else:
+        pruned = sparsegpt_prune(weight, stats.hessian(), pattern)
+    weight.copy_(pruned)
+
+
+@torch.no_grad()
+def sparsify_model(
+    model: nn.Module,
+    pattern: SparsityPattern,
+    *,
+    method: str = "wanda",
+    allocation: str = "uniform",
+    ignore: Sequence[str] = ("lm_head",),
+    calibration: Optional[Any] = None,
+    tokenizer: Optional[Any] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> SparsityReport:
+    """Prune ``model``'s linears to ``pattern`` in place with ``method`` and ``allocation``; return a report.
+
+    Wanda and SparseGPT prune the linears inside the repeated blocks (those the calibration walk reaches);
+    magnitude prunes every selected linear. ``ignore`` holds module-name globs left dense.
+    """
+    if method not in METHODS:
+        raise OptionError(f"sparsify: method must be one of {', '.join(METHODS)}; got {method!r}")
+    if allocation not in ALLOCATIONS:
+        raise OptionError(f"sparsify: allocation must be one of {', '.join(ALLOCATIONS)}; got {allocation!r}")
+    if allocation != "uniform" and pattern.is_n_of_m:
+        raise OptionError(f"sparsify: allocation={allocation} redistributes an unstructured ratio; "
+                          f"an N:M pattern fixes the ratio of every layer (use allocation=uniform)")
+    needs_data = method != "magnitude" or allocation == "owl"
+    if needs_data and calibration is None:
+        raise OptionError(f"sparsify{{method={method},allocation={allocation}}} needs calibration data")
+    started = time.perf_counter()
+    report = SparsityReport(str(pattern), method, allocation)
+    linears = _select_linears(model, ignore, pattern, report)
+    ratios = {name: pattern.ratio for name in linears}
+    if allocation != "uniform":
+        norms = _input_norms(model, calibration, tokenizer) if calibration is not None else {}
+        ratios = _allocate(linears, pattern, method, allocation, norms)
+
+    def pattern_for(name: str) -> SparsityPattern:
+        return pattern if pattern.is_n_of_m else pattern.with_ratio(ratios[name])
+
+    pruned: set[str] = set(linears) if method == "magnitude" else set()
+    if method == "magnitude":
+        for index, (name, linear) in enumerate(linears.items()):
+            _prune_linear(linear, pattern_for(name), method, None)
+            if progress is not None:
+                progress(index + 1, len(linears))
+    else:
+        from ..calibration import BlockContext, run_blockwise
+
+        def prune_block(context: BlockContext) -> None:
+            for name, stats in context.stats.items():
+                if name in linears:
+                    _prune_linear(linears[name], pattern_for(name), method, stats)
+                    pruned.add(name)
+
+        run_blockwise(model, calibration, tokenizer=tokenizer, callback=prune_block,
+                      with_gram=method == "sparsegpt", keep_stats=False, progress=progress)
+    for name, linear in linears.items():
+        if name not in pruned:
+            report.skipped[name] = "outside the calibrated blocks"
+            continue
+        report.layer_ratios[name] = sparsity_of(linear.weight)
+        report.parameters += linear.weight.numel()
+        report.zeros += int((linear.weight == 0).sum())
+    report.seconds = time.perf_counter() - started
+    return report
