@@ -9,7 +9,8 @@ to prune (a per-group unit fraction for ``scope=local``, a prefix of the globall
 * never removes a frozen unit, never empties a group or any tensor axis a group reaches (``keep_one``);
 * rounds each group's kept unit count to a multiple of ``round_to`` where the group is wide enough
   (at least ``8 * round_to`` units, so rounding never dominates a narrow layer);
-* reports what it rounded (KV-head groups are coarse: 2 KV heads can only lose 0 or 1).
+* reports what it rounded (KV-head groups are coarse: 2 KV heads can only lose 0 or 1);
+* refines a ``local`` plan step by step in single groups to land close to the target.
 """
 
 from __future__ import annotations
@@ -159,6 +160,34 @@ def _global(result, groups, scores, budget, target, round_to, multiple_of):
     return keep_for(lo)
 
 
+def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds: int = 64):
+    """Close the gap the coarse search left: repeatedly take the one extra step in one group (or give one
+    back) that brings the removed parameter count closest to the target."""
+    keep = dict(keep)
+    gap = abs(budget.total - budget.remaining(keep) - target)
+    for _ in range(rounds):
+        best = None
+        for gi, mask in keep.items():
+            g = result.groups[gi]
+            step = _step(g, round_to, multiple_of)
+            order = np.argsort(scores[gi], kind="stable")
+            removed_now = int((~mask).sum())
+            for count in (removed_now + step, removed_now - step):
+                if count < 0 or count >= g.units:
+                    continue
+                trial = _feasible_removal(g, order, count)
+                candidate = dict(keep)
+                candidate[gi] = trial
+                trial_gap = abs(budget.total - budget.remaining(candidate) - target)
+                if trial_gap < gap and (best is None or trial_gap < best[0]):
+                    best = (trial_gap, gi, trial)
+        if best is None:
+            break
+        gap, gi, trial = best
+        keep[gi] = trial
+    return keep
+
+
 def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray], ratio: float,
                  scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None) -> PruningPlan:
     """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring).
@@ -171,15 +200,20 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
     target = ratio * budget.total
     chooser = _local if scope == "local" else _global
     keep = chooser(result, groups, scores, budget, target, round_to, multiple_of or {})
+    if scope == "local" and len(groups) <= 512:
+        keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {})
     removed = budget.total - budget.remaining(keep)
     plan = PruningPlan({gi: m for gi, m in keep.items() if not m.all()}, budget.total, removed)
-    if removed < 0.9 * target:
-        limits = [result.groups[gi].name() for gi in groups if keep[gi].sum() <= 1 or
-                  (~keep[gi]).sum() >= result.groups[gi].prunable_units]
+    limits = [result.groups[gi].name() for gi in groups if keep[gi].sum() <= 1 or
+              (~keep[gi]).sum() >= result.groups[gi].prunable_units]
+    if removed < 0.9 * target and limits:
         raise PassError(
             f"ratio={ratio:g} would empty a group: only {removed / budget.total:.1%} of the in-scope parameters "
             f"can be removed while every group keeps at least one unit; groups at their limit: "
-            f"{', '.join(limits[:5]) or 'none'}. Use a smaller ratio or scope=global.")
+            f"{', '.join(limits[:5])}. Use a smaller ratio or scope=global.")
+    if abs(removed - target) > 0.03 * budget.total:
+        plan.notes.append(f"removed {removed / budget.total:.1%} of in-scope parameters for ratio {ratio:g}: "
+                          "the groups' unit sizes allow no closer choice")
     for gi, mask in plan.keep.items():
         g = result.groups[gi]
         if g.unit_size > 1:

@@ -60,7 +60,7 @@ class _StructuredPrune(Pass):
                "is in scope when a prunable group touches it", low=0.0, high=1.0, high_inclusive=False),
         Option("importance", "str", "l2", "unit score: l1 | l2 | taylor (needs calibration) | random, or any "
                "criterion registered with @register_importance"),
-        Option("scope", "str", "local", "local: every group loses the same fraction (uniform layer widths); "
+        Option("scope", "str", "local", "local: every group loses about the same fraction (near-uniform layer widths); "
                "global: units ranked across groups (widths differ per layer)", choices=("local", "global")),
         Option("round_to", "int", 0, "kept channel counts are multiples of this where a group is wide enough "
                "(0 = backend default, 8 on CPU)", low=0),
