@@ -1,0 +1,135 @@
+"""What channel pruning buys: ResNet-50 (torchvision's architecture, written out here since torchvision is
+not installed) pruned to about half its FLOPs, timed against the unpruned model in onnxruntime on the CPU
+(2 threads, batch 1, 224x224), side by side in one run.
+
+    PYTHONPATH=. python benchmarks/prune_resnet50_speed.py [--runs 20]
+
+Writes benchmarks/results/prune_resnet50_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+import graphpress
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "prune_resnet50_speed.md")
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (v1.5: the stride sits on the 3x3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet50(nn.Module):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            stage = []
+            for i in range(blocks):
+                stage.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                cin = width * 4
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(2048, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _session(path: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    sys.setrecursionlimit(100000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--ratio", type=float, default=None, help="parameter ratio (default: searched for 50% FLOPs)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = ResNet50().eval()
+    x = torch.randn(1, 3, 224, 224)
+    best = None
+    for ratio in ([args.ratio] if args.ratio else [0.40, 0.45, 0.50]):
+        start = time.perf_counter()
+        pruned, report = graphpress.optimize(model, f"prune-channels{{ratio={ratio}}}", example_inputs=(x,),
+                                             return_report=True, check=False)
+        record = report.records[-1]
+        flops = record.flops_after / record.flops_before
+        print(f"ratio {ratio}: FLOPs x{flops:.3f}, params x{record.params_after / record.params_before:.3f}, "
+              f"{time.perf_counter() - start:.1f}s", flush=True)
+        if best is None or abs(flops - 0.5) < abs(best[2] - 0.5):
+            best = (ratio, pruned, flops, record.params_after / record.params_before)
+    ratio, pruned, flops, params = best
+    with tempfile.TemporaryDirectory() as folder:
+        dense_path, pruned_path = os.path.join(folder, "dense.onnx"), os.path.join(folder, "pruned.onnx")
+        graphpress.export_onnx(model, dense_path, (x,))
+        graphpress.export_onnx(pruned, pruned_path, (x,))
+        onnx.checker.check_model(pruned_path)
+        sessions = {"dense": _session(dense_path), "pruned": _session(pruned_path)}
+        feed = {sessions["dense"].get_inputs()[0].name: x.numpy()}
+        times = {name: [] for name in sessions}
+        for name, session in sessions.items():
+            for _ in range(3):
+                session.run(None, feed)
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            for name, session in sessions.items():
+                start = time.perf_counter()
+                session.run(None, feed)
+                times[name].append(time.perf_counter() - start)
+    dense_ms = statistics.median(times["dense"]) * 1e3
+    pruned_ms = statistics.median(times["pruned"]) * 1e3
+    lines = ["# ResNet-50 pruned to about half its FLOPs: onnxruntime CPU speed, side by side", "",
+             f"Command: `PYTHONPATH=. python benchmarks/prune_resnet50_speed.py --runs {args.runs}`; CPU "
+             f"execution provider, 2 intra-op threads, batch 1, 224x224, median of {args.runs} interleaved runs.",
+             "", "| model | pipeline | FLOPs | params | median ms | speed-up |", "|---|---|---|---|---|---|",
+             f"| dense | - | 1.00x | 1.00x | {dense_ms:.1f} | 1.00x |",
+             f"| pruned | `prune-channels{{ratio={ratio}}}` (round_to=8 default) | {flops:.2f}x | {params:.2f}x | "
+             f"{pruned_ms:.1f} | {dense_ms / pruned_ms:.2f}x |", "",
+             "Torch-Pruning on the same measurement (issue 3): 0.49x MACs, 1.34x faster (115 ms -> 86 ms)."]
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
