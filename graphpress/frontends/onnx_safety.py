@@ -25,6 +25,9 @@ from .onnx_dtypes import onnx_to_torch_dtype
 __all__ = ["ReadLimits", "read_model", "check_tensors", "ordered_nodes", "subgraph_captures"]
 
 
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """Upper bounds on what a file may ask for. The defaults admit a 70B-parameter model."""
@@ -41,6 +44,11 @@ def read_model(source: str | os.PathLike | onnx.ModelProto, limits: ReadLimits =
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FrontendError(f"{path}: no such ONNX file")
+        if os.path.getsize(path) > _PROTOBUF_LIMIT:
+            raise FrontendError(
+                f"{path} is {os.path.getsize(path):,} bytes, over protobuf's 2 GiB limit for one message; ONNX "
+                "models that large keep their weights as external data (onnx.save_model(save_as_external_data=True))"
+            )
         model = onnx.ModelProto()
         with open(path, "rb") as handle:
             payload = handle.read()
