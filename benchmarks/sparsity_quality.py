@@ -2,7 +2,7 @@
 
 Rows: magnitude, Wanda and SparseGPT at 50% unstructured, 2:4 and 4:8; Wanda and SparseGPT at 60% and Wanda
 at 50% with uniform, OWL and LAMP allocation. Decoder linears only (lm_head and embeddings stay dense).
-Perplexity over the 16 evaluation windows of 512 tokens, calibration 32 windows of 512 tokens.
+Perplexity over the 16 evaluation windows of 512 tokens, calibration 16 windows of 512 tokens.
 
 Run:  python benchmarks/sparsity_quality.py [--quick]   (writes benchmarks/results/sparsity_quality.md after
 every row, so a partial run leaves partial results)
@@ -52,13 +52,13 @@ def main() -> None:
         f"SmolLM2-135M on the CPU ({torch.get_num_threads()} threads, shared machine), torch {torch.__version__}. "
         "Command: `python benchmarks/sparsity_quality.py`" + (" --quick (smoke run)" if args.quick else "") + ".\n"
         "Decoder linears pruned (lm_head and embeddings dense); ppl over 16x512 evaluation tokens; calibration "
-        "32x512 tokens. realised ratio = zeros / weights over the pruned linears. compress s = wall seconds of "
+        "16x512 tokens. realised ratio = zeros / weights over the pruned linears. compress s = wall seconds of "
         "sparsify_model (calibration included). Each row: `graphpress.optimize(model, \"sparsify{...}\", "
         "calibration=windows)` does the same through the pass."
     )
     model, tokenizer = load_smollm2()
     evaluation = evaluation_windows(tokenizer, n_windows=4 if args.quick else 16)
-    calibration = calibration_windows(tokenizer, n_windows=8 if args.quick else 32)
+    calibration = calibration_windows(tokenizer, n_windows=8 if args.quick else 16)
     started = time.perf_counter()
     dense = perplexity(model, evaluation)
     rows = [["dense fp32", "-", "-", f"{dense:.3f}", "1.000", "0", f"{time.perf_counter() - started:.0f} (eval)", "-"]]

@@ -58,7 +58,11 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Sparsi
         diag = torch.diag(u)
         errors = torch.zeros_like(block)
         if not m:
-            prune = ~keep_mask(block.square() / diag.square().unsqueeze(0), pattern, per_row=False)
+            # Cumulative rounding gives the layer exactly round(ratio * numel) zeros over all blocks.
+            rows = block.shape[0]
+            count = round(pattern.ratio * rows * end) - round(pattern.ratio * rows * start)
+            block_pattern = pattern.with_ratio(count / block.numel())
+            prune = ~keep_mask(block.square() / diag.square().unsqueeze(0), block_pattern, per_row=False)
         else:
             prune = torch.zeros_like(block, dtype=torch.bool)
         for i in range(end - start):
