@@ -22,7 +22,7 @@ import os
 import onnx
 import onnx.inliner
 
-from ..errors import FrontendError
+from ..errors import BackendError, FrontendError
 from ..ir import Graph, verify
 from .onnx_fold import DEFAULT_FOLD_LIMIT, fold_constants
 from .onnx_normalize import normalize
@@ -66,10 +66,14 @@ def load_onnx(
     report: dict[str, object] = {"original_opset": original, "opset": opset}
     if problem:
         report["conversion_problem"] = problem
-    infer_shapes(graph)
+    try:
+        infer_shapes(graph)
+    except BackendError as exc:  # a sloppy exporter: keep what inference can still tell, and say so
+        report["shape_inference_problem"] = str(exc)
+        infer_shapes(graph, strict=False)
     report["folded"] = fold_constants(graph, max_elements=fold_limit)
     if report["folded"]:
-        infer_shapes(graph)  # folded shape arithmetic can make more dims static
+        infer_shapes(graph, strict="shape_inference_problem" not in report)  # folded shapes may be static now
     report.update(normalize(graph))
     graph.metadata["onnx_import"] = report
     verify(graph)

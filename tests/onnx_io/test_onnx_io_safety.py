@@ -164,3 +164,15 @@ def test_huge_constant_of_shape_is_not_materialized():
     graph = load_onnx(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 18)]))
     assert [n.op for n in graph.nodes] == ["ConstantOfShape", "Add"]
     assert graph.outputs[0].shape == (10**6, 10**6)
+
+
+def test_inconsistent_declared_types_load_with_the_problem_recorded():
+    graph_proto = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "sloppy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],  # wrong: Relu of float is float
+    )
+    graph = load_onnx(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 18)]))
+    assert "shape inference failed" in graph.metadata["onnx_import"]["shape_inference_problem"]
+    assert graph.outputs[0].shape == (2,)

@@ -31,18 +31,20 @@ def _opaque_outputs(graph: Graph) -> list[Value]:
     ]
 
 
-def infer_shapes(graph: Graph) -> Graph:
+def infer_shapes(graph: Graph, *, strict: bool = True) -> Graph:
     """Update ``shape`` and ``dtype`` of every value of ``graph`` in place; returns the graph.
 
     Symbolic dimensions stay strings; a dimension inference cannot size gets a fresh ``unk__`` symbol.
     Raises :class:`BackendError` when ONNX shape inference finds the graph inconsistent (for example a
-    pruned weight that no longer matches its input), naming what it found.
+    pruned weight that no longer matches its input), naming what it found; ``strict=False`` instead keeps
+    whatever could be inferred (the ONNX frontend's fallback for files onnxruntime runs but ONNX's
+    stricter checker dislikes).
     """
     for value in graph.constants:
         value.sync_from_param()
     model = emit_model(graph, with_data=False, hint_values=_opaque_outputs(graph))
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
     except Exception as exc:  # InferenceError, or a C++ RuntimeError on malformed input
         raise BackendError(f"shape inference failed on graph {graph.name!r}: {exc}") from None
     types = {info.name: info.type for info in inferred.graph.value_info}
