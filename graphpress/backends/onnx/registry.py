@@ -35,6 +35,7 @@ _EMITTERS: dict[tuple[str, str], Emitter] = {}
 # In shape-only emission these small constants still carry data: shape inference needs their values
 # (Reshape targets, Slice bounds, axes) to size what follows.
 _SHAPE_CONSTANT_MAX_ELEMENTS = 64
+_SHAPE_INDEX_MAX_ELEMENTS = 4096  # integer index tensors (Gather/Slice arguments); packed weights are larger
 
 
 def register_emitter(domain: str, op: str) -> Callable[[Emitter], Emitter]:
@@ -109,13 +110,16 @@ class EmitContext:
         return self._emitted[key]
 
     def constant(self, tensor: torch.Tensor, hint: str) -> str:
-        """A helper constant (a scale, a mask fill value, a shape) written as an initializer."""
+        """A helper constant (a scale, a shape, a packed weight) written as an initializer (as a typed
+        graph input when emitting for shapes only and it is large or on the meta device)."""
         name = self.fresh(hint)
-        self.initializers.append(tensor_to_proto(tensor, name))
+        self._write_constant(name, tensor)
         return name
 
     def _write_constant(self, name: str, tensor: torch.Tensor) -> None:
-        small = tensor.numel() <= _SHAPE_CONSTANT_MAX_ELEMENTS or not tensor.is_floating_point()
+        small = tensor.numel() <= _SHAPE_CONSTANT_MAX_ELEMENTS or (
+            not tensor.is_floating_point() and tensor.numel() <= _SHAPE_INDEX_MAX_ELEMENTS
+        )
         if tensor.device.type == "meta" and self.with_data:
             raise BackendError(
                 f"constant %{name} is on the meta device and has no data; materialize the model's weights "
