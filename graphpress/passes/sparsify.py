@@ -31,6 +31,12 @@ __all__ = ["Sparsify", "LowerSparse24"]
 _RATIO_TOLERANCE = 0.005  # the realised overall ratio must match the request this closely
 
 
+def _ignored_onnx(scope: str, node_name: str, weight_name: str, patterns: list[str]) -> bool:
+    """ONNX node names rarely carry the module path; the initializer name ("lm_head.weight") often does."""
+    names = (scope, node_name, weight_name, weight_name.removesuffix(".weight"))
+    return any(fnmatch.fnmatchcase(name, p) for name in names if name for p in patterns)
+
+
 @register_pass
 class Sparsify(Pass):
     name = "sparsify"
@@ -94,7 +100,7 @@ class Sparsify(Pass):
             weight = node.input(1)
             if weight is None or weight.param is None or weight.param.is_meta:
                 continue
-            if any(fnmatch.fnmatchcase(node.scope or node.name, p) for p in self.opts["ignore"]):
+            if _ignored_onnx(node.scope, node.name, weight.name, self.opts["ignore"]):
                 continue
             width = weight.param.data.shape[1]
             if self.pattern.is_n_of_m and width % self.pattern.n_of_m[1]:
