@@ -40,8 +40,9 @@ _LAYER = re.compile(r"^(.*\.)?(layers|layer|h|blocks)\.(\d+)\.")
 
 def _out_features(module: nn.Module | None) -> int | None:
     weight = getattr(module, "weight", None)
-    if weight is None:
-        return None
+    if weight is None:  # quantized linears keep packed buffers, not a weight
+        out = getattr(module, "out_features", None)
+        return int(out) if isinstance(out, int) else None
     return int(weight.shape[1] if type(module).__name__ == "Conv1D" else weight.shape[0])
 
 

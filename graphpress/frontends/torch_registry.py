@@ -34,6 +34,7 @@ _RULE_MODULES = (
     "graphpress.frontends.torch_rules_shape",
     "graphpress.frontends.torch_rules_math",
     "graphpress.frontends.torch_rules_regions",
+    "graphpress.frontends.torch_rules_quant",
 )
 _loaded = False
 

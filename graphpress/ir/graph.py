@@ -7,6 +7,7 @@ without sorting. :func:`graphpress.ir.verifier.verify` checks this after every p
 
 from __future__ import annotations
 
+import copy
 import itertools
 from typing import Any, Iterable, Iterator
 
@@ -169,6 +170,46 @@ class Graph:
         import math
 
         return sum(math.prod(v.param.shape) for v in self.parameters())
+
+    def __deepcopy__(self, memo: dict) -> "Graph":
+        """An independent copy (the bound module too), built iteratively: a recursive deepcopy of long
+        node/value chains would exceed Python's recursion limit on real models."""
+        new = Graph.__new__(Graph)
+        memo[id(self)] = new
+        plain = {k: v for k, v in self.__dict__.items()
+                 if k not in ("nodes", "inputs", "outputs", "constants", "module", "analyses", "metadata")}
+        new.__dict__.update(plain)
+        new._names = set(self._names)
+        new.module = copy.deepcopy(self.module, memo) if self.module is not None else None
+        new.metadata = copy.deepcopy(self.metadata, memo)
+        new.analyses = {}
+        values: dict[int, Value] = {}
+
+        def clone(value: Value | None) -> Value | None:
+            if value is None:
+                return None
+            twin = values.get(id(value))
+            if twin is None:
+                param = None
+                if value.param is not None:
+                    param = Parameter(copy.deepcopy(value.param.binding, memo), kind=value.param.kind)
+                twin = Value(value.name, value.shape, value.dtype, param=param)
+                twin.shape, twin.dtype = value.shape, value.dtype
+                twin.meta = dict(value.meta)
+                values[id(value)] = twin
+            return twin
+
+        new.inputs = [clone(v) for v in self.inputs]
+        new.constants = [clone(v) for v in self.constants]
+        new.nodes = []
+        for node in self.nodes:
+            twin = Node(node.op, [clone(v) for v in node.inputs], [clone(v) for v in node.outputs],
+                        copy.deepcopy(node.attrs, memo), name=node.name, domain=node.domain, scope=node.scope)
+            twin.meta = dict(node.meta)
+            twin.graph = new
+            new.nodes.append(twin)
+        new.outputs = [clone(v) for v in self.outputs]
+        return new
 
     def __iter__(self) -> Iterator[Node]:
         return iter(list(self.nodes))

@@ -22,6 +22,7 @@ _BUILTIN_MODULES = (
     "graphpress.passes.fold_bn",
     "graphpress.passes.depth",
     "graphpress.passes.prune",
+    "graphpress.passes.quantize",
     "graphpress.passes.sparsify",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()
