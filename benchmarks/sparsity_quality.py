@@ -6,6 +6,8 @@ Perplexity over the 16 evaluation windows of 512 tokens, calibration 16 windows 
 
 Run:  python benchmarks/sparsity_quality.py [--quick]   (writes benchmarks/results/sparsity_quality.md after
 every row, so a partial run leaves partial results)
+      python benchmarks/sparsity_quality.py --storage   (only prints the size-on-disk table of save_sparse for
+magnitude-pruned SmolLM2 at 50%, 60% and 2:4, fp32 and bf16, against plain safetensors)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import torch
 
 from graphpress.eval import calibration_windows, evaluation_windows, perplexity
 from graphpress.models import load_smollm2
-from graphpress.sparsity import parse_pattern, sparsify_model
+from graphpress.sparsity import parse_pattern, save_sparse, sparsify_model
 
 RESULTS = Path(__file__).parent / "results" / "sparsity_quality.md"
 RUNS = [  # (ratio, pattern, method, allocation), most important first
@@ -41,11 +44,37 @@ def write(rows: list[list[str]], preamble: str) -> None:
     RESULTS.write_text("\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n")
 
 
+def storage_table() -> None:
+    """Bytes on disk of save_sparse vs plain safetensors (tied lm_head stored once in both)."""
+    from safetensors.torch import save_model
+
+    model, _ = load_smollm2()
+    print("| setting | dtype | safetensors MiB | sparse MiB | ratio | sparse tensors |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for ratio, pattern_text in ((0.5, None), (0.6, None), (None, "2:4")):
+            for dtype in (torch.float32, torch.bfloat16):
+                candidate = copy.deepcopy(model).to(dtype)
+                pattern = parse_pattern(ratio, pattern_text)
+                sparsify_model(candidate, pattern, method="magnitude")
+                dense_path, sparse_path = Path(folder) / "dense.safetensors", Path(folder) / "sparse.safetensors"
+                save_model(candidate, str(dense_path))
+                info = save_sparse(candidate, sparse_path)
+                dense_mib, sparse_mib = dense_path.stat().st_size / 2**20, info.bytes_on_disk / 2**20
+                print(f"| {pattern} | {str(dtype).removeprefix('torch.')} | {dense_mib:.1f} | {sparse_mib:.1f} | "
+                      f"{sparse_mib / dense_mib:.3f} | {info.sparse_tensors} |", flush=True)
+                del candidate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 evaluation and 8 calibration windows (smoke run)")
+    parser.add_argument("--storage", action="store_true", help="print the size-on-disk table only")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.storage:
+        storage_table()
+        return
     torch.manual_seed(0)
     preamble = (
         "# Unstructured and N:M sparsity quality (graphpress)\n\n"

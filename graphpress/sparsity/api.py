@@ -83,19 +83,21 @@ def _block_of(name: str) -> str:
 
 def _allocate(linears: dict[str, nn.Linear], pattern: SparsityPattern, method: str, allocation: str,
               norms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per-linear ratios; ``norms`` (input channel norms) make the scores data-aware."""
-    def importance(name: str) -> torch.Tensor:
+    """Per-linear ratios. LAMP ranks by the method's own score (|W| for magnitude, Wanda's otherwise); OWL
+    counts outliers of Wanda scores whatever the method, as in the paper, since outliers are an activation
+    property (``norms`` are the input channel norms of the dense model)."""
+    def importance(name: str, data_aware: bool) -> torch.Tensor:
         weight = linears[name].weight.detach()
-        if method == "magnitude" or name not in norms:
+        if not data_aware or name not in norms:
             return weight.abs().float()
         return wanda_scores(weight, norms[name])
 
     if allocation == "lamp":
-        return lamp_ratios({name: importance(name) for name in linears}, pattern.ratio)
+        return lamp_ratios({name: importance(name, method != "magnitude") for name in linears}, pattern.ratio)
     blocks: dict[str, list[str]] = {}
     for name in linears:
         blocks.setdefault(_block_of(name), []).append(name)
-    outliers = {b: outlier_fraction([importance(n) for n in names]) for b, names in blocks.items()}
+    outliers = {b: outlier_fraction([importance(n, True) for n in names]) for b, names in blocks.items()}
     sizes = {b: sum(linears[n].weight.numel() for n in names) for b, names in blocks.items()}
     block_ratios = owl_block_ratios(outliers, sizes, pattern.ratio)
     return {name: block_ratios[_block_of(name)] for name in linears}
