@@ -1,14 +1,13 @@
 """The ``sparsify`` and ``lower-sparse24`` passes: torch and ONNX models, option refusals, mask through export."""
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import numpy_helper
 
 import graphpress
 from graphpress.backends.onnx import to_onnx
-from graphpress.errors import GraphpressError, OptionError, PassError
+from graphpress.errors import GraphpressError, OptionError
 from graphpress.passes.registry import create_pass
 from graphpress.sparsity import parse_pattern, satisfies
 
