@@ -47,10 +47,10 @@ def channel_sensitivity(layer: nn.Module, hidden: Hidden, calls: list[BlockCall]
         for h, call in zip(hidden, calls):
             recorder.new_batch()
             run_layer(layer, [h], [call])
-    head_channels = recorder.stats["o_proj"].l2_norm * attention.o_proj.weight.double().norm(dim=0)
+    head_channels = recorder.stats["o_proj"].l2_norm * attention.o_proj.weight.double().norm(dim=0).cpu()
     width = layer_width(layer)
     groups = head_channels.reshape(width["num_key_value_heads"], -1).sum(dim=1)
-    mlp_channels = recorder.stats["down_proj"].l2_norm * mlp.down_proj.weight.double().norm(dim=0)
+    mlp_channels = recorder.stats["down_proj"].l2_norm * mlp.down_proj.weight.double().norm(dim=0).cpu()
     return ChannelSensitivity(groups, mlp_channels)
 
 
