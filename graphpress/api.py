@@ -77,6 +77,9 @@ def optimize(
     pass_list = resolve_passes(passes)  # validate the whole pipeline before any work
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    elif isinstance(example_inputs, dict):  # keyword inputs, e.g. {"input_ids": ..., "attention_mask": ...}
+        example_kwargs = {**example_inputs, **(example_kwargs or {})}
+        example_inputs = ()
     if isinstance(model, torch.nn.Module):
         result, report = _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration,
                                           tokenizer, inplace, check, repro_dir)
@@ -96,14 +99,15 @@ def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibrati
     from .backends.torch_module import finalize_module
     from .frontends.torch_export import trace
 
-    if example_inputs is None and not example_kwargs:
+    if not example_inputs and not example_kwargs:
         example_inputs = default_example_inputs(model)
         if example_inputs is None:
             raise GraphpressError(
                 f"optimize() needs example_inputs for a {type(model).__name__}: pass a tuple of tensors shaped "
                 "like real inputs, e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
             )
-    graph = trace(model, example_inputs or (), example_kwargs=example_kwargs, inplace=False)
+    example_inputs = tuple(example_inputs or ())
+    graph = trace(model, example_inputs, example_kwargs=example_kwargs, inplace=False)
     ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir)
     # Passes that learn from the original (distillation) read it here; nothing may modify it.
     ctx.extras["reference_module"] = model
