@@ -20,7 +20,7 @@ from torch import nn
 
 from .masks import SparsityPattern, satisfies
 
-__all__ = ["Sparse24Lowering", "lowering_decision", "lower_sparse24", "MIN_TOKENS", "MIN_FEATURES"]
+__all__ = ["Sparse24Lowering", "lowering_decision", "shape_decision", "lower_sparse24", "MIN_TOKENS", "MIN_FEATURES"]
 
 # Below these the dense kernel is expected to win: PyTorch's semi-structured tutorial reports a loss at
 # batch 1 and gains from a few hundred tokens on 4096-wide layers. benchmarks/bench_kernels.py (sparse
@@ -40,19 +40,26 @@ class Sparse24Lowering:
     reason: str = ""
 
 
-def lowering_decision(weight: torch.Tensor, tokens: int) -> str | None:
-    """None if a linear with ``weight`` should be lowered at ``tokens`` tokens per call; otherwise why not."""
-    if weight.device.type != "cuda":
-        return f"weight on {weight.device.type}, not CUDA"
-    if weight.dtype not in (torch.float16, torch.bfloat16):
-        return f"dtype {weight.dtype} (needs float16 or bfloat16)"
-    rows, cols = weight.shape
+def shape_decision(rows: int, cols: int, dtype: torch.dtype, tokens: int) -> str | None:
+    """None if a ``rows x cols`` weight of ``dtype`` gains from 2:4 at ``tokens`` tokens per call; else why not."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"dtype {dtype} (needs float16 or bfloat16)"
     if rows % _ROW_MULTIPLE or cols % _COL_MULTIPLE:
         return f"shape {rows}x{cols} is not a multiple of {_ROW_MULTIPLE}x{_COL_MULTIPLE}"
     if min(rows, cols) < MIN_FEATURES:
         return f"shape {rows}x{cols} too small to gain (needs both sides >= {MIN_FEATURES})"
     if tokens < MIN_TOKENS:
         return f"{tokens} tokens per call: the dense kernel is faster below {MIN_TOKENS}"
+    return None
+
+
+def lowering_decision(weight: torch.Tensor, tokens: int) -> str | None:
+    """None if a linear with ``weight`` should be lowered at ``tokens`` tokens per call; otherwise why not."""
+    if weight.device.type != "cuda":
+        return f"weight on {weight.device.type}, not CUDA"
+    reason = shape_decision(weight.shape[0], weight.shape[1], weight.dtype, tokens)
+    if reason is not None:
+        return reason
     if not satisfies(weight, _TWO_FOUR):
         return "weight is not 2:4 sparse"
     return None

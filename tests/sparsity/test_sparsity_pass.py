@@ -73,3 +73,18 @@ def test_lower_sparse24_is_a_no_op_that_says_why_on_cpu(tiny_llama, calibration_
     if not torch.cuda.is_available():
         assert stats["lowered"] == 0 and "no CUDA" in stats["reason"]
     assert isinstance(result.model.layers[0].mlp.up_proj.weight, torch.nn.Parameter)
+
+
+@pytest.mark.parametrize("rows,cols,dtype,tokens,lowered", [
+    (4096, 4096, torch.float16, 2048, True),
+    (11008, 4096, torch.bfloat16, 128, True),
+    (4096, 4096, torch.float16, 1, False),  # decoding: the dense kernel wins
+    (576, 576, torch.float16, 2048, False),  # too small
+    (4096, 4100, torch.float16, 2048, False),  # not a tile multiple
+    (4096, 4096, torch.float32, 2048, False),
+])
+def test_lowering_is_decided_by_shape_dtype_and_tokens(rows, cols, dtype, tokens, lowered):
+    from graphpress.sparsity.lower24 import lowering_decision, shape_decision
+
+    assert (shape_decision(rows, cols, dtype, tokens) is None) == lowered
+    assert "CUDA" in lowering_decision(torch.zeros(8, 8), tokens)
