@@ -30,7 +30,7 @@ from ..errors import BackendError
 from ..ir import Graph
 from .torch_module import register_module_fixup
 
-__all__ = ["fix_attention_heads", "fix_config", "layer_widths", "load_pruned", "apply_recorded_shapes"]
+__all__ = ["fix_attention_heads", "fix_config", "layer_widths", "load_pruned", "apply_recorded_shapes", "refresh_attributes"]
 
 _Q_NAMES = ("q_proj", "query")
 _K_NAMES = ("k_proj", "key")
@@ -202,7 +202,7 @@ def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: An
         raise BackendError(f"load_pruned({folder}): missing {missing[:5]}, unexpected {unexpected[:5]}")
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    _refresh_attributes(model)
+    refresh_attributes(model)
     return model.eval()
 
 
@@ -211,7 +211,7 @@ def _tied_keys(model: nn.Module) -> set[str]:
     return set(tied if not isinstance(tied, dict) else tied.keys())
 
 
-def _refresh_attributes(model: nn.Module) -> None:
+def refresh_attributes(model: nn.Module) -> None:
     """Run the module fix-ups on a model that has no graph (sizes from tensors only)."""
     from .torch_module import _FIXUPS, _matches
 

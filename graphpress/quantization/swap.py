@@ -1,0 +1,137 @@
+"""Swap a model's ``nn.Linear`` modules for :class:`QuantizedLinear`, and save/load such models.
+
+Selection is by glob patterns on module names (``ignore=("lm_head", "*.mlp.down_proj")``). A quantized
+Hugging Face model saves with its own ``save_pretrained``: the packed buffers go into the safetensors file
+and a small ``graphpress_quantization`` entry in ``config.json`` records, per quantized module, its
+``bits``/``group``/``act_bits``. :func:`load_quantized` reads that entry back: it builds the architecture
+from the config, puts ``QuantizedLinear`` skeletons where the entry says, and loads the state dict
+strictly, so a missing or unexpected tensor is an error rather than a silently random layer.
+
+    model.save_pretrained(folder); tokenizer.save_pretrained(folder)
+    model = graphpress.quantization.load_quantized(folder)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from graphpress.errors import BackendError
+from graphpress.quantization.module import QuantizedLinear
+
+__all__ = ["CONFIG_KEY", "select_linears", "set_module", "quantization_config", "attach_quantization_config",
+           "quantize_skeleton", "load_quantized"]
+
+CONFIG_KEY = "graphpress_quantization"
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    # A pattern matches the full name or any dotted suffix of it, so "lm_head" and "*.down_proj" both work.
+    parts = name.split(".")
+    suffixes = [".".join(parts[i:]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(suffix, pattern) for pattern in patterns for suffix in suffixes)
+
+
+def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Linear]:
+    """``{name: nn.Linear}`` matching a ``targets`` glob and no ``ignore`` glob, in module order."""
+    ignore, targets = tuple(ignore), tuple(targets)
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if type(module) is nn.Linear and _matches(name, targets) and not _matches(name, ignore)
+    }
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name``."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def quantization_config(model: nn.Module) -> dict[str, Any]:
+    """The json-able description of every :class:`QuantizedLinear` in ``model``."""
+    modules = {
+        name: {"bits": m.bits, "group": m.group, "act_bits": m.act_bits, "bias": m.bias is not None,
+               "in_features": m.in_features, "out_features": m.out_features}
+        for name, m in model.named_modules()
+        if isinstance(m, QuantizedLinear)
+    }
+    return {"format": "graphpress-packed-v1", "modules": modules}
+
+
+def attach_quantization_config(model: nn.Module) -> None:
+    """Record the quantization in ``model.config`` so ``save_pretrained`` writes it to config.json."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        setattr(config, CONFIG_KEY, quantization_config(model))
+
+
+def quantize_skeleton(model: nn.Module, description: dict[str, Any]) -> None:
+    """Put empty :class:`QuantizedLinear` modules where ``description`` (see :func:`quantization_config`) says."""
+    for name, spec in description["modules"].items():
+        try:
+            linear = model.get_submodule(name)
+        except AttributeError:
+            raise BackendError(f"quantization config names {name}, which the model does not have") from None
+        # Pruned models have other widths than their config says: the recorded sizes win.
+        in_features = spec.get("in_features", linear.in_features)
+        out_features = spec.get("out_features", linear.out_features)
+        skeleton = QuantizedLinear(in_features, out_features, bits=spec["bits"], group=spec["group"],
+                                   bias=spec["bias"], act_bits=spec.get("act_bits"), dtype=linear.weight.dtype)
+        set_module(model, name, skeleton)
+
+
+def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(folder / shard))
+        return state
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise BackendError(f"{folder} has no model.safetensors (save with save_pretrained(safe_serialization=True))")
+    return load_file(single)
+
+
+def load_quantized(folder: str | Path) -> nn.Module:
+    """Load a Hugging Face folder saved from a graphpress-quantized model (see the module docstring)."""
+    import transformers
+
+    folder = Path(folder)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    description = getattr(config, CONFIG_KEY, None)
+    if not description:
+        raise BackendError(f"{folder}/config.json has no '{CONFIG_KEY}' entry: not a graphpress-quantized model")
+    architecture = (config.architectures or [None])[0]
+    model_class = getattr(transformers, architecture or "", None)
+    if model_class is None:
+        raise BackendError(f"config.json names architecture {architecture!r}, unknown to transformers")
+    model = model_class(config)
+    recorded_shapes = getattr(config, "graphpress_shapes", None)
+    if recorded_shapes:  # pruned as well as quantized: resize the float tensors first
+        from graphpress.backends.hf_fixups import apply_recorded_shapes
+
+        apply_recorded_shapes(model, recorded_shapes)
+    quantize_skeleton(model, description)
+    state = _read_state_dict(folder)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [key for key in missing if key not in tied]
+    if missing or unexpected:
+        raise BackendError(f"state dict mismatch loading {folder}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    if recorded_shapes:
+        from graphpress.backends.hf_fixups import refresh_attributes
+
+        refresh_attributes(model)
+    return model.eval()
