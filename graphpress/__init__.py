@@ -23,6 +23,7 @@ __all__ = [
     "trace",
     "load_onnx",
     "export_onnx",
+    "merge_models",
     "list_passes",
     "register_pass",
     "Pass",
@@ -49,6 +50,13 @@ def load_onnx(path_or_model: Any):
     from .frontends.onnx_import import load_onnx as _load
 
     return _load(path_or_model)
+
+
+def merge_models(base: Any, models: Any, **kwargs: Any):
+    """Merge same-architecture checkpoints (see graphpress.merging.merge_models)."""
+    from .merging import merge_models as _merge
+
+    return _merge(base, models, **kwargs)
 
 
 def export_onnx(model: Any, path: Any, example_inputs: Any = None, **kwargs: Any):
