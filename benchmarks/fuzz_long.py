@@ -1,0 +1,73 @@
+"""Long fuzz run: >= 1000 generated networks x pipelines through optimize, onnxruntime and back (`make fuzz`).
+
+Each case is a network spec and a pipeline string drawn by :mod:`graphpress.testing.fuzz`; the check is
+:func:`graphpress.testing.fuzz.check_case` (the result runs, output shapes unchanged, ONNX export matches
+torch in onnxruntime). Failures are collected rather than shrunk, so one run reports every failing case
+with the spec that rebuilds it. Workers are separate processes with distinct hypothesis seeds.
+
+    python benchmarks/fuzz_long.py --cases 1000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+import warnings
+
+
+def _run_worker(args: tuple[int, int]) -> tuple[int, list[tuple[str, str, str]]]:
+    """Run ``cases`` examples with hypothesis seed ``worker_seed``; returns (count, failures)."""
+    cases, worker_seed = args
+    warnings.simplefilter("ignore")
+    import logging
+
+    from hypothesis import HealthCheck, given, seed, settings
+
+    from graphpress.testing.fuzz import build_network, check_case, net_specs, pipelines
+
+    logging.disable(logging.WARNING)  # per-layer notices of the ONNX writer would drown the report
+    failures: list[tuple[str, str, str]] = []
+    count = 0
+
+    @seed(worker_seed)
+    @settings(max_examples=cases, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(net_specs(), pipelines())
+    def one_case(spec, pipeline):
+        nonlocal count
+        count += 1
+        try:
+            check_case(build_network(spec), pipeline)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the run
+            failures.append((repr(spec), pipeline, f"{type(exc).__name__}: {exc}"[:400]))
+
+    one_case()
+    return count, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000, help="total generated cases (default 1000)")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="base hypothesis seed")
+    args = parser.parse_args(argv)
+    per_worker = -(-args.cases // args.workers)
+    jobs = [(per_worker, args.seed + k) for k in range(args.workers)]
+    start = time.time()
+    if args.workers == 1:
+        results = [_run_worker(jobs[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(_run_worker, jobs)
+    count = sum(n for n, _ in results)
+    failures = [f for _, fs in results for f in fs]
+    print(f"fuzz: {count} cases, {len(failures)} failures, {time.time() - start:.0f} s")
+    for spec, pipeline, error in failures:
+        print(f"FAIL {spec}\n  pipeline: {pipeline}\n  {error}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
