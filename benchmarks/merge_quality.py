@@ -1,15 +1,12 @@
-"""Does TIES/DARE merging keep two fine-tunes' skills better than plain averaging? Measured on SmolLM2-135M.
+"""Does TIES/DARE merging keep two fine-tunes' skills better than plain averaging? SmolLM2-135M, EVAL.md protocol.
 
-Protocol (EVAL.md): SmolLM2-135M-Instruct is fine-tuned twice from the same start, on two domains:
-  A = the pydoc topics text (train on its first half, evaluate on 512-token windows of the second half),
-  B = the license texts Debian ships in /usr/share/common-licenses (unique files, sorted, joined;
-      the same half split).
-Both fine-tunes are saved as Hugging Face folders (fp32: bf16 would round small deltas away), then
-merged by ``graphpress merge`` (run as a subprocess, so its wall time and peak memory are its own),
-with every method, and each model's perplexity is measured on both held-out texts (fp32, CPU).
+SmolLM2-135M-Instruct is fine-tuned twice from one start: A on the pydoc topics text, B on the license texts in
+/usr/share/common-licenses (each: train on the first half, perplexity on 512-token windows of the second half).
+The fp32 fine-tunes (bf16 would round small deltas away) are merged by ``graphpress merge`` with every method, as
+a subprocess timed by GNU time, and every model is evaluated on both held-out texts (fp32, CPU).
 
-    PYTHONPATH=. python benchmarks/merge_quality.py            # ~25 min on 2 cores
-    PYTHONPATH=. python benchmarks/merge_quality.py --steps 20 --eval-windows 2   # a smoke run
+    PYTHONPATH=. python benchmarks/merge_quality.py --steps 40 --eval-windows 8   # ~13 min on 2 idle cores
+    PYTHONPATH=. python benchmarks/merge_quality.py --memory-profile              # after a run: merge memory
 
 Fine-tunes are cached in --workdir (delete it to retrain). Results: benchmarks/results/merge_quality.md.
 """
@@ -54,7 +51,7 @@ def domain_tokens(tokenizer) -> dict[str, list[int]]:
     from pydoc_data.topics import topics
 
     pydoc_text = "\n\n".join(topics[key] for key in sorted(topics))
-    # GPL is a link to GPL-3 (and so on): resolve links so no license text appears twice.
+    # GPL links to GPL-3 (and so on): resolve links so no text appears twice.
     license_files = sorted({os.path.realpath(path) for path in LICENSES.iterdir() if path.is_file()})
     license_text = "\n\n".join(Path(path).read_text(encoding="utf-8", errors="replace") for path in license_files)
     return {
@@ -120,8 +117,7 @@ def finetune(model, train_tokens: list[int], steps: int, batch: int, seq: int, l
 def peak_rss_mb(command: list[str]) -> tuple[float, float]:
     """Run ``command``; return (wall seconds, its peak RSS in MB) as measured by GNU time.
 
-    Not ``os.wait4`` on our own child: Linux carries a forked child's RSS high-water mark over from
-    this (multi-GB) process, so every measurement would read as this process's size.
+    Not ``os.wait4``: a child forked from this multi-GB process inherits its RSS high-water mark.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
         started = time.perf_counter()
@@ -138,34 +134,42 @@ def peak_rss_mb(command: list[str]) -> tuple[float, float]:
 
 def run_merge(base: Path, models: list[Path], method: str, options: list[str], output: Path) -> dict:
     """Run ``graphpress merge`` as a child process, timing it and measuring its peak memory."""
-    seconds, rss = peak_rss_mb(
-        [
-            sys.executable,
-            "-m",
-            "graphpress.merging.cli",
-            str(base),
-            *map(str, models),
-            "--method",
-            method,
-            *options,
-            "-o",
-            str(output),
-            "--quiet",
-        ]
-    )
+    cli = [sys.executable, "-m", "graphpress.merging.cli", str(base), *map(str, models), "--method", method]
+    seconds, rss = peak_rss_mb([*cli, *options, "-o", str(output), "--quiet"])
     return {"seconds": seconds, "peak_rss_mb": rss}
 
 
-def import_baseline_rss_mb() -> float:
-    """Peak RSS of a child that only imports what the merge CLI imports (to subtract from merge peaks)."""
-    return peak_rss_mb([sys.executable, "-c", "import graphpress.merging.cli"])[1]
+def memory_profile(work: Path) -> None:
+    """Peak RssAnon (what the merge allocates) vs RssFile (mmapped inputs, droppable page cache), per tensor."""
+    from graphpress.merging import merge_models
+
+    def status() -> dict[str, float]:
+        lines = Path("/proc/self/status").read_text().splitlines()
+        fields = {key: value for key, _, value in (line.partition(":") for line in lines)}
+        return {key: int(fields[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile", "VmHWM")}
+
+    for method, density in (("ties", 0.5), ("linear", None)):
+        before, peaks = status(), {"RssAnon": 0.0, "RssFile": 0.0}
+
+        def sample(done: int, total: int, name: str, peaks: dict = peaks) -> None:
+            for key, value in status().items():
+                peaks[key] = max(peaks.get(key, 0.0), value)
+
+        models = [work / "finetune_A", work / "finetune_B"]
+        merge_models(work / "base", models, method=method, density=density, output=work / "merged", progress=sample)
+        shutil.rmtree(work / "merged")
+        print(
+            f"{method}: RssAnon {before['RssAnon']:.0f} MB after imports, peak {peaks['RssAnon']:.0f} MB; "
+            f"RssFile peak {peaks['RssFile']:.0f} MB; VmHWM {status()['VmHWM']:.0f} MB",
+            flush=True,
+        )
 
 
 def save_plain(model, tokenizer, folder: Path) -> None:
-    """Save a GGUF-loaded model as a plain fp32 folder (transformers refuses to serialize GGUF-quantized ones)."""
+    """Save a GGUF-loaded model as a plain fp32 folder (transformers won't serialize GGUF ones)."""
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights are already dequantized; the folder holds plain fp32
+        del config.quantization_config  # the weights are already dequantized
     plain = type(model)(config)
     plain.load_state_dict(model.state_dict())
     plain.save_pretrained(folder)
@@ -197,11 +201,8 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
         "Produced by `PYTHONPATH=. python benchmarks/merge_quality.py "
         f"--steps {settings['steps']} --eval-windows {settings['eval_windows']}` on {settings['device']}.",
         "",
-        f"Fine-tuning: AdamW lr {settings['lr']}, {settings['steps']} steps, batch {settings['batch']} x "
-        f"{settings['seq']} tokens, all parameters, fp32, from SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized). "
-        f"Domain A = pydoc topics (EVAL.md), domain B = /usr/share/common-licenses (unique files). "
-        f"Perplexity on the first {settings['eval_windows']} 512-token windows of each held-out half "
-        f"(EVAL.md's windows for A). Merges: `graphpress merge`, seed 0, weights 1 1.",
+        f"Fine-tunes: AdamW lr {settings['lr']}, {settings['steps']} steps of {settings['batch']} x {settings['seq']} "
+        f"tokens, fp32. Perplexity: first {settings['eval_windows']} 512-token windows of each held-out half.",
         "",
         "| model | ppl A (pydoc) | ppl B (licenses) | mean | merge wall s | merge peak RSS MB |",
         "|---|---|---|---|---|---|",
@@ -213,8 +214,8 @@ def write_markdown(path: Path, settings: dict, rows: list[dict], merge_info: dic
         lines.append(f"| {row['model']} | {row['A']:.3f} | {row['B']:.3f} | {row['mean']:.3f} | {wall} | {rss} |")
     lines += [
         "",
-        f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. "
-        f"Baseline RSS of the CLI's imports alone: {settings['import_rss_mb']:.0f} MB.",
+        f"Checkpoint size: {settings['checkpoint_mb']:.0f} MB each (fp32), 3 read per merge. Peak RSS counts "
+        "the mmapped input pages; `--memory-profile` separates them from what the merge allocates.",
         *(
             f"Fine-tune {domain}: {record['seconds']:.0f} s, training loss {record['first_loss']:.3f} at step 1, "
             f"{record['last10_loss']:.3f} over the last 10 steps."
@@ -237,9 +238,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--eval-windows", type=int, default=16)
+    parser.add_argument("--eval-windows", type=int, default=8)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/merge_quality.md")
+    parser.add_argument("--memory-profile", action="store_true", help="only profile merge memory (needs the cache)")
     arguments = parser.parse_args()
+    if arguments.memory_profile:
+        return memory_profile(arguments.workdir)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     run_started = time.perf_counter()
@@ -306,7 +310,6 @@ def main() -> None:
         **vars(arguments),
         "device": f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "checkpoint_mb": (base_dir / "model.safetensors").stat().st_size / 2**20,
-        "import_rss_mb": import_baseline_rss_mb(),
         "finetune": finetune_records,
         "total_s": time.perf_counter() - run_started,
     }
