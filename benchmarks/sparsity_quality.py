@@ -28,14 +28,23 @@ from graphpress.sparsity import parse_pattern, save_sparse, sparsify_model
 RESULTS = Path(__file__).parent / "results" / "sparsity_quality.md"
 RUNS = [  # (ratio, pattern, method, allocation), most important first
     *[(0.5, None, m, "uniform") for m in ("magnitude", "wanda", "sparsegpt")],
-    *[(None, "2:4", m, "uniform") for m in ("magnitude", "wanda", "sparsegpt")],
+    *[(None, "2:4", m, "uniform") for m in ("wanda", "sparsegpt")],
     *[(0.6, None, "wanda", a) for a in ("uniform", "owl", "lamp")],
+    (None, "2:4", "magnitude", "uniform"),
+    *[(None, "4:8", m, "uniform") for m in ("wanda", "sparsegpt", "magnitude")],
     *[(0.5, None, "wanda", a) for a in ("owl", "lamp")],
-    *[(None, "4:8", m, "uniform") for m in ("magnitude", "wanda", "sparsegpt")],
     *[(0.6, None, "sparsegpt", a) for a in ("uniform", "owl", "lamp")],
     *[(0.5, None, "sparsegpt", a) for a in ("owl", "lamp")],
 ]
 COLUMNS = ["setting", "method", "allocation", "ppl", "ppl / dense", "realised ratio", "compress s", "command"]
+
+
+def measured_rows() -> list[list[str]]:
+    """Rows already in the results file (``--resume`` keeps them and skips their runs)."""
+    if not RESULTS.exists():
+        return []
+    lines = [line for line in RESULTS.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
 
 
 def write(rows: list[list[str]], preamble: str) -> None:
@@ -70,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 evaluation and 8 calibration windows (smoke run)")
     parser.add_argument("--storage", action="store_true", help="print the size-on-disk table only")
+    parser.add_argument("--resume", action="store_true", help="keep the rows of the results file, run the others")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.storage:
@@ -88,22 +98,29 @@ def main() -> None:
     model, tokenizer = load_smollm2()
     evaluation = evaluation_windows(tokenizer, n_windows=4 if args.quick else 16)
     calibration = calibration_windows(tokenizer, n_windows=8 if args.quick else 16)
-    started = time.perf_counter()
-    dense = perplexity(model, evaluation)
-    rows = [["dense fp32", "-", "-", f"{dense:.3f}", "1.000", "0", f"{time.perf_counter() - started:.0f} (eval)", "-"]]
-    print(rows[-1], flush=True)
-    write(rows, preamble)
+    rows = measured_rows() if args.resume else []
+    if rows and rows[0][0] == "dense fp32":
+        dense = float(rows[0][3])
+    else:
+        started = time.perf_counter()
+        dense = perplexity(model, evaluation)
+        rows = [["dense fp32", "-", "-", f"{dense:.3f}", "1.000", "0", f"{time.perf_counter() - started:.0f} (eval)",
+                 "-"]]
+        print(rows[-1], flush=True)
+        write(rows, preamble)
     for ratio, pattern_text, method, allocation in RUNS:
+        option = f"pattern={pattern_text}" if pattern_text else f"ratio={ratio}"
+        command = f"`sparsify{{{option},method={method},allocation={allocation}}}`"
+        if any(row[-1] == command for row in rows):
+            continue
         gc.collect()
         candidate = copy.deepcopy(model)
         pattern = parse_pattern(ratio, pattern_text)
         report = sparsify_model(candidate, pattern, method=method, allocation=allocation,
                                 calibration=None if method == "magnitude" and allocation != "owl" else calibration)
         ppl = perplexity(candidate, evaluation)
-        option = f"pattern={pattern_text}" if pattern_text else f"ratio={ratio}"
         rows.append([str(pattern), method, allocation, f"{ppl:.3f}", f"{ppl / dense:.3f}",
-                     f"{report.overall_ratio:.4f}", f"{report.seconds:.0f}",
-                     f"`sparsify{{{option},method={method},allocation={allocation}}}`"])
+                     f"{report.overall_ratio:.4f}", f"{report.seconds:.0f}", command])
         print(rows[-1], flush=True)
         write(rows, preamble)
         del candidate
