@@ -96,6 +96,10 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
     else:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
         os.close(fd)
+    # mkdtemp/mkstemp make private 0700/0600 entries; the result should get the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
         if directory and os.path.isdir(target):

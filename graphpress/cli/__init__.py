@@ -24,17 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (passes_cmd, inspect_cmd, optimize_cmd, replay_cmd):
         module.add_parser(sub)
-    merge = sub.add_parser("merge", help="merge same-architecture checkpoints (task arithmetic, TIES, DARE, ...)",
-                           add_help=False)
-    merge.add_argument("rest", nargs=argparse.REMAINDER)
-    merge.set_defaults(run=_run_merge)
+    from ..merging.cli import build_merge_parser, run_merge
+
+    merge = sub.add_parser("merge", help="merge same-architecture checkpoints (task arithmetic, TIES, DARE, ...)")
+    build_merge_parser(merge)
+    merge.set_defaults(run=run_merge)
     return parser
-
-
-def _run_merge(args: argparse.Namespace) -> int:
-    from ..merging.cli import main_merge
-
-    return int(main_merge(args.rest) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from graphpress.merging.merge import merge_models
 from graphpress.merging.registry import available_merge_methods
 from graphpress.progress import set_quiet
 
-__all__ = ["build_merge_parser", "main_merge"]
+__all__ = ["build_merge_parser", "main_merge", "run_merge"]
 
 
 def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -44,7 +44,11 @@ def build_merge_parser(parser: argparse.ArgumentParser | None = None) -> argpars
 
 def main_merge(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (without the program and subcommand names), merge, and return the exit status."""
-    arguments = build_merge_parser().parse_args(argv)
+    return run_merge(build_merge_parser().parse_args(argv))
+
+
+def run_merge(arguments: argparse.Namespace) -> int:
+    """Merge as the parsed command line says; return the exit status."""
     if arguments.quiet:
         set_quiet(True)
     started = time.perf_counter()

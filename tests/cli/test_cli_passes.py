@@ -31,3 +31,24 @@ def test_bad_pipeline_exits_2_with_a_clear_message(tmp_path, capsys):
 def test_missing_model_exits_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope.onnx")]) == 2
     assert "no such model" in capsys.readouterr().err
+
+
+def test_merge_subcommand_has_its_own_help(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        main(["merge", "--help"])
+    assert info.value.code == 0
+    assert "--method" in capsys.readouterr().out
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    from graphpress.io import atomic_path
+
+    with atomic_path(tmp_path / "folder", directory=True) as tmp:
+        open(os.path.join(tmp, "x"), "w").close()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
