@@ -1,6 +1,7 @@
 """The measurement protocol of EVAL.md: the corpus, perplexity and embedding similarity."""
 
 from graphpress.eval.corpus import (
+    calibration_sentences,
     calibration_windows,
     corpus_text,
     corpus_tokens,
@@ -10,7 +11,12 @@ from graphpress.eval.corpus import (
 from graphpress.eval.perplexity import perplexity, window_losses
 from graphpress.eval.similarity import embedding_cosine, mean_pooled_embeddings
 
+from graphpress.eval.memory import PeakResidentMemory, resident_bytes
+
 __all__ = [
+    "PeakResidentMemory",
+    "resident_bytes",
+    "calibration_sentences",
     "calibration_windows",
     "corpus_text",
     "corpus_tokens",

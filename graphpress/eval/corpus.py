@@ -25,6 +25,7 @@ __all__ = [
     "calibration_windows",
     "evaluation_windows",
     "evaluation_sentences",
+    "calibration_sentences",
 ]
 
 CALIBRATION_STEP = 1024
@@ -84,6 +85,13 @@ def evaluation_windows(tokenizer: Any, n_windows: int = 16, seqlen: int = 512) -
     return second[: n_windows * seqlen].reshape(n_windows, seqlen).clone()
 
 
+def _sentences(text: str, min_words: int, starts_mid_sentence: bool) -> tuple[str, ...]:
+    # Split on sentence ends and blank lines; a piece cut at its start by the halving is dropped.
+    pieces = re.split(r"(?<=[.?!])\s+|\n\s*\n", text)[1 if starts_mid_sentence else 0 :]
+    sentences = (" ".join(piece.split()) for piece in pieces)
+    return tuple(s for s in sentences if len(s.split()) >= min_words)
+
+
 @lru_cache(maxsize=4)
 def evaluation_sentences(min_words: int = 4) -> tuple[str, ...]:
     """Sentences of the second half of the corpus text (by characters), for embedding models.
@@ -92,8 +100,11 @@ def evaluation_sentences(min_words: int = 4) -> tuple[str, ...]:
     fewer than ``min_words`` words (headings, code crumbs) are dropped because their embeddings say little.
     """
     text = corpus_text()
-    second_half = text[len(text) // 2 :]
-    # The first piece starts mid-sentence (the halfway cut), so it is dropped.
-    pieces = re.split(r"(?<=[.?!])\s+|\n\s*\n", second_half)[1:]
-    sentences = (" ".join(piece.split()) for piece in pieces)
-    return tuple(s for s in sentences if len(s.split()) >= min_words)
+    return _sentences(text[len(text) // 2 :], min_words, starts_mid_sentence=True)
+
+
+@lru_cache(maxsize=4)
+def calibration_sentences(min_words: int = 4) -> tuple[str, ...]:
+    """Sentences of the first half of the corpus text: calibration data for embedding models."""
+    text = corpus_text()
+    return _sentences(text[: len(text) // 2], min_words, starts_mid_sentence=False)
