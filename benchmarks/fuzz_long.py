@@ -38,10 +38,13 @@ def _run_worker(args: tuple[int, int]) -> tuple[int, list[tuple[str, str, str]]]
     def one_case(spec, pipeline):
         nonlocal count
         count += 1
+        if count % 50 == 0:  # progress, so a long run can be watched (and counted if it is cut short)
+            print(f"worker {worker_seed}: {count} cases, {len(failures)} failures", flush=True)
         try:
             check_case(build_network(spec), pipeline)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the run
             failures.append((repr(spec), pipeline, f"{type(exc).__name__}: {exc}"[:400]))
+            print(f"worker {worker_seed}: FAIL {spec!r} {pipeline}: {exc}"[:600], flush=True)
 
     one_case()
     return count, failures

@@ -121,11 +121,15 @@ class MLPResidual(nn.Module):
 
 
 class GQAttention(nn.Module):
-    """Self-attention with ``kv_heads`` key/value heads each serving ``heads // kv_heads`` query heads."""
+    """Self-attention with ``kv_heads`` key/value heads each serving ``heads // kv_heads`` query heads.
+
+    Head counts live in the Hugging Face attribute names (``num_heads``, ``num_key_value_heads``,
+    ``head_dim``) that graphpress rewrites after pruning heads, as it does for transformers models.
+    """
 
     def __init__(self, width: int, heads: int, kv_heads: int, head_dim: int, causal: bool):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim, self.causal = heads, kv_heads, head_dim, causal
+        self.num_heads, self.num_key_value_heads, self.head_dim, self.causal = heads, kv_heads, head_dim, causal
         self.norm = nn.LayerNorm(width)
         self.q_proj = nn.Linear(width, heads * head_dim, bias=False)
         self.k_proj = nn.Linear(width, kv_heads * head_dim, bias=False)
@@ -135,14 +139,14 @@ class GQAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
         h = self.norm(x)
-        q = self.q_proj(h).view(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(batch, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(batch, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-        repeat = self.heads // self.kv_heads
+        q = self.q_proj(h).view(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(batch, tokens, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(batch, tokens, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        repeat = self.num_heads // self.num_key_value_heads
         k = k.repeat_interleave(repeat, dim=1)
         v = v.repeat_interleave(repeat, dim=1)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return x + self.o_proj(out.transpose(1, 2).reshape(batch, tokens, self.heads * self.head_dim))
+        return x + self.o_proj(out.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim))
 
 
 class SplitMixer(nn.Module):
