@@ -243,7 +243,7 @@ def sparse_section(results: dict) -> None:
             try:
                 err = relative_error(F.linear(x, sparse), x.float() @ weight.float().t())
                 sparse_copies = [sparse] + [to_sparse_semi_structured(c) for c in dense_copies[1:]]
-                sparse_us = timed_us(lambda i: lambda: F.linear(x, sparse_copies[i]), weight.numel())
+                sparse_us = graph_time_us([lambda s=s: F.linear(x, s) for s in sparse_copies])
             except Exception as exc:  # noqa: BLE001
                 emit(f"| {name} {n}x{k} | {m} | {dense_us:.1f} | failed: {type(exc).__name__}: {str(exc)[:120]} | | |")
                 continue

@@ -62,6 +62,12 @@ def test_small_batch_dot_path(bits, group, rows, split):
     assert _check(bits, group, 192, 48, rows, config, seed=rows) < MAX_RELATIVE_ERROR
 
 
+def test_dot_path_with_broadcast_address_unpacking():
+    config = LaunchConfig(block_m=16, block_n=32, block_k=64, split_k=2, num_warps=4, num_stages=2,
+                          unpack_by_words=False)
+    assert _check(4, 32, 192, 48, 6, config, seed=6) < MAX_RELATIVE_ERROR
+
+
 def test_gemm_path_with_partial_tiles():
     config = LaunchConfig(block_m=32, block_n=32, block_k=64, split_k=1, num_warps=4, num_stages=2)
     assert _check(4, 64, 128, 40, 70, config, seed=70) < MAX_RELATIVE_ERROR

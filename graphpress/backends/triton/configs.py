@@ -41,6 +41,7 @@ class LaunchConfig:
     split_k: int
     num_warps: int
     num_stages: int
+    unpack_by_words: bool = True  # tensor-core paths: one load per packed word (see kernels.dot_kernel)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
@@ -92,14 +93,16 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
             if not _block_k_fits(block_k, group, padded_k):
                 continue
             for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
-                out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages))
+                for by_words in (True, False):
+                    out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, by_words))
     else:
         for block_m, block_n, block_k, warps, stages in _GEMM_TILES:
             if not _block_k_fits(block_k, group, padded_k):
                 continue
             tiles = -(-m // block_m) * -(-n // block_n)
             for split in _useful_splits(tiles, padded_k, block_k, multiprocessors)[:2]:
-                out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages))
+                for by_words in (True, False):
+                    out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, by_words))
     return out
 
 

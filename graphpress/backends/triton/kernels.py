@@ -57,6 +57,40 @@ def _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
 
 
 @triton.jit
+def _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
+                        BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+    """Like :func:`_load_tile`, but each packed word is loaded once and unpacked along a middle axis.
+
+    Returns the weights ``[BLOCK_K / CODES_PER_WORD, CODES_PER_WORD, BLOCK_N]`` (row-major over the first
+    two axes this is k - k_start) and their k indices ``[.., .., 1]``.  One 16-byte load per thread
+    brings 32 int4 codes instead of the 8-fold re-reads of the broadcast-address form, which ran
+    instruction-bound on the H100 (int4 took as long as int8 there).
+    """
+    WORDS: tl.constexpr = BLOCK_K // CODES_PER_WORD
+    offs_w = k_start // CODES_PER_WORD + tl.arange(0, WORDS)
+    code = tl.arange(0, CODES_PER_WORD)
+    mask_n = offs_n < N
+    words = tl.load(w_ptr + offs_w[:, None] * N + offs_n[None, :],
+                    mask=(offs_w * CODES_PER_WORD < Kp)[:, None] & mask_n[None, :], other=0,
+                    eviction_policy="evict_first")
+    shifts = (code * BITS).to(tl.int32)[None, :, None]
+    codes = (words.to(tl.int32)[:, None, :] >> shifts) & ((1 << BITS) - 1)
+    codes_f = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    offs_k = offs_w[:, None, None] * CODES_PER_WORD + code[None, :, None]
+    if TILE_IN_ONE_GROUP:
+        meta = (k_start // group) * N + offs_n
+        scale = tl.load(s_ptr + meta, mask=mask_n, other=0.0).to(tl.float32)[None, None, :]
+        offset = tl.load(o_ptr + meta, mask=mask_n, other=0.0).to(tl.float32)[None, None, :]
+    else:
+        meta = (offs_k // group) * N + offs_n[None, None, :]
+        mask = (offs_k < Kp) & mask_n[None, None, :]
+        scale = tl.load(s_ptr + meta, mask=mask, other=0.0).to(tl.float32)
+        offset = tl.load(o_ptr + meta, mask=mask, other=0.0).to(tl.float32)
+    return codes_f * scale + offset, offs_k
+
+
+@triton.jit
 def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
                 N, K, Kp, group, k_per_split,
                 BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
@@ -65,16 +99,15 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_K // CODES_PER_WORD, CODES_PER_WORD, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, Kp)
     for k_start in range(k_begin, k_end, BLOCK_K):
-        offs_k = k_start + tl.arange(0, BLOCK_K)
+        w, offs_k = _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
+                                        BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP, BLOCK_K)
         x = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
-                       BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
-        acc += w * x[:, None]
-    result = tl.sum(acc, axis=0)
+        acc += w * x
+    result = tl.sum(tl.sum(acc, axis=0), axis=0)
     if USE_PARTIALS:
         tl.store(part_ptr + pid_k * N + offs_n, result, mask=offs_n < N)
     else:
@@ -86,9 +119,12 @@ def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
                M, N, K, Kp, group, k_per_split, stride_xm,
                BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-               USE_PARTIALS: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_IN_FLOAT32: tl.constexpr):
+               USE_PARTIALS: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_IN_FLOAT32: tl.constexpr,
+               UNPACK_BY_WORDS: tl.constexpr):
     """``out[M, N] = x[M, K] @ W`` on tensor cores; program (m-block x n-block, k-split).
 
+    ``UNPACK_BY_WORDS`` picks :func:`_load_tile_by_words` (one load per word, then a reshape) over the
+    broadcast-address :func:`_load_tile`; the autotuner tries both.
     ``DOT_IN_FLOAT32`` multiplies in float32 instead of the activation dtype: float32 activations, and
     Triton's CPU interpreter, whose bf16 ``tl.dot`` returns garbage (seen with Triton 3.9).
     """
@@ -106,8 +142,13 @@ def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
         offs_k = k_start + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                     mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
-        w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
-                       BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
+        if UNPACK_BY_WORDS:
+            w3, _ = _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
+                                        BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP, BLOCK_K)
+            w = tl.reshape(w3, (BLOCK_K, BLOCK_N))
+        else:
+            w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
+                           BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
         if DOT_IN_FLOAT32:
             acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")
         else:

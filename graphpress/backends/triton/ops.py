@@ -85,7 +85,8 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
         grid = (-(-m // config.block_m) * tiles_n, splits)
         kernels.dot_kernel[grid](
             x2d, w.packed, w.scales, w.offsets, out, partials, m, n, k, kp, w.group, per_split, x2d.stride(0),
-            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=in_float32, **common)
+            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=in_float32,
+            UNPACK_BY_WORDS=config.unpack_by_words, **common)
     if use_partials:
         numel = m * n
         kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
