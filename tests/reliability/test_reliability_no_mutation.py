@@ -1,0 +1,137 @@
+"""The input model is never mutated unless inplace=True: every registered pass, every tensor and attribute.
+
+Each registered pass runs through ``graphpress.optimize`` on a tiny Llama (4 layers, GQA) and the
+compression passes on a tiny CNN; before and after, the test compares every state_dict tensor bit for
+bit, every plain attribute of every submodule, and the Hugging Face config. A pass that refuses a model
+(a GraphpressError) must leave it untouched too. A new pass registered without an entry here fails the
+coverage test, so the guarantee grows with the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import graphpress
+from graphpress.errors import GraphpressError, PassError
+from graphpress.passes import Pass, PassResult
+from graphpress.testing import tiny_case
+
+# One small pipeline per registered pass (distill needs a changed model to learn from).
+PIPELINE_OF_PASS = {
+    "dce": "dce",
+    "fold-constants": "fold-constants",
+    "fold-bn": "fold-bn",
+    "prune-channels": "prune-channels{ratio=0.3}",
+    "prune-heads": "prune-heads{ratio=0.5}",
+    "quantize": "quantize{bits=4,group=16,ignore=none}",
+    "sparsify": "sparsify{ratio=0.5,method=wanda}",
+    "lower-sparse24": "sparsify{pattern=2:4,method=magnitude},lower-sparse24",
+    "prune-depth": "prune-depth{layers=1,samples=2}",
+    "merge-layers": "merge-layers{layers=1,samples=2}",
+    "distill": "prune-depth{layers=1,samples=2},distill{steps=2,samples=2,batch_size=1}",
+}
+CNN_PIPELINE = "fold-bn,prune-channels{ratio=0.3},sparsify{ratio=0.5,method=magnitude,ignore=none},dce"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    logging.disable(logging.NOTSET)
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+_PLAIN = (int, float, str, bool, type(None), tuple, list, dict, torch.Size, torch.dtype)
+
+
+def snapshot(model: torch.nn.Module) -> dict:
+    """Everything a pass could change: tensors (cloned), plain attributes, module types, the config."""
+    attributes = {}
+    for path, module in model.named_modules():
+        attributes[path] = (type(module).__name__,
+                            {k: repr(v) for k, v in vars(module).items() if isinstance(v, _PLAIN)})
+    config = getattr(model, "config", None)
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "attributes": attributes,
+        "config": config.to_json_string() if config is not None else None,
+    }
+
+
+def assert_same(before: dict, model: torch.nn.Module) -> None:
+    after = snapshot(model)
+    assert after["tensors"].keys() == before["tensors"].keys()
+    for key, tensor in before["tensors"].items():
+        other = after["tensors"][key]
+        assert other.dtype == tensor.dtype and other.shape == tensor.shape, key
+        assert torch.equal(other, tensor), f"{key} changed"
+    assert after["attributes"] == before["attributes"]
+    assert after["config"] == before["config"]
+
+
+def test_every_registered_pass_has_a_no_mutation_case():
+    assert set(graphpress.list_passes()) <= set(PIPELINE_OF_PASS), "add the new pass to PIPELINE_OF_PASS"
+
+
+@pytest.mark.parametrize("pass_name", sorted(PIPELINE_OF_PASS))
+def test_llama_input_is_untouched_by(pass_name):
+    model = tiny_llama()
+    before = snapshot(model)
+    tokens = torch.randint(0, 96, (1, 8), generator=torch.Generator().manual_seed(1))
+    calibration = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(2))
+    try:
+        result = graphpress.optimize(model, PIPELINE_OF_PASS[pass_name], example_inputs=(tokens,),
+                                     calibration=calibration)
+    except GraphpressError:
+        result = None  # a refusal is fine; touching the input on the way is not
+    assert_same(before, model)
+    assert result is not model
+
+
+def test_cnn_input_is_untouched():
+    case = tiny_case("resnet")
+    before = snapshot(case.model)
+    result = graphpress.optimize(case.model, CNN_PIPELINE, example_inputs=case.inputs)
+    assert_same(before, case.model)
+    assert sum(p.numel() for p in result.parameters()) < sum(p.numel() for p in case.model.parameters())
+
+
+class _CorruptThenCrash(Pass):
+    """Zeroes every weight of the working copy, then raises: the rollback must undo it all."""
+
+    name = "test-corrupt-then-crash"
+
+    def call(self, graph, ctx):
+        for param in graph.module.parameters():
+            param.data.zero_()
+        raise RuntimeError("crash after corrupting")
+
+
+def test_inplace_with_a_failing_pass_leaves_the_model_exactly_as_before():
+    model = tiny_llama()
+    before = snapshot(model)
+    tokens = torch.randint(0, 96, (1, 8))
+    with pytest.raises(PassError, match="test-corrupt-then-crash"):
+        graphpress.optimize(model, ["prune-channels{ratio=0.3}", _CorruptThenCrash()],
+                            example_inputs=(tokens,), inplace=True)
+    assert_same(before, model)
+
+
+def test_inplace_success_edits_the_callers_object():
+    model = tiny_llama()
+    result = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(torch.randint(0, 96, (1, 8)),),
+                                 inplace=True)
+    assert result is model and model.model.layers[0].mlp.up_proj.out_features < 48
