@@ -92,6 +92,23 @@ def _dominant_dtype(graph: Graph) -> torch.dtype:
     return torch.float32
 
 
+def _refuse_non_finite_parameters(graph: Graph) -> None:
+    """Refuse a model whose weights hold NaN or Inf, naming the first such tensor.
+
+    Every importance score, quantization grid and numeric check downstream would be meaningless (NaN
+    compares false, so a broken result could even pass a check). Only weights are checked: buffers may
+    hold -inf on purpose (attention masks), and meta tensors have no values.
+    """
+    for value in graph.parameters():
+        if value.param.kind != "parameter" or value.param.is_meta:
+            continue
+        tensor = value.param.data
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise GraphpressError(f"weight '{value.param.key}' holds {bad} NaN/Inf value(s) of {tensor.numel()}: "
+                                  "graphpress refuses non-finite weights; fix or reload the checkpoint first")
+
+
 class PassManager:
     """Run ``passes`` over a graph. ``fixed_point`` repeats the pipeline until no pass modifies the graph."""
 
@@ -106,6 +123,7 @@ class PassManager:
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineReport:
         ctx = ctx or PassContext()
+        _refuse_non_finite_parameters(graph)
         report = PipelineReport(self.pipeline, layers_before=layer_summary(graph))
         can_run = ctx.check and ctx.example_inputs is not None and not is_meta_graph(graph)
         original = evaluate(graph, ctx.example_inputs, ctx.example_kwargs) if can_run else None

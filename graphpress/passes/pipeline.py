@@ -22,6 +22,8 @@ from .registry import create_pass
 
 __all__ = ["parse_pipeline", "format_pipeline", "format_value", "resolve_passes"]
 
+MAX_PIPELINE_CHARS = 8192
+
 _NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BARE = re.compile(r"[A-Za-z0-9_.+\-*:/|\[\]?]+")
@@ -80,6 +82,10 @@ def parse_pipeline(text: str) -> list[tuple[str, dict[str, str]]]:
     """Parse a pipeline string into ``[(pass_name, {option: raw_text})]`` without creating passes."""
     if not isinstance(text, str) or not text.strip():
         raise PipelineError("empty pipeline string: give at least one pass, e.g. 'dce'")
+    if len(text) > MAX_PIPELINE_CHARS:
+        # Refused up front: error messages quote the text, and no real pipeline is this long.
+        raise PipelineError(f"pipeline string of {len(text)} characters is longer than the limit of "
+                            f"{MAX_PIPELINE_CHARS}; it starts {text[:60]!r}")
     cur = _Cursor(text)
     steps: list[tuple[str, dict[str, str]]] = []
     while True:
