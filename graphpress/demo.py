@@ -18,7 +18,7 @@ import torch
 
 __all__ = ["DEFAULT_PIPELINE", "main"]
 
-DEFAULT_PIPELINE = "dce,fold-constants"
+DEFAULT_PIPELINE = "dce,quantize{bits=8,group=0}"
 
 
 def _serialized_bytes(model: torch.nn.Module) -> int:
