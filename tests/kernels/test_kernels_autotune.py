@@ -1,0 +1,31 @@
+"""The on-disk autotune cache: keys, M buckets, and a choice surviving into a fresh cache object."""
+
+import json
+
+import pytest
+
+pytest.importorskip("triton")
+
+from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, tuning_key  # noqa: E402
+from graphpress.backends.triton.configs import LaunchConfig  # noqa: E402
+
+
+def test_m_buckets_keep_decode_sizes_apart_and_group_prefill_sizes():
+    assert [m_bucket(m) for m in (1, 2, 3, 16, 17, 64, 65, 130, 5000)] == [1, 2, 4, 16, 32, 64, 128, 192, 512]
+
+
+def test_a_stored_choice_is_read_by_another_cache_object(tmp_path):
+    path = tmp_path / "cache.json"
+    key = tuning_key("H100", "gemv", 4, 128, 1, 12288, 4096, "bfloat16")
+    config = LaunchConfig(1, 256, 32, 8, 4, 1)
+    AutotuneCache(path).put(key, config)
+    other = AutotuneCache(path)  # as a second process would
+    other.put(tuning_key("H100", "small", 4, 128, 16, 4096, 4096, "bfloat16"), LaunchConfig(16, 64, 64, 2, 4, 3))
+    assert AutotuneCache(path).get(key) == config
+    assert len(json.loads(path.read_text())) == 2  # the second writer kept the first writer's entry
+
+
+def test_an_unreadable_cache_is_ignored(tmp_path):
+    path = tmp_path / "cache.json"
+    path.write_text("{not json")
+    assert AutotuneCache(path).get("anything") is None
