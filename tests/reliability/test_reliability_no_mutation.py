@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import graphpress
 from graphpress.errors import GraphpressError, PassError
-from graphpress.passes import Pass, PassResult
+from graphpress.passes import Pass
 from graphpress.testing import tiny_case
 
 # One small pipeline per registered pass (distill needs a changed model to learn from).
