@@ -23,6 +23,7 @@ _BUILTIN_MODULES = (
     "graphpress.passes.depth",
     "graphpress.passes.prune",
     "graphpress.passes.quantize",
+    "graphpress.passes.lower_triton",
     "graphpress.passes.sparsify",
 )
 _OPTIONAL_MODULES: tuple[str, ...] = ()

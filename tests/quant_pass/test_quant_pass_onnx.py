@@ -67,3 +67,13 @@ def test_calibrated_methods_are_refused_before_work(llama):
     proto = to_onnx(trace(llama.model, (llama.inputs["input_ids"],), example_kwargs=KW))
     with pytest.raises(PassError, match="use method=rtn or method=hqq"):
         graphpress.optimize(proto, "quantize{method=awq}")
+
+
+def test_lower_triton_on_cpu_is_a_reported_no_op(llama):
+    ids = llama.inputs["input_ids"]
+    out, report = graphpress.optimize(llama.model, "quantize{bits=4,group=32},lower-triton",
+                                      example_inputs=(ids,), example_kwargs=KW, return_report=True)
+    record = report.records[-1]
+    assert record.name == "lower-triton" and not record.modified
+    assert "cpu" in record.stats["reason"]
+    assert isinstance(out.model.layers[0].mlp.down_proj, QuantizedLinear)
