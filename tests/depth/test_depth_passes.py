@@ -169,3 +169,10 @@ def test_depth_passes_refuse_non_llama_layers():
                                 intermediate_size=32)).eval()
     with pytest.raises(PassError):
         run_pass(bert, "merge-layers{layers=1}", calibration=torch.randint(0, 50, (2, 8)))
+
+
+def test_laco_stops_when_no_collapse_keeps_the_output_close_enough():
+    model = tiny_llama()
+    stats = run_pass(model, "merge-layers{layers=2,method=laco,min_cosine=1.0}")
+    assert stats["layers_removed"] == 0 and stats["stopped_early"]
+    assert model.config.num_hidden_layers == len(model.model.layers) == 6

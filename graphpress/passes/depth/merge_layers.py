@@ -9,7 +9,8 @@ Two ways to remove depth while keeping what the removed layers knew:
 * ``laco`` (LaCo's Reserving-Differences-while-Seeking-Common layer collapse): ``theta_l += sum_k
   (theta_{l+k} - theta_l)`` for ``k = 1..span`` and layers ``l+1..l+span`` are dropped. Every position is
   tried on calibration data and the one whose final hidden states stay closest (cosine) to the
-  original model's is kept; merging stops early if even the best falls below ``min_cosine``.
+  original model's is kept if that cosine stays >= ``min_cosine`` (LaCo's acceptance threshold); if no
+  position passes, shorter spans are tried, and merging stops early when even one layer cannot go.
 
 Merged layers record the original layers they replace in ``config.graphpress_layer_map`` (for
 ``distill``), and the config, layer indices and per-layer widths stay consistent (hf_layers.py).
@@ -90,19 +91,24 @@ class _ProgressiveMerger:
         return {"layers": [first, first + 1], "pair_cosine": round(similarity[first], 5)}
 
     def laco_step(self, span: int, min_cosine: float) -> dict | None:
-        """Collapse the ``span + 1`` consecutive layers whose collapse keeps the output closest; None if too far."""
-        best: tuple[float, int, nn.Module] | None = None
-        for first in range(len(self.layers) - span):
-            candidate = laco_collapse(list(self.layers[first:first + span + 1]))
-            cosine = self.output_cosine_with(first, first + span, candidate)
-            if best is None or cosine > best[0]:
-                best = (cosine, first, candidate)
-        cosine, first, candidate = best
-        if cosine < min_cosine:
-            return None
-        self.layers[first].load_state_dict(candidate.state_dict())
-        self._commit(first, first + span)
-        return {"layers": list(range(first, first + span + 1)), "output_cosine": round(cosine, 5)}
+        """Collapse the consecutive layers whose collapse keeps the output closest, or None if none passes.
+
+        LaCo's acceptance rule: a collapse is taken only if the output cosine stays at or above
+        ``min_cosine``; when no position passes with ``span`` following layers, shorter spans are tried.
+        """
+        for length in range(span, 0, -1):
+            best: tuple[float, int, nn.Module] | None = None
+            for first in range(len(self.layers) - length):
+                candidate = laco_collapse(list(self.layers[first:first + length + 1]))
+                cosine = self.output_cosine_with(first, first + length, candidate)
+                if best is None or cosine > best[0]:
+                    best = (cosine, first, candidate)
+            cosine, first, candidate = best
+            if cosine >= min_cosine:
+                self.layers[first].load_state_dict(candidate.state_dict())
+                self._commit(first, first + length)
+                return {"layers": list(range(first, first + length + 1)), "output_cosine": round(cosine, 5)}
+        return None
 
     def _commit(self, first: int, last: int) -> None:
         spans = _merge_spans(layer_map(self.model), first, last)
@@ -122,7 +128,8 @@ class MergeLayers(Pass):
                "collapse", choices=("come", "laco")),
         Option("samples", "int", 4, "calibration sequences used to choose and check merges", low=1),
         Option("span", "int", 3, "laco: following layers collapsed into one per step (LaCo's C - 1)", low=1),
-        Option("min_cosine", "float", 0.0, "laco: stop when the best collapse's output cosine falls below this",
+        Option("min_cosine", "float", 0.65, "laco: accept a collapse only if the final hidden states keep this "
+               "cosine to the original's (else try shorter spans, then stop)",
                low=-1.0, high=1.0),
     )
     origins = frozenset({"torch"})
