@@ -1,7 +1,7 @@
 """Long fuzz run: >= 1000 generated networks x pipelines through optimize, onnxruntime and back (`make fuzz`).
 
 Each case is a network spec and a pipeline string drawn by :mod:`graphpress.testing.fuzz`; the check is
-:func:`graphpress.testing.fuzz.check_case` (the result runs, output shapes unchanged, ONNX export matches
+:func:`graphpress.testing.fuzz_check.check_case` (the result runs, output shapes unchanged, ONNX export matches
 torch in onnxruntime). Failures are collected rather than shrunk, so one run reports every failing case
 with the spec that rebuilds it. Workers are separate processes with distinct hypothesis seeds.
 
@@ -25,7 +25,8 @@ def _run_worker(args: tuple[int, int]) -> tuple[int, list[tuple[str, str, str]]]
 
     from hypothesis import HealthCheck, given, seed, settings
 
-    from graphpress.testing.fuzz import build_network, check_case, net_specs, pipelines
+    from graphpress.testing.fuzz import build_network, net_specs, pipelines
+    from graphpress.testing.fuzz_check import check_case
 
     logging.disable(logging.WARNING)  # per-layer notices of the ONNX writer would drown the report
     failures: list[tuple[str, str, str]] = []

@@ -16,7 +16,8 @@ from torch import nn
 
 from graphpress import optimize
 from graphpress.errors import PassError
-from graphpress.testing.fuzz import NetSpec, build_network, check_case, net_specs, pipelines
+from graphpress.testing.fuzz import NetSpec, build_network, net_specs, pipelines
+from graphpress.testing.fuzz_check import check_case
 
 
 @pytest.fixture(autouse=True)

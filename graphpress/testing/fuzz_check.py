@@ -1,0 +1,43 @@
+"""The fuzzing property: a generated network survives a generated pipeline, in torch and in onnxruntime.
+
+Kept apart from the generators (:mod:`graphpress.testing.fuzz`) so that the CI test, the long run in
+``benchmarks/fuzz_long.py`` and a person replaying one failing ``NetSpec`` all check the same thing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .fuzz import FuzzCase
+
+__all__ = ["check_case"]
+
+
+def check_case(case: FuzzCase, pipeline: str, *, rtol: float = 1e-4) -> None:
+    """Run ``pipeline`` on the case through ``graphpress.optimize`` and check the result end to end.
+
+    Asserts that the compressed model runs with unchanged output shapes, and that its ONNX export runs in
+    onnxruntime and matches the compressed torch model (so a quantized model is compared with its own
+    quantized torch form, not with the float original) within ``rtol`` of the output's scale.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from ..api import optimize
+    from ..backends.onnx import to_onnx
+    from ..frontends.torch_export import trace
+
+    with torch.no_grad():
+        expected_shape = case.model(*case.example_inputs).shape
+    result = optimize(case.model, pipeline, example_inputs=case.example_inputs)
+    with torch.no_grad():
+        output = result(*case.example_inputs)
+    assert output.shape == expected_shape, f"output shape {tuple(output.shape)} != {tuple(expected_shape)}"
+    assert torch.isfinite(output).all(), "the compressed model produces non-finite outputs"
+    proto = to_onnx(trace(result, case.example_inputs))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), case.example_inputs)}
+    (onnx_output,) = session.run(None, feeds)
+    scale = float(output.abs().max()) + 1e-6
+    error = float(np.abs(onnx_output - output.numpy()).max())
+    assert error <= rtol * scale, f"onnxruntime differs from torch: max abs error {error:.3g}, scale {scale:.3g}"
