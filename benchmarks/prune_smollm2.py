@@ -41,6 +41,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, tokenizer = load_smollm2()
+    # The GGUF loader marks the model quantized (so save_pretrained refuses it), but its weights are already
+    # dequantized fp32: drop the marker so the pruned model saves as a plain folder.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     evaluation = evaluation_windows(tokenizer, n_windows=args.eval_windows)
     calibration = calibration_windows(tokenizer, n_windows=args.calibration_windows)
     dense_ppl = perplexity(model, evaluation)

@@ -29,11 +29,10 @@ def test_ratio_that_would_empty_groups_is_refused_and_names_them(zoo):
 
 
 def test_ignore_pattern_keeps_matching_modules(zoo):
-    case, pruned, _ = _prune(zoo, "llama", "prune-channels{ratio=0.3,ignore=model.layers.0.mlp.*}")
+    case, pruned, stats = _prune(zoo, "llama", "prune-channels{ratio=0.3,ignore=model.layers.0.mlp.*}")
     original = case.model.model.layers[0].mlp
-    assert pruned.model.layers[0].mlp.up_proj.weight.shape == original.up_proj.weight.shape[:1] + \
-        pruned.model.layers[0].mlp.up_proj.weight.shape[1:]
-    assert pruned.model.layers[1].mlp.up_proj.out_features < original.up_proj.out_features
+    assert pruned.model.layers[0].mlp.up_proj.out_features == original.up_proj.out_features
+    assert stats["achieved_ratio"] > 0.27  # the rest of the model carries the ratio
 
 
 def test_prune_heads_keeps_gqa_ratio_and_reports_rounding(zoo):

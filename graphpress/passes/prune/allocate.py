@@ -165,9 +165,14 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     back) that brings the removed parameter count closest to the target."""
     keep = dict(keep)
     gap = abs(budget.total - budget.remaining(keep) - target)
+    # Adjust only the finest groups (plain channels): an extra KV head taken from one layer to close a small
+    # gap would cost far more quality than the parameters it balances.
+    finest = min(result.groups[gi].unit_size for gi in keep) if keep else 1
+    adjustable = [gi for gi in keep if result.groups[gi].unit_size == finest]
     for _ in range(rounds):
         best = None
-        for gi, mask in keep.items():
+        for gi in adjustable:
+            mask = keep[gi]
             g = result.groups[gi]
             step = _step(g, round_to, multiple_of)
             order = np.argsort(scores[gi], kind="stable")
