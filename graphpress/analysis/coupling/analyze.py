@@ -73,8 +73,8 @@ def _frozen_classes(state: CouplingState, class_of_id: np.ndarray, n_classes: in
     frozen = np.zeros(n_classes, dtype=bool)
     reasons: dict[int, str] = {}
     for record in state.frozen:
-        classes = np.unique(class_of_id[record.ids])
-        fresh = classes[~frozen[classes]]
+        classes = class_of_id[record.ids]
+        fresh = np.unique(classes[~frozen[classes]])
         frozen[classes] = True
         for c in fresh[:64].tolist():
             reasons[c] = f"{record.reason} ({record.node})"
@@ -130,7 +130,8 @@ def compute_coupling(graph: Graph) -> CouplingResult:
         members = [GroupMember(axes[i].key, axes[i].axis, unit_of_class[member_classes[i]], axes[i].values)
                    for i in member_indices]
         group_frozen = frozen[classes]
-        why = {f"unit {u}": reasons[int(c)] for u, c in enumerate(classes.tolist()) if int(c) in reasons}
+        frozen_units = np.flatnonzero(group_frozen)[:64]  # the report shows a few reasons, not thousands
+        why = {f"unit {u}": reasons[int(classes[u])] for u in frozen_units.tolist() if int(classes[u]) in reasons}
         groups.append(CouplingGroup(len(groups), classes, members, group_frozen, why, [],
                                     notes.get(raw_group, [])))
     _attach_keep_one(state, class_of_id, group_of_class, unit_of_class, by_group, groups)
@@ -142,22 +143,27 @@ def compute_coupling(graph: Graph) -> CouplingResult:
 
 
 def _attach_keep_one(state, class_of_id, group_of_class, unit_of_class, by_group, groups) -> None:
-    """Every labeled tensor axis (activations and weights) must keep at least one position."""
+    """Every labeled tensor axis (activations and weights) must keep at least one position.
+
+    Only axes that reach part of a group matter (an axis holding every unit can't be emptied while the
+    group keeps one); presence is marked with boolean scatter, which is linear, not a sort."""
     index_of_raw = {raw: i for i, raw in enumerate(sorted(by_group))}
     seen: set[tuple[int, bytes]] = set()
     arrays = {id(a): a for a in list(state.seen) + [a.ids for a in state.param_axes.values()]}
     for ids in arrays.values():
-        classes = np.unique(class_of_id[ids])
+        classes = class_of_id[ids]
         raw = int(group_of_class[classes[0]])
         if raw not in index_of_raw:
             continue
-        units = np.unique(unit_of_class[classes])
-        key = (raw, units.tobytes())
-        if key in seen:
-            continue
-        seen.add(key)
         group = groups[index_of_raw[raw]]
-        if units.size < group.units:
+        present = np.zeros(group.units, dtype=bool)
+        present[unit_of_class[classes]] = True
+        if present.all():
+            continue
+        units = np.flatnonzero(present)
+        key = (raw, units.tobytes())
+        if key not in seen:
+            seen.add(key)
             group.keep_one.append(units)
 
 
