@@ -60,8 +60,11 @@ def capture_layer_inputs(model: nn.Module, batches: list[dict[str, Any]]) -> Lay
 
 def run_layer(layer: nn.Module, hidden: Hidden, calls: Sequence[BlockCall]) -> Hidden:
     """Outputs of ``layer`` on each batch of ``hidden`` (gradients flow if enabled by the caller)."""
-    return [run_block(layer, h, call) if not torch.is_grad_enabled() else _run_with_grad(layer, h, call)
-            for h, call in zip(hidden, calls)]
+    # The calibration runner's run_block is no_grad by design; distillation needs the graph, so it
+    # gets a direct call when the caller has enabled gradients.
+    if torch.is_grad_enabled():
+        return [_run_with_grad(layer, h, call) for h, call in zip(hidden, calls)]
+    return [run_block(layer, h, call) for h, call in zip(hidden, calls)]
 
 
 def _run_with_grad(layer: nn.Module, hidden: torch.Tensor, call: BlockCall) -> torch.Tensor:

@@ -29,8 +29,15 @@ from ..base import Pass, PassResult
 from ..context import PassContext
 from ..options import Option
 from ..registry import register_pass
-from .activations import (Hidden, LayerInputs, boundary_states, calibration_inputs, capture_layer_inputs,
-                          mean_token_cosine, run_layer)
+from .activations import (
+    Hidden,
+    LayerInputs,
+    boundary_states,
+    calibration_inputs,
+    capture_layer_inputs,
+    mean_token_cosine,
+    run_layer,
+)
 from .budget import layers_to_remove, parameter_count
 from .concat_merge import channel_sensitivity, concat_merge
 from .hf_layers import check_llama_layer, decoder_layers, drop_layers, layer_map
