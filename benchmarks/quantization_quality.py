@@ -12,6 +12,7 @@ benchmarks/results/quantization_quality.md after every row, so a partial run lea
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import gc
 import time
@@ -25,6 +26,7 @@ from graphpress.models import load_minilm, load_smollm2
 from graphpress.quantization import quantize_model
 
 RESULTS = Path(__file__).parent / "results" / "quantization_quality.md"
+OUTPUT = [RESULTS]  # where write() puts the table; --out replaces it
 SETTINGS = [  # (label, bits, group), most important first: a partial run still answers the goals
     ("W4 g64", 4, 64),
     ("W3 g64", 3, 64),
@@ -49,8 +51,8 @@ class Table:
 
 
 def write(tables: list[Table], preamble: str) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(preamble + "\n\n" + "\n\n".join(t.markdown() for t in tables) + "\n")
+    OUTPUT[0].parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT[0].write_text(preamble + "\n\n" + "\n\n".join(t.markdown() for t in tables) + "\n")
 
 
 def smollm2_rows(table: Table, tables: list[Table], preamble: str, quick: bool) -> None:
@@ -97,12 +99,19 @@ def minilm_rows(table: Table, tables: list[Table], preamble: str, quick: bool) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer windows and sentences (smoke run)")
+    # On a CPU shared with other jobs, two threads per small op spend more time waiting on each other than
+    # computing (GPTQ's column sweep: 8 s on two threads vs 0.12 s on one); pass --threads 2 on an idle machine.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--only", choices=("minilm", "smollm2"), help="run one model's table")
+    parser.add_argument("--out", type=Path, default=None, help=f"markdown file to write (default {RESULTS})")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if args.out is not None:
+        OUTPUT[0] = args.out
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preamble = (
         "# Weight quantization quality (graphpress)\n\n"
-        f"Measured on the CPU ({torch.get_num_threads()} threads, shared machine), torch {torch.__version__}. "
+        f"Measured on the CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores), torch {torch.__version__}. "
         "Command: `python benchmarks/quantization_quality.py`" + (" --quick (smoke run)" if args.quick else "") + ".\n"
         "SmolLM2: decoder linears quantized (lm_head/embeddings fp32), perplexity over 16x512 evaluation tokens, "
         "calibration 32x512 tokens. size ratio = state_dict bytes of the quantized linears / their fp32 bytes. "
@@ -114,8 +123,10 @@ def main() -> None:
     smol = Table("## SmolLM2-135M: perplexity",
                  ["setting", "method", "ppl", "ppl / dense", "size ratio", "RSS MiB", "time s", "layers"])
     tables = [minilm, smol]
-    minilm_rows(minilm, tables, preamble, args.quick)
-    smollm2_rows(smol, tables, preamble, args.quick)
+    if args.only != "smollm2":
+        minilm_rows(minilm, tables, preamble, args.quick)
+    if args.only != "minilm":
+        smollm2_rows(smol, tables, preamble, args.quick)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class _Quantizer:
         names = [name for name in context.linears if name in self.selected]
         if not names:
             return
+        self.input_scales = {}  # keyed by id(stats): valid only while this block's stats are alive
         if o.method in ("awq", "smoothquant"):
             self._scale_block(context)
         done: set[str] = set()
