@@ -9,6 +9,7 @@ DESIGN.md section 2 for what they must capture.
 
 from .analyze import CouplingResult, analyze_coupling, compute_coupling
 from .groups import CouplingGroup, GroupMember
+from .repeated_blocks import find_repeated_blocks, trace_repeated_blocks
 from .report import format_groups, groups_as_dicts
 from .reshape_blocks import reshape_groups
 from .rules import coupling_rule
@@ -23,4 +24,6 @@ __all__ = [
     "groups_as_dicts",
     "reshape_groups",
     "coupling_rule",
+    "trace_repeated_blocks",
+    "find_repeated_blocks",
 ]
