@@ -39,18 +39,18 @@ RUNS = [  # (ratio, pattern, method, allocation), most important first
 COLUMNS = ["setting", "method", "allocation", "ppl", "ppl / dense", "realised ratio", "compress s", "command"]
 
 
-def measured_rows() -> list[list[str]]:
+def measured_rows(path: Path) -> list[list[str]]:
     """Rows already in the results file (``--resume`` keeps them and skips their runs)."""
-    if not RESULTS.exists():
+    if not path.exists():
         return []
-    lines = [line for line in RESULTS.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
 
 
-def write(rows: list[list[str]], preamble: str) -> None:
+def write(rows: list[list[str]], preamble: str, path: Path) -> None:
     lines = [preamble, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n")
 
 
 def storage_table() -> None:
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 evaluation and 8 calibration windows (smoke run)")
     parser.add_argument("--storage", action="store_true", help="print the size-on-disk table only")
     parser.add_argument("--resume", action="store_true", help="keep the rows of the results file, run the others")
+    parser.add_argument("--only", default="", help="run only the rows whose sparsify{...} text contains this")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.storage:
@@ -98,7 +100,7 @@ def main() -> None:
     model, tokenizer = load_smollm2()
     evaluation = evaluation_windows(tokenizer, n_windows=4 if args.quick else 16)
     calibration = calibration_windows(tokenizer, n_windows=8 if args.quick else 16)
-    rows = measured_rows() if args.resume else []
+    rows = measured_rows(args.output) if args.resume else []
     if rows and rows[0][0] == "dense fp32":
         dense = float(rows[0][3])
     else:
@@ -107,11 +109,11 @@ def main() -> None:
         rows = [["dense fp32", "-", "-", f"{dense:.3f}", "1.000", "0", f"{time.perf_counter() - started:.0f} (eval)",
                  "-"]]
         print(rows[-1], flush=True)
-        write(rows, preamble)
+        write(rows, preamble, args.output)
     for ratio, pattern_text, method, allocation in RUNS:
         option = f"pattern={pattern_text}" if pattern_text else f"ratio={ratio}"
         command = f"`sparsify{{{option},method={method},allocation={allocation}}}`"
-        if any(row[-1] == command for row in rows):
+        if any(row[-1] == command for row in rows) or args.only not in command:
             continue
         gc.collect()
         candidate = copy.deepcopy(model)
@@ -122,7 +124,7 @@ def main() -> None:
         rows.append([str(pattern), method, allocation, f"{ppl:.3f}", f"{ppl / dense:.3f}",
                      f"{report.overall_ratio:.4f}", f"{report.seconds:.0f}", command])
         print(rows[-1], flush=True)
-        write(rows, preamble)
+        write(rows, preamble, args.output)
         del candidate
 
 
