@@ -31,6 +31,7 @@ PIPELINE_OF_PASS = {
     "quantize": "quantize{bits=4,group=16,ignore=none}",
     "sparsify": "sparsify{ratio=0.5,method=wanda}",
     "lower-sparse24": "sparsify{pattern=2:4,method=magnitude},lower-sparse24",
+    "lower-triton": "quantize{bits=4,group=16,ignore=none},lower-triton",
     "prune-depth": "prune-depth{layers=1,samples=2}",
     "merge-layers": "merge-layers{layers=1,samples=2}",
     "distill": "prune-depth{layers=1,samples=2},distill{steps=2,samples=2,batch_size=1}",
