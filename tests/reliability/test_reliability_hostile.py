@@ -148,3 +148,43 @@ def test_every_torch_load_in_the_package_uses_weights_only():
             calls.append((path.name, match.group(1)))
     unsafe = [(name, args) for name, args in calls if "weights_only=True" not in args]
     assert not unsafe, f"torch.load without weights_only=True: {unsafe}"
+
+
+def _escaping_external_data(location: str) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 4], data_location=TensorProto.EXTERNAL)
+    for key, value in {"location": location, "offset": "0", "length": "64"}.items():
+        weight.external_data.add(key=key, value=value)
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _cyclic() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"], name="second")]
+    graph = helper.make_graph(nodes, "cycle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("build,expected", [
+    (lambda: _escaping_external_data("../../etc/passwd"), "outside"),
+    (lambda: _escaping_external_data("/etc/passwd"), "outside"),
+    (_cyclic, "cycle"),
+], ids=["relative-escape", "absolute", "cycle"])
+def test_cli_refuses_unsafe_onnx_with_nonzero_exit_and_writes_nothing(tmp_path, build, expected, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    source = folder / "model.onnx"
+    onnx.save_model(build(), str(source))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code = cli_main(["optimize", str(source), "-p", "dce", "-o", str(out_dir / "small.onnx"), "--repro",
+                     str(out_dir / "repro")])
+    assert code != 0
+    assert expected in capsys.readouterr().err
+    assert files_under(out_dir) == set()
