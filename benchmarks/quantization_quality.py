@@ -12,16 +12,23 @@ benchmarks/results/quantization_quality.md after every row, so a partial run lea
 from __future__ import annotations
 
 import argparse
-import os
 import copy
 import gc
+import os
 import time
 from pathlib import Path
 
 import torch
 
-from graphpress.eval import (calibration_sentences, calibration_windows, embedding_cosine, evaluation_sentences,
-                             evaluation_windows, perplexity, resident_bytes)
+from graphpress.eval import (
+    calibration_sentences,
+    calibration_windows,
+    embedding_cosine,
+    evaluation_sentences,
+    evaluation_windows,
+    perplexity,
+    resident_bytes,
+)
 from graphpress.models import load_minilm, load_smollm2
 from graphpress.quantization import quantize_model
 

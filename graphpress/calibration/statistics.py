@@ -128,6 +128,9 @@ class LinearInputRecorder:
 def linear_modules(root: nn.Module, prefix: str = "", types: Iterable[type] = (nn.Linear,)) -> dict[str, nn.Module]:
     """``{qualified name: module}`` of the linear layers under ``root``, names prefixed with ``prefix``."""
     kinds = tuple(types)
-    joined = (lambda n: f"{prefix}.{n}" if prefix else n)
-    return {joined(name): module for name, module in root.named_modules() if isinstance(module, kinds)}
+    return {
+        (f"{prefix}.{name}" if prefix else name): module
+        for name, module in root.named_modules()
+        if isinstance(module, kinds)
+    }
 

@@ -8,10 +8,9 @@ from graphpress.eval.corpus import (
     evaluation_sentences,
     evaluation_windows,
 )
+from graphpress.eval.memory import PeakResidentMemory, resident_bytes
 from graphpress.eval.perplexity import perplexity, window_losses
 from graphpress.eval.similarity import embedding_cosine, mean_pooled_embeddings
-
-from graphpress.eval.memory import PeakResidentMemory, resident_bytes
 
 __all__ = [
     "PeakResidentMemory",

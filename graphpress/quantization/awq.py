@@ -15,8 +15,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from graphpress.quantization.grid import QuantizedWeight, fake_quantize, fit_grid, pad_columns, storage_group
-from graphpress.quantization.grid import dequantize_codes, quantize_codes
+from graphpress.quantization.grid import (
+    QuantizedWeight,
+    dequantize_codes,
+    fake_quantize,
+    fit_grid,
+    pad_columns,
+    quantize_codes,
+    storage_group,
+)
 from graphpress.quantization.scaling import ScalingPair
 
 __all__ = ["search_awq_scales", "awq_clip_quantize", "ALPHA_GRID", "SHRINK_GRID"]

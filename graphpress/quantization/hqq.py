@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from graphpress.quantization.grid import (QuantizedWeight, dequantize_codes, fit_grid, pad_columns, quantize_codes,
-                                          storage_group)
+from graphpress.quantization.grid import (
+    QuantizedWeight,
+    dequantize_codes,
+    fit_grid,
+    pad_columns,
+    quantize_codes,
+    storage_group,
+)
 
 __all__ = ["hqq_quantize"]
 

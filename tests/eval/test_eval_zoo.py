@@ -7,8 +7,7 @@ import importlib.util
 import pytest
 
 from graphpress.errors import GraphpressError
-from graphpress.models import MissingModelError, load_default, load_minilm, smollm2_path
-from graphpress.models import zoo
+from graphpress.models import MissingModelError, load_default, load_minilm, smollm2_path, zoo
 
 
 def test_missing_wheel_names_the_pip_package(monkeypatch):

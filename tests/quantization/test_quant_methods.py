@@ -10,8 +10,8 @@ import torch
 from graphpress.errors import OptionError
 from graphpress.quantization import QuantizedLinear, quantize_model
 from graphpress.quantization.gptq import gptq_quantize
-from graphpress.quantization.hqq import hqq_quantize
 from graphpress.quantization.grid import QuantizedWeight
+from graphpress.quantization.hqq import hqq_quantize
 from graphpress.quantization.packing import dequantize
 
 
