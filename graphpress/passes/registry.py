@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ..errors import PipelineError
 from .base import Pass
 
-__all__ = ["register_pass", "get_pass_class", "create_pass", "list_passes", "load_builtin_passes"]
+__all__ = ["register_pass", "unregister_pass", "get_pass_class", "create_pass", "list_passes", "load_builtin_passes"]
 
 _REGISTRY: dict[str, type[Pass]] = {}
 _BUILTIN_MODULES = (
@@ -40,6 +40,11 @@ def register_pass(cls: P) -> P:
         raise TypeError(f"pass name '{cls.name}' is taken by {existing.__module__}.{existing.__qualname__}")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister_pass(name: str) -> None:
+    """Remove a pass from the registry (for tests and notebooks that register throwaway passes)."""
+    _REGISTRY.pop(name, None)
 
 
 def load_builtin_passes() -> None:

@@ -24,4 +24,9 @@ def test_example_runs_tiny(tmp_path, name, suffix):
 
 
 def test_custom_pass_example():
-    assert _load("custom_pass").main() == 0
+    from graphpress.passes.registry import unregister_pass
+
+    try:
+        assert _load("custom_pass").main() == 0
+    finally:
+        unregister_pass("scale-linear-weights")  # other tests compare the registry with the README

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphpress
 from graphpress.errors import PassError
-from graphpress.passes import Pass, PassResult, register_pass
+from graphpress.passes import Pass, PassResult
+from graphpress.passes.registry import register_pass, unregister_pass
 
 
 def _conv_bn_model(seed: int = 0) -> onnx.ModelProto:
@@ -50,7 +51,6 @@ def test_fold_bn_on_onnx_is_exact_and_removes_the_batchnorm():
     assert report.records[0].error_vs_previous <= 1e-5
 
 
-@register_pass
 class _CorruptingPass(Pass):
     name = "test-corrupt-weights"
     summary = "test only: scales a weight but claims to be exact"
@@ -62,7 +62,6 @@ class _CorruptingPass(Pass):
         return PassResult(graph, True)
 
 
-@register_pass
 class _CrashingPass(Pass):
     name = "test-crash"
     summary = "test only: edits the graph, then raises"
@@ -72,6 +71,16 @@ class _CrashingPass(Pass):
             value.param.data = value.param.data * 0
         graph.nodes.clear()
         raise RuntimeError("boom in the middle of an edit")
+
+
+@pytest.fixture(autouse=True)
+def _test_passes():
+    """Register the throwaway passes only while this module's tests run (other tests list the registry)."""
+    for cls in (_CorruptingPass, _CrashingPass):
+        register_pass(cls)
+    yield
+    for cls in (_CorruptingPass, _CrashingPass):
+        unregister_pass(cls.name)
 
 
 def _params(graph):
