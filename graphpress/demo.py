@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"perplexity ({args.windows}x512 eval windows)", f"{ppl[0]:.3f}", f"{ppl[1]:.3f}",
                  f"{ppl[1] / ppl[0]:.3f}x"))
     rows.append(("latency, 1x512 forward, CPU (ms)", f"{t_orig * 1e3:.0f}", f"{t_comp * 1e3:.0f}",
-                 f"{t_orig / t_comp:.2f}x faster"))
+                 f"speed-up {t_orig / t_comp:.2f}x"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'':{width}}  {'original':>14}  {'compressed':>14}  {'ratio':>14}")
     for name, a, b, ratio in rows:
