@@ -9,7 +9,10 @@ Module-preserving pruning hands back the user's class. Generic layers (``nn.Line
 * the config: ``hidden_size``, ``intermediate_size``, ``num_attention_heads``, ``num_key_value_heads`` and an
   explicit ``head_dim`` when every layer has the same widths, so ``save_pretrained`` + the class's own
   ``from_pretrained`` reload it. Every pruned model also records ``graphpress_layer_widths`` (per layer) and
-  ``graphpress_shapes`` (every tensor's shape) in its config.
+  ``graphpress_shapes`` (every tensor's shape) in its config;
+* linear biases a pass created (``compensate-bias``): where the config has a switch for them
+  (``attention_bias``, ``mlp_bias`` of Llama-style models) it is turned on and the other linears it governs
+  get zero biases, so the class's own ``from_pretrained`` builds the same modules and the saved biases load.
 
 Layers of different widths (``scope=global``) can't be expressed by the standard config; save them with
 ``model.save_pretrained(folder)`` as usual and reload with :func:`load_pruned`, which builds the model from
@@ -30,7 +33,8 @@ from ..errors import BackendError
 from ..ir import Graph
 from .torch_module import register_module_fixup
 
-__all__ = ["fix_attention_heads", "fix_config", "layer_widths", "load_pruned", "apply_recorded_shapes", "refresh_attributes"]
+__all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
+           "apply_recorded_shapes", "refresh_attributes"]
 
 _Q_NAMES = ("q_proj", "query")
 _K_NAMES = ("k_proj", "key")
@@ -152,8 +156,36 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
             for name in names:
                 if hasattr(config, name):
                     setattr(config, name, values.pop() if len(names) == 1 else next(iter(values)))
+    fix_bias_switches(module)
     config.graphpress_layer_widths = widths
     config.graphpress_shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+def _switched_linears(model: nn.Module, switch: str) -> list[nn.Linear]:
+    """The linears a config bias switch governs: those of attention modules or of ``mlp`` submodules."""
+    if switch == "attention_bias":
+        owners = [m for m in model.modules() if _is_attention(m)]
+    else:
+        owners = [m for path, m in model.named_modules() if path.rsplit(".", 1)[-1] == "mlp"]
+    return [child for owner in owners for child in owner.children() if isinstance(child, nn.Linear)]
+
+
+def fix_bias_switches(model: nn.Module) -> None:
+    """Turn on ``attention_bias``/``mlp_bias`` when a pass gave some of their linears a bias, giving the rest
+    zero biases: ``from_pretrained`` builds every governed linear with a bias or none."""
+    config = getattr(model, "config", None)
+    for switch in ("attention_bias", "mlp_bias"):
+        if config is None or getattr(config, switch, None) is not False:
+            continue
+        linears = _switched_linears(model, switch)
+        if not any(linear.bias is not None for linear in linears):
+            continue
+        for linear in linears:
+            if linear.bias is None:
+                weight = linear.weight
+                linear.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device),
+                                           requires_grad=weight.requires_grad)
+        setattr(config, switch, True)
 
 
 def apply_recorded_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> None:
@@ -165,6 +197,13 @@ def apply_recorded_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> Non
         except AttributeError:
             continue
         current = getattr(owner, attr, None)
+        if current is None and attr in owner._parameters:
+            # A parameter graphpress created (a compensated bias) where the class builds none.
+            like = next(owner.parameters(), None)
+            dtype = like.dtype if like is not None else torch.get_default_dtype()
+            setattr(owner, attr, nn.Parameter(torch.empty(shape, dtype=dtype, device=like.device if like is not None
+                                                          else None)))
+            continue
         if not isinstance(current, torch.Tensor) or list(current.shape) == list(shape):
             continue
         fresh = torch.empty(shape, dtype=current.dtype, device=current.device)

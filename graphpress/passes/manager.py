@@ -123,6 +123,8 @@ class PassManager:
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineReport:
         ctx = ctx or PassContext()
+        # Passes may adapt to what follows them (a pruning pass keeps statistics for a recovery pass).
+        ctx.extras["pipeline_passes"] = tuple(p.name for p in self.passes)
         _refuse_non_finite_parameters(graph)
         report = PipelineReport(self.pipeline, layers_before=layer_summary(graph))
         can_run = ctx.check and ctx.example_inputs is not None and not is_meta_graph(graph)

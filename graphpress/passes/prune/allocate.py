@@ -11,10 +11,18 @@ to prune (a per-group unit fraction for ``scope=local``, a prefix of the globall
   (at least ``8 * round_to`` units, so rounding never dominates a narrow layer);
 * reports what it rounded (KV-head groups are coarse: 2 KV heads can only lose 0 or 1);
 * refines a ``local`` plan step by step in single groups to land close to the target.
+
+``scope=global`` ranks units of different groups against each other, so their scores must be made
+comparable first (``standardize``): ``mean`` divides each group's scores by their mean (magnitudes of
+layers of different scale); ``group`` z-scores each group on its own; ``kind`` z-scores all groups of one
+kind together (every layer's attention-head group is one kind, every layer's MLP group another, told apart
+by their members' names with the layer index removed). ``kind`` is FLAP's adaptive allocation: heads
+and MLP channels compete in one budget while layers keep their relative importance.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +30,10 @@ import numpy as np
 from ...analysis.coupling import CouplingGroup, CouplingResult
 from ...errors import PassError
 
-__all__ = ["PruningPlan", "ParameterBudget", "plan_pruning"]
+__all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "standardize_scores", "STANDARDIZE_CHOICES"]
+
+STANDARDIZE_CHOICES = ("mean", "group", "kind")
+_LAYER_INDEX = re.compile(r"\.\d+(?=\.)")
 
 
 @dataclass
@@ -124,15 +135,50 @@ def _local(result, groups, scores, budget, target, round_to, multiple_of):
     return best
 
 
-def _global(result, groups, scores, budget, target, round_to, multiple_of):
-    ranked = []
+def _kind(group: CouplingGroup) -> frozenset:
+    """What a group is, independent of its layer: its members' names without layer indices, and axes."""
+    return frozenset((_LAYER_INDEX.sub(".#", m.key), m.axis) for m in group.members)
+
+
+def _zscore(values: np.ndarray, free: np.ndarray) -> np.ndarray:
+    std = free.std() if free.size > 1 else 0.0
+    return (values - free.mean()) / (std if std > 0 else 1.0) if free.size else values
+
+
+def standardize_scores(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray],
+                       how: str = "mean") -> dict[int, np.ndarray]:
+    """Scores of ``groups`` made comparable across groups (see the module docstring); frozen units are
+    left out of the moments, since they are never ranked."""
+    if how not in STANDARDIZE_CHOICES:
+        raise PassError(f"standardize must be one of {', '.join(STANDARDIZE_CHOICES)}, got {how!r}")
+    out: dict[int, np.ndarray] = {}
+    if how == "kind":
+        kinds: dict[frozenset, list[int]] = {}
+        for gi in groups:
+            kinds.setdefault(_kind(result.groups[gi]), []).append(gi)
+        for members in kinds.values():
+            free = np.concatenate([scores[gi][~result.groups[gi].frozen] for gi in members])
+            for gi in members:
+                out[gi] = _zscore(scores[gi], free)
+        return out
     for gi in groups:
         s = scores[gi]
+        free = s[~result.groups[gi].frozen]
+        if how == "group":
+            out[gi] = _zscore(s, free)
+        else:
+            scale = free.mean() if free.size and free.mean() > 0 else 1.0
+            out[gi] = s / scale
+    return out
+
+
+def _global(result, groups, scores, budget, target, round_to, multiple_of, standardize="mean"):
+    ranked = []
+    comparable = standardize_scores(result, groups, scores, standardize)
+    for gi in groups:
         g = result.groups[gi]
-        free = s[~g.frozen]
-        scale = free.mean() if free.size and free.mean() > 0 else 1.0
         for u in np.flatnonzero(~g.frozen).tolist():
-            ranked.append((s[u] / scale, gi, u))
+            ranked.append((comparable[gi][u], gi, u))
     ranked.sort()
 
     def keep_for(prefix: int) -> dict[int, np.ndarray]:
@@ -194,17 +240,21 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
 
 
 def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray], ratio: float,
-                 scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None) -> PruningPlan:
+                 scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None,
+                 standardize: str = "mean") -> PruningPlan:
     """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring).
 
     ``multiple_of`` maps a group index to a multiple its kept count must be (a model's own constraint,
-    e.g. a Hugging Face config that requires hidden_size % num_attention_heads == 0)."""
+    e.g. a Hugging Face config that requires hidden_size % num_attention_heads == 0). ``standardize``
+    applies to ``scope=global`` only."""
     budget = ParameterBudget(result, groups)
     if ratio <= 0 or not groups:
         return PruningPlan({}, budget.total, 0)
     target = ratio * budget.total
-    chooser = _local if scope == "local" else _global
-    keep = chooser(result, groups, scores, budget, target, round_to, multiple_of or {})
+    if scope == "local":
+        keep = _local(result, groups, scores, budget, target, round_to, multiple_of or {})
+    else:
+        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize)
     if scope == "local" and len(groups) <= 512:
         keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {})
     removed = budget.total - budget.remaining(keep)

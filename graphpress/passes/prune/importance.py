@@ -9,7 +9,10 @@ without touching the pruning passes:
 
 Built in: ``l1`` and ``l2`` (magnitude of every weight slice a unit owns, summed over the group's members),
 ``taylor`` (first order: sum |w * dL/dw|, gradients of the loss on calibration data, see :mod:`.taylor`)
-and ``random`` (seeded; a baseline).
+and ``random`` (seeded; a baseline). The activation-aware criteria ``wanda``, ``flap`` and ``come`` live in
+:mod:`.activation_importance`; they declare ``needs_statistics=True`` so the pass gathers per-channel input
+statistics block by block before scoring, and ``standardize="kind"`` so ``scope=global`` z-scores them per
+kind of group (FLAP's adaptive allocation) unless the user picks otherwise.
 """
 
 from __future__ import annotations
@@ -25,34 +28,45 @@ from ...errors import OptionError
 from ...ir import Graph
 
 __all__ = ["ImportanceContext", "register_importance", "get_importance", "list_importance", "position_scores",
-           "sum_over_members"]
+           "sum_over_members", "needs_gradients", "needs_statistics", "default_standardize"]
 
 
 @dataclass
 class ImportanceContext:
     """What a criterion may read: the graph (weights via ``member.values[0].param.data``), the coupling
-    result, the pass context (calibration data, tokenizer), gradients when the criterion asked for them,
-    and a seeded generator."""
+    result, the pass context (calibration data, tokenizer), gradients or per-linear input statistics
+    (``{module name: LinearInputStats}``) when the criterion asked for them, and a seeded generator."""
 
     graph: Graph
     coupling: CouplingResult
     pass_ctx: Any = None
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    statistics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
 
 ImportanceCriterion = Callable[[ImportanceContext, CouplingGroup], np.ndarray]
 _CRITERIA: dict[str, ImportanceCriterion] = {}
 _NEEDS_GRADIENTS: set[str] = set()
+_NEEDS_STATISTICS: set[str] = set()
+_STANDARDIZE: dict[str, str] = {}
 
 
-def register_importance(name: str, *, needs_gradients: bool = False) -> Callable[[ImportanceCriterion], ImportanceCriterion]:
-    """Decorator: make ``fn(ctx, group) -> scores`` available as ``importance=<name>``."""
+def register_importance(name: str, *, needs_gradients: bool = False, needs_statistics: bool = False,
+                        standardize: str = "mean") -> Callable[[ImportanceCriterion], ImportanceCriterion]:
+    """Decorator: make ``fn(ctx, group) -> scores`` available as ``importance=<name>``.
+
+    ``needs_statistics``: the pass collects calibration input statistics of every linear first
+    (``ctx.statistics``). ``standardize``: how ``scope=global`` makes this criterion's scores of different
+    groups comparable by default (``mean``, ``group`` or ``kind``; see :func:`.allocate.plan_pruning`)."""
 
     def register(fn: ImportanceCriterion) -> ImportanceCriterion:
         _CRITERIA[name] = fn
         if needs_gradients:
             _NEEDS_GRADIENTS.add(name)
+        if needs_statistics:
+            _NEEDS_STATISTICS.add(name)
+        _STANDARDIZE[name] = standardize
         return fn
 
     return register
@@ -66,6 +80,15 @@ def get_importance(name: str) -> ImportanceCriterion:
 
 def needs_gradients(name: str) -> bool:
     return name in _NEEDS_GRADIENTS
+
+
+def needs_statistics(name: str) -> bool:
+    return name in _NEEDS_STATISTICS
+
+
+def default_standardize(name: str) -> str:
+    """The cross-group normalisation ``scope=global`` uses for this criterion when the user names none."""
+    return _STANDARDIZE.get(name, "mean")
 
 
 def list_importance() -> list[str]:

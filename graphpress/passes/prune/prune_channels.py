@@ -6,7 +6,10 @@ Each pass takes the coupling groups (:mod:`graphpress.analysis.coupling`), keeps
 prunable groups; only attention-head groups for ``prune-heads``; none touching an ``ignore`` pattern),
 scores their units with a registered importance criterion, plans how many units each group loses so that
 ``ratio`` of the in-scope parameters go (:mod:`.allocate`), and applies the decision to the IR
-(:mod:`.apply`). The torch backend's module fix-ups (with :mod:`graphpress.backends.hf_fixups`) then make
+(:mod:`.apply`). Activation-aware criteria (``wanda``, ``flap``, ``come``) get per-linear input statistics
+gathered block by block on the calibration data first; when statistics exist the pass also records what
+it removed from each linear's input for the recovery passes (``compensate-bias``, ``reconstruct``) later in
+the pipeline (:mod:`.removed_inputs`). The torch backend's module fix-ups (with :mod:`graphpress.backends.hf_fixups`) then make
 the user's class and its config agree with the new tensors; an ONNX graph is written out with its
 shape constants already rewritten.
 """
@@ -24,9 +27,12 @@ from ..base import Pass, PassResult
 from ..context import PassContext
 from ..options import Option
 from ..registry import register_pass
-from .allocate import plan_pruning
+from .allocate import STANDARDIZE_CHOICES, plan_pruning
 from .apply import apply_keep_mask
-from .importance import ImportanceContext, get_importance, list_importance, needs_gradients
+from .importance import (ImportanceContext, default_standardize, get_importance, list_importance, needs_gradients,
+                         needs_statistics)
+from .input_stats import collect_input_statistics
+from .removed_inputs import record_removed_inputs, wants_recovery
 
 __all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
 
@@ -58,10 +64,14 @@ class _StructuredPrune(Pass):
     options = (
         Option("ratio", "float", 0.2, "fraction of the in-scope PARAMETERS to remove (not of channels): a weight "
                "is in scope when a prunable group touches it", low=0.0, high=1.0, high_inclusive=False),
-        Option("importance", "str", "l2", "unit score: l1 | l2 | taylor (needs calibration) | random, or any "
-               "criterion registered with @register_importance"),
+        Option("importance", "str", "l2", "unit score: l1 | l2 | random; with calibration: taylor | wanda (Wanda-sp) | "
+               "flap (fluctuation) | come (CoMe sensitivity), or any criterion registered with @register_importance"),
         Option("scope", "str", "local", "local: every group loses about the same fraction (near-uniform layer widths); "
                "global: units ranked across groups (widths differ per layer)", choices=("local", "global")),
+        Option("standardize", "str", "auto", "scope=global only, how scores of groups are made comparable: mean "
+               "(divide by the group's mean) | group (z-score per group) | kind (z-score per kind of group across "
+               "layers, FLAP) | auto (kind for wanda/flap/come, mean otherwise)",
+               choices=("auto",) + STANDARDIZE_CHOICES),
         Option("round_to", "int", 0, "kept channel counts are multiples of this where a group is wide enough "
                "(0 = backend default, 8 on CPU)", low=0),
         Option("ignore", "list", [], "module-name glob patterns never to prune, separated by | "
@@ -99,13 +109,22 @@ class _StructuredPrune(Pass):
             from .taylor import collect_gradients
 
             imp_ctx.gradients = collect_gradients(graph, ctx.calibration, ctx.tokenizer)
+        recovery, gram = wants_recovery(ctx)
+        if needs_statistics(name) or recovery:
+            why = f"{self.name}{{importance={name}}}" if needs_statistics(name) else "compensate-bias/reconstruct"
+            imp_ctx.statistics = collect_input_statistics(graph, ctx.calibration, ctx.tokenizer, with_gram=gram,
+                                                          why=why)
         criterion = get_importance(name)
         scores = {gi: np.asarray(criterion(imp_ctx, result.groups[gi]), dtype=np.float64) for gi in groups}
         round_to = self.opts["round_to"] or default_round_to(graph)
+        standardize = self.opts["standardize"]
         plan = plan_pruning(result, groups, scores, ratio, self.opts["scope"], round_to,
-                            model_multiples(graph, result.groups))
+                            model_multiples(graph, result.groups),
+                            default_standardize(name) if standardize == "auto" else standardize)
         if not plan.keep:
             return PassResult(graph, False, stats)
+        if imp_ctx.statistics:
+            stats["linears_recorded"] = record_removed_inputs(result, plan.keep, imp_ctx.statistics, ctx.extras)
         applied = apply_keep_mask(graph, result, result.keep_ids(plan.keep))
         stats.update(applied)
         stats.update({"in_scope_params": plan.in_scope_params, "removed_params": plan.removed_params,
