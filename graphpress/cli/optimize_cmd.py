@@ -38,7 +38,7 @@ def read_calibration(path: str) -> list[str]:
 
 def _default_calibration(passes, loaded):
     """The built-in calibration text (EVAL.md's pydoc topics) when a pass needs data and none was given."""
-    if not any(p.needs_calibration for p in passes) or loaded.tokenizer is None:
+    if not any(p.uses_calibration() for p in passes) or loaded.tokenizer is None:
         return None
     from ..eval import calibration_windows
 

@@ -70,6 +70,14 @@ class Pass:
             raise PassError(f"pass '{self.name}' needs calibration data: pass calibration=... "
                             "(token windows, strings with a tokenizer, or model inputs), or --calibration FILE")
 
+    def uses_calibration(self) -> bool:
+        """True if this pass, with the options it was given, reads ``ctx.calibration`` on a torch model.
+
+        Defaults to ``needs_calibration``; passes whose need depends on an option (``quantize{method=gptq}``)
+        override it, so callers such as the CLI can supply default calibration data only when it is used.
+        """
+        return self.needs_calibration
+
     def call(self, graph: "Graph", ctx: "PassContext") -> PassResult:
         raise NotImplementedError
 

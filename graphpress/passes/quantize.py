@@ -63,10 +63,13 @@ class Quantize(Pass):
         Option("ignore", "list", ["lm_head"], "module-name globs to leave in float (| separated)"),
     )
 
+    def uses_calibration(self) -> bool:
+        return self.opts["method"] in _CALIBRATED
+
     def requires(self, graph: Graph, ctx: PassContext) -> None:
         super().requires(graph, ctx)
         method = self.opts["method"]
-        if method in _CALIBRATED and graph.origin == "torch" and ctx.calibration is None:
+        if self.uses_calibration() and graph.origin == "torch" and ctx.calibration is None:
             raise PassError(f"quantize{{method={method}}} needs calibration data: pass calibration=... "
                             "(token windows, strings with a tokenizer, or model inputs), or --calibration FILE")
         if method in _CALIBRATED and graph.origin != "torch":

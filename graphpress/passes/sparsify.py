@@ -57,10 +57,13 @@ class Sparsify(Pass):
         if o["allocation"] != "uniform":
             self.pattern.with_ratio(self.pattern.ratio)  # refuses N:M with an adaptive allocation
 
+    def uses_calibration(self) -> bool:
+        return self.opts["method"] != "magnitude" or self.opts["allocation"] == "owl"
+
     def requires(self, graph: Graph, ctx: PassContext) -> None:
         super().requires(graph, ctx)
         o = self.opts
-        data_aware = o["method"] != "magnitude" or o["allocation"] == "owl"
+        data_aware = self.uses_calibration()
         if graph.origin != "torch" and data_aware:
             raise PassError(f"sparsify{{method={o['method']},allocation={o['allocation']}}} runs calibration "
                             "through a torch model; on an ONNX model use method=magnitude with allocation "
