@@ -164,3 +164,19 @@ def test_compensated_model_reloads_with_from_pretrained_and_load_pruned(tmp_path
                                  "compensate-bias", calibration=CALIBRATION)
     varied.save_pretrained(tmp_path / "varied")
     assert torch.allclose(load_pruned(tmp_path / "varied")(TOKENS).logits, varied(TOKENS).logits, atol=1e-5)
+
+
+def test_reconstruct_fits_the_dense_outputs_better_than_bias_compensation():
+    model = tiny_llama()
+    pipeline = f"prune-channels{{ratio=0.4,importance=wanda,ignore={NO_HIDDEN}|*.self_attn*}}"
+    dense = _outputs(model, 0)
+    errors = {}
+    for recovery in ("", ",compensate-bias", ",reconstruct", ",compensate-bias,reconstruct", ",reconstruct{bias=false}"):
+        pruned, report = _optimize(model, pipeline + recovery, calibration=CALIBRATION)
+        errors[recovery] = float((_outputs(pruned, 0) - dense).square().mean())
+    assert errors[",reconstruct"] < errors[",compensate-bias"] < errors[""]
+    assert errors[",reconstruct{bias=false}"] < errors[""]
+    # after compensate-bias, reconstruct recomputes the bias instead of adding the compensation twice
+    assert errors[",compensate-bias,reconstruct"] == pytest.approx(errors[",reconstruct"], rel=1e-4, abs=1e-12)
+    with pytest.raises(PassError, match="no pruning to refit"):
+        _optimize(model, "reconstruct", calibration=CALIBRATION)

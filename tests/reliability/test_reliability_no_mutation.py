@@ -29,6 +29,7 @@ PIPELINE_OF_PASS = {
     "prune-channels": "prune-channels{ratio=0.3}",
     "prune-heads": "prune-heads{ratio=0.5}",
     "compensate-bias": "prune-channels{ratio=0.3,importance=flap},compensate-bias",
+    "reconstruct": "prune-channels{ratio=0.3,importance=wanda},reconstruct",
     "quantize": "quantize{bits=4,group=16,ignore=none}",
     "sparsify": "sparsify{ratio=0.5,method=wanda}",
     "lower-sparse24": "sparsify{pattern=2:4,method=magnitude},lower-sparse24",

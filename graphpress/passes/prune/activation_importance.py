@@ -13,8 +13,11 @@ attention unit: its head_dim columns of ``o_proj``; the hidden size: columns of 
   "activation intensity times weight norms" (DESIGN.md section 4): it differs from Wanda-sp in using the
   mean magnitude of the activation and the L2 (not L1) norm of the weights.
 
-All three register ``standardize="kind"``: under ``scope=global`` the scores of all groups of one kind are
-z-scored together, as FLAP does before ranking heads and channels in one budget.
+All three register ``standardize="group"``: under ``scope=global`` each group's scores are z-scored on their
+own before heads and channels are ranked in one budget. FLAP itself z-scores each kind across all layers
+(``standardize=kind``); on SmolLM2-135M that strips the early layers' MLPs (whose inputs fluctuate little)
+to a tenth of their width and measured about twice the perplexity of per-group z-scores at 20%
+(benchmarks/results/prune_smollm2.md), so per-group is the default and ``kind`` stays an option.
 """
 
 from __future__ import annotations
@@ -52,19 +55,19 @@ def _sample_variance(stats: LinearInputStats) -> torch.Tensor:
     return stats.variance * (n / (n - 1) if n > 1 else 1.0)
 
 
-@register_importance("wanda", needs_statistics=True, standardize="kind")
+@register_importance("wanda", needs_statistics=True, standardize="group")
 def wanda(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
     """Wanda-sp: sum_i |W_ij| * ||X_j||_2."""
     return channel_scores(ctx, group, lambda w, s: w.abs().sum(0) * s.l2_norm)
 
 
-@register_importance("flap", needs_statistics=True, standardize="kind")
+@register_importance("flap", needs_statistics=True, standardize="group")
 def flap(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
     """FLAP fluctuation: Var(X_j) * ||W[:, j]||_2^2."""
     return channel_scores(ctx, group, lambda w, s: w.square().sum(0) * _sample_variance(s))
 
 
-@register_importance("come", needs_statistics=True, standardize="kind")
+@register_importance("come", needs_statistics=True, standardize="group")
 def come(ctx: ImportanceContext, group: CouplingGroup) -> np.ndarray:
     """CoMe channel sensitivity: mean|X_j| * ||W[:, j]||_2."""
     return channel_scores(ctx, group, lambda w, s: w.square().sum(0).sqrt() * s.mean_abs)

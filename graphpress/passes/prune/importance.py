@@ -11,8 +11,8 @@ Built in: ``l1`` and ``l2`` (magnitude of every weight slice a unit owns, summed
 ``taylor`` (first order: sum |w * dL/dw|, gradients of the loss on calibration data, see :mod:`.taylor`)
 and ``random`` (seeded; a baseline). The activation-aware criteria ``wanda``, ``flap`` and ``come`` live in
 :mod:`.activation_importance`; they declare ``needs_statistics=True`` so the pass gathers per-channel input
-statistics block by block before scoring, and ``standardize="kind"`` so ``scope=global`` z-scores them per
-kind of group (FLAP's adaptive allocation) unless the user picks otherwise.
+statistics block by block before scoring, and ``standardize="group"`` so ``scope=global`` z-scores each
+group's scores before ranking them together unless the user picks otherwise.
 """
 
 from __future__ import annotations

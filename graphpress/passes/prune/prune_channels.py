@@ -70,7 +70,7 @@ class _StructuredPrune(Pass):
                "global: units ranked across groups (widths differ per layer)", choices=("local", "global")),
         Option("standardize", "str", "auto", "scope=global only, how scores of groups are made comparable: mean "
                "(divide by the group's mean) | group (z-score per group) | kind (z-score per kind of group across "
-               "layers, FLAP) | auto (kind for wanda/flap/come, mean otherwise)",
+               "layers, FLAP) | auto (group for wanda/flap/come, mean otherwise)",
                choices=("auto",) + STANDARDIZE_CHOICES),
         Option("round_to", "int", 0, "kept channel counts are multiples of this where a group is wide enough "
                "(0 = backend default, 8 on CPU)", low=0),
@@ -85,6 +85,10 @@ class _StructuredPrune(Pass):
         if self.opts["importance"] not in list_importance():
             raise OptionError(f"option 'importance' of pass '{self.name}' must be one of "
                               f"{', '.join(list_importance())}; got {self.opts['importance']!r}")
+
+    def uses_calibration(self) -> bool:
+        name = self.opts["importance"]
+        return needs_gradients(name) or needs_statistics(name)
 
     def _in_scope(self, group: CouplingGroup) -> bool:
         if not group.prunable:
