@@ -117,6 +117,7 @@ def main() -> None:
              "| saved | 20 greedy tokens after reload |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, pipe, total, decoder, ppl, secs, saved, text in rows:
+        pipe = pipe.replace("|", "\\|")  # a bare | inside a table cell ends the cell
         lines.append(f"| {name} | `{pipe}` | {total:,} | {decoder:,} | {1 - decoder / dense_decoder:.1%} | {ppl:.2f} | "
                      f"{ppl / dense_ppl:.2f} | {secs:.1f} | {saved} | {text} |")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
