@@ -180,3 +180,10 @@ def test_reconstruct_fits_the_dense_outputs_better_than_bias_compensation():
     assert errors[",compensate-bias,reconstruct"] == pytest.approx(errors[",reconstruct"], rel=1e-4, abs=1e-12)
     with pytest.raises(PassError, match="no pruning to refit"):
         _optimize(model, "reconstruct", calibration=CALIBRATION)
+
+
+def test_activation_criteria_and_recovery_passes_declare_calibration():
+    from graphpress.passes import resolve_passes
+
+    passes = resolve_passes("prune-heads{importance=flap},prune-channels{importance=come},compensate-bias,reconstruct")
+    assert [p.uses_calibration() for p in passes] == [True, True, True, True]
