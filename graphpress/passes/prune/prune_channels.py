@@ -29,8 +29,14 @@ from ..options import Option
 from ..registry import register_pass
 from .allocate import STANDARDIZE_CHOICES, plan_pruning
 from .apply import apply_keep_mask
-from .importance import (ImportanceContext, default_standardize, get_importance, list_importance, needs_gradients,
-                         needs_statistics)
+from .importance import (
+    ImportanceContext,
+    default_standardize,
+    get_importance,
+    list_importance,
+    needs_gradients,
+    needs_statistics,
+)
 from .input_stats import collect_input_statistics
 from .removed_inputs import record_removed_inputs, wants_recovery
 
