@@ -2,7 +2,8 @@
 
 Each case is a network spec and a pipeline string drawn by :mod:`graphpress.testing.fuzz`; the check is
 :func:`graphpress.testing.fuzz_check.check_case` (the result runs, output shapes unchanged, ONNX export matches
-torch in onnxruntime). Failures are collected rather than shrunk, so one run reports every failing case
+torch in onnxruntime; or a clear InfeasibleRequestError with the model untouched, counted as "refused").
+Failures are collected rather than shrunk, so one run reports every failing case
 with the spec that rebuilds it. Workers are separate processes with distinct hypothesis seeds.
 
     python benchmarks/fuzz_long.py --cases 1000 --workers 2
@@ -17,8 +18,8 @@ import time
 import warnings
 
 
-def _run_worker(args: tuple[int, int]) -> tuple[int, list[tuple[str, str, str]]]:
-    """Run ``cases`` examples with hypothesis seed ``worker_seed``; returns (count, failures)."""
+def _run_worker(args: tuple[int, int]) -> tuple[int, int, list[tuple[str, str, str]]]:
+    """Run ``cases`` examples with hypothesis seed ``worker_seed``; returns (count, refused, failures)."""
     cases, worker_seed = args
     warnings.simplefilter("ignore")
     import logging
@@ -30,25 +31,25 @@ def _run_worker(args: tuple[int, int]) -> tuple[int, list[tuple[str, str, str]]]
 
     logging.disable(logging.WARNING)  # per-layer notices of the ONNX writer would drown the report
     failures: list[tuple[str, str, str]] = []
-    count = 0
+    count = refused = 0
 
     @seed(worker_seed)
     @settings(max_examples=cases, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(net_specs(), pipelines())
     def one_case(spec, pipeline):
-        nonlocal count
+        nonlocal count, refused
         count += 1
         if count % 50 == 0:  # progress, so a long run can be watched (and counted if it is cut short)
             print(f"worker {worker_seed}: {count} cases, {len(failures)} failures", flush=True)
         try:
-            check_case(build_network(spec), pipeline)
+            refused += check_case(build_network(spec), pipeline) == "refused"
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, none stops the run
             failures.append((repr(spec), pipeline, f"{type(exc).__name__}: {exc}"[:400]))
             print(f"worker {worker_seed}: FAIL {spec!r} {pipeline}: {exc}"[:600], flush=True)
 
     one_case()
-    return count, failures
+    return count, refused, failures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             results = pool.map(_run_worker, jobs)
-    count = sum(n for n, _ in results)
-    failures = [f for _, fs in results for f in fs]
-    print(f"fuzz: {count} cases, {len(failures)} failures, {time.time() - start:.0f} s")
+    count = sum(n for n, _, _ in results)
+    refused = sum(r for _, r, _ in results)
+    failures = [f for _, _, fs in results for f in fs]
+    print(f"fuzz: {count} cases, {len(failures)} failures, {refused} refused as infeasible (model checked "
+          f"unchanged), {time.time() - start:.0f} s")
     for spec, pipeline, error in failures:
         print(f"FAIL {spec}\n  pipeline: {pipeline}\n  {error}")
     return 1 if failures else 0

@@ -13,6 +13,7 @@ __all__ = [
     "VerificationError",
     "PipelineError",
     "PassError",
+    "InfeasibleRequestError",
     "OptionError",
     "BackendError",
     "UnsafeFileError",
@@ -45,6 +46,12 @@ class OptionError(PipelineError):
 
 class PassError(GraphpressError):
     """A pass failed; the model was rolled back to its state before the pass."""
+
+
+class InfeasibleRequestError(PassError):
+    """A pass was asked for more than the model allows (e.g. a ratio that would empty a coupled group).
+
+    Raised before anything is changed, so the model is as it was; the message says how far it can go."""
 
 
 class BackendError(GraphpressError):

@@ -118,6 +118,34 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False) -> Iterat
         raise
 
 
+@contextmanager
+def _without_gguf_marker(model: Any) -> Iterator[None]:
+    """Hide the GGUF origin of a Hugging Face model while it is saved.
+
+    transformers dequantizes GGUF weights to float at load time but keeps a GGUF "quantizer" on the model,
+    and then refuses ``save_pretrained`` as if the weights were still quantized. The weights graphpress
+    hands back are plain tensors (or its own packed buffers), so the marker is dropped for the save and
+    put back afterwards.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if str(getattr(method, "value", method)).lower() != "gguf":
+        yield
+        return
+    config = model.config
+    config_value = config.__dict__.get("quantization_config")
+    had_config = config_value is quantizer.quantization_config
+    model.hf_quantizer = None
+    if had_config:
+        del config.__dict__["quantization_config"]
+    try:
+        yield
+    finally:
+        model.hf_quantizer = quantizer
+        if had_config:
+            config.__dict__["quantization_config"] = config_value
+
+
 def save_result(result: Any, output: str, *, tokenizer: Any = None) -> str:
     """Write an optimize() result: ONNX -> file; a Hugging Face model -> save_pretrained folder."""
     import onnx
@@ -127,7 +155,7 @@ def save_result(result: Any, output: str, *, tokenizer: Any = None) -> str:
             onnx.save_model(result, tmp)
         return output
     if hasattr(result, "save_pretrained"):
-        with atomic_path(output, directory=True) as tmp:
+        with atomic_path(output, directory=True) as tmp, _without_gguf_marker(result):
             result.save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)

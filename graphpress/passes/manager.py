@@ -19,7 +19,7 @@ import torch
 
 from ..analysis import count_flops, invalidate, layer_summary
 from ..backends.evaluate import evaluate, is_meta_graph, relative_error
-from ..errors import GraphpressError, PassError
+from ..errors import GraphpressError, InfeasibleRequestError, PassError
 from ..ir import Graph, verify
 from .base import Pass
 from .context import PassContext
@@ -195,7 +195,8 @@ class PassManager:
             lines.append(f"the model was rolled back to its state before '{p.name}'")
         if repro:
             lines.append(f"a crash reproducer was written to {repro} (replay: graphpress replay {repro})")
-        return PassError("\n".join(lines))
+        kind = InfeasibleRequestError if isinstance(exc, InfeasibleRequestError) else PassError
+        return kind("\n".join(lines))
 
     def _write_repro(self, graph: Graph, ctx: PassContext, p: Pass, ran_before: list[str],
                      exc: Exception) -> str | None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import PassError
 from ..ir import GRAPHPRESS_DOMAIN, Graph
-from ..sparsity import SparsityPattern, lamp_ratios, magnitude_prune, parse_pattern, sparsify_model, sparsity_of
+from ..sparsity import (SparsityPattern, lamp_ratios, magnitude_prune, parse_pattern, sparsify_model, sparsity_of,
+                        whole_weight_ratios)
 from ..sparsity.lower24 import lower_sparse24
 from .base import Pass, PassResult
 from .context import PassContext
@@ -112,6 +113,7 @@ class Sparsify(Pass):
         ratios = {name: self.pattern.ratio for name in weights}
         if self.opts["allocation"] == "lamp" and weights:
             ratios = lamp_ratios({n: v.param.data.abs().float() for n, v in weights.items()}, self.pattern.ratio)
+        ratios = whole_weight_ratios(ratios, {name: value.param.data.numel() for name, value in weights.items()})
         zeros = total = 0
         for name, value in weights.items():
             pattern = self.pattern if self.pattern.is_n_of_m else self.pattern.with_ratio(ratios[name])

@@ -1,7 +1,7 @@
 """Unstructured and N:M weight sparsity: masks, methods (magnitude, Wanda, SparseGPT), layer-adaptive
 allocation (OWL, LAMP), a compact sparse checkpoint format, and CUDA 2:4 lowering."""
 
-from graphpress.sparsity.allocation import lamp_ratios, outlier_fraction, owl_block_ratios
+from graphpress.sparsity.allocation import lamp_ratios, outlier_fraction, owl_block_ratios, whole_weight_ratios
 from graphpress.sparsity.api import ALLOCATIONS, METHODS, SparsityReport, sparsify_model
 from graphpress.sparsity.lower24 import Sparse24Lowering, lower_sparse24
 from graphpress.sparsity.magnitude import magnitude_prune
@@ -34,4 +34,5 @@ __all__ = [
     "unpack_sparse",
     "wanda_prune",
     "wanda_scores",
+    "whole_weight_ratios",
 ]

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-__all__ = ["owl_block_ratios", "outlier_fraction", "lamp_ratios"]
+__all__ = ["owl_block_ratios", "outlier_fraction", "lamp_ratios", "whole_weight_ratios"]
 
 _MAX_RATIO = 0.99  # never empty a layer completely
 _LAMP_SAMPLES = 1 << 16  # sorted LAMP scores kept per layer for the threshold search
@@ -76,3 +76,21 @@ def lamp_ratios(importances: Mapping[str, torch.Tensor], ratio: float) -> dict[s
     overall = sum(fractions[n] * sizes[n] for n in sizes) / total
     # The threshold search is exact only up to the subsampling; a common factor closes the last gap.
     return {n: min(_MAX_RATIO, f * ratio / overall) for n, f in fractions.items()} if overall else fractions
+
+
+def whole_weight_ratios(ratios: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
+    """Adjust per-layer ratios so each prunes a whole number of weights and together they hit the total.
+
+    A layer of ``n`` weights at ratio ``r`` can only drop ``round(r * n)`` of them; on narrow layers those
+    roundings add up to a visible miss of the overall ratio. Largest-remainder rounding gives every layer
+    ``floor`` or ``ceil`` of its share and the sum ``round(sum r_l n_l)``, so the realised overall ratio is
+    the requested one to within one weight.
+    """
+    shares = {name: ratios[name] * sizes[name] for name in ratios}
+    counts = {name: int(share) for name, share in shares.items()}
+    missing = round(sum(shares.values())) - sum(counts.values())
+    by_remainder = sorted(shares, key=lambda name: shares[name] - counts[name], reverse=True)
+    for name in by_remainder[:max(0, missing)]:
+        if counts[name] < sizes[name] - 1:
+            counts[name] += 1
+    return {name: counts[name] / sizes[name] if sizes[name] else 0.0 for name in ratios}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
-from .allocation import lamp_ratios, outlier_fraction, owl_block_ratios
+from .allocation import lamp_ratios, outlier_fraction, owl_block_ratios, whole_weight_ratios
 from .magnitude import magnitude_prune
 from .masks import SparsityPattern, sparsity_of
 from .sparsegpt import sparsegpt_prune
@@ -148,6 +148,7 @@ def sparsify_model(
     if allocation != "uniform":
         norms = _input_norms(model, calibration, tokenizer) if calibration is not None else {}
         ratios = _allocate(linears, pattern, method, allocation, norms)
+    ratios = whole_weight_ratios(ratios, {name: linear.weight.numel() for name, linear in linears.items()})
 
     def pattern_for(name: str) -> SparsityPattern:
         return pattern if pattern.is_n_of_m else pattern.with_ratio(ratios[name])

@@ -68,8 +68,9 @@ def _lowest(scores: torch.Tensor, count: int) -> torch.Tensor:
 def keep_mask(scores: torch.Tensor, pattern: SparsityPattern, *, per_row: bool = True) -> torch.Tensor:
     """Boolean ``keep`` mask of a 2-D score matrix ``[out, in]`` (True = weight stays).
 
-    Unstructured: prune ``round(ratio * n)`` weights of each row (``per_row``, Wanda's comparison group) or
-    of the whole matrix. N:M: in each row, each run of M consecutive inputs keeps its N highest scores.
+    Unstructured: prune ``round(ratio * numel)`` weights, compared within each row (``per_row``, Wanda's
+    comparison group; rows differ by at most one) or across the whole matrix.
+    N:M: in each row, each run of M consecutive inputs keeps its N highest scores.
     """
     rows, cols = scores.shape
     if pattern.is_n_of_m:
@@ -79,8 +80,25 @@ def keep_mask(scores: torch.Tensor, pattern: SparsityPattern, *, per_row: bool =
         grouped = scores.reshape(rows, cols // m, m)
         return ~_lowest(grouped, m - n).reshape(rows, cols)
     if per_row:
-        return ~_lowest(scores, round(pattern.ratio * cols))
+        return ~_lowest_per_row(scores, round(pattern.ratio * scores.numel()))
     return ~_lowest(scores.reshape(1, -1), round(pattern.ratio * scores.numel())).reshape(rows, cols)
+
+
+def _lowest_per_row(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of ``count`` scores in all, spread over the rows as evenly as integers allow.
+
+    Rounding each row separately would miss the layer's count by up to half a weight per row, which adds
+    up on narrow layers; instead every row drops ``count // rows`` and the rows whose next candidate scores
+    lowest drop one more.
+    """
+    rows, cols = scores.shape
+    base, extra = divmod(count, rows)
+    mask = _lowest(scores, base)
+    if extra:
+        next_lowest = scores.masked_fill(mask, float("inf")).min(dim=-1)
+        chosen = torch.topk(next_lowest.values, extra, largest=False).indices
+        mask[chosen, next_lowest.indices[chosen]] = True
+    return mask
 
 
 def sparsity_of(weight: torch.Tensor) -> float:
@@ -96,5 +114,7 @@ def satisfies(weight: torch.Tensor, pattern: SparsityPattern, *, per_row: bool =
         n, m = pattern.n_of_m
         return cols % m == 0 and bool((nonzero.reshape(rows, cols // m, m).sum(-1) <= n).all())
     if per_row:
-        return bool(((~nonzero).sum(-1) >= round(pattern.ratio * cols)).all())
+        zeros = (~nonzero).sum(-1)
+        return bool((zeros >= round(pattern.ratio * weight.numel()) // rows).all()) and \
+            int(zeros.sum()) >= round(pattern.ratio * weight.numel())
     return int((~nonzero).sum()) >= round(pattern.ratio * weight.numel())

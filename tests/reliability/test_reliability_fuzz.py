@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from torch import nn
 
 from graphpress import optimize
-from graphpress.errors import PassError
+from graphpress.errors import InfeasibleRequestError, PassError
 from graphpress.testing.fuzz import NetSpec, build_network, net_specs, pipelines
 from graphpress.testing.fuzz_check import check_case
 
@@ -41,6 +41,35 @@ def _quiet():
          "method=rtn,ignore=none},fold-constants,dce")
 def test_fuzz_generated_networks_survive_generated_pipelines(spec, pipeline):
     check_case(build_network(spec), pipeline)
+
+
+# Found by the 1000-case run: narrow layers each rounded their own share of zeros (8x8 at 10% -> 0.111).
+@pytest.mark.parametrize("spec, pipeline", [
+    (NetSpec("sequence", 8, (("split",), ("split",)), 0), "sparsify{ratio=0.1,method=magnitude,ignore=none},dce"),
+    (NetSpec("sequence", 8, (("split",), ("split",), ("split",)), 58741),
+     "fold-bn,sparsify{ratio=0.4,method=magnitude,ignore=none},fold-constants,dce"),
+])
+def test_fuzz_regression_sparsify_hits_the_ratio_on_narrow_layers(spec, pipeline):
+    assert check_case(build_network(spec), pipeline) == "ok"
+
+
+# Found by the 1000-case run: 60% of a two-head attention cannot be removed. The refusal must be typed,
+# leave the model untouched (check_case verifies it), and not advise scope=global when that is the scope.
+@pytest.mark.parametrize("spec, pipeline", [
+    (NetSpec("sequence", 12, (("attention", 4, 2, 4, False),), 12704),
+     "prune-heads{ratio=0.6,importance=random,scope=global,round_to=1},fold-constants,dce"),
+    (NetSpec("image", 16, (("split",), ("residual", 2)), 4626),
+     "fold-bn,prune-channels{ratio=0.6,importance=l2,scope=global,round_to=1},fold-constants,dce"),
+    (NetSpec("sequence", 24, (("split",), ("split",), ("attention", 2, 2, 8, False)), 1414),
+     "fold-bn,prune-heads{ratio=0.6,importance=random,scope=local,round_to=1},dce"),
+])
+def test_fuzz_regression_infeasible_ratio_is_refused_cleanly(spec, pipeline):
+    assert check_case(build_network(spec), pipeline) == "refused"
+    with pytest.raises(InfeasibleRequestError) as info:
+        optimize(build_network(spec).model, pipeline, example_inputs=build_network(spec).example_inputs)
+    message = str(info.value)
+    assert "rolled back" in message and "Use a smaller ratio" in message
+    assert ("scope=global" in message.split("Use a smaller ratio")[1]) == ("scope=local" in pipeline)
 
 
 class HardCodedSplit(nn.Module):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from graphpress.errors import OptionError
-from graphpress.sparsity import keep_mask, parse_pattern, satisfies, sparsity_of
+from graphpress.sparsity import keep_mask, parse_pattern, satisfies, sparsity_of, whole_weight_ratios
 
 
 @pytest.mark.parametrize("text", ["2:4", "4:8", "1:4", "3:8", "5:16"])
@@ -27,7 +27,7 @@ def test_unstructured_mask_prunes_the_exact_count(ratio, per_row):
     scores = torch.rand(16, 200)
     keep = keep_mask(scores, pattern, per_row=per_row)
     if per_row:
-        assert ((~keep).sum(-1) == round(ratio * 200)).all()
+        assert ((~keep).sum(-1) == round(ratio * 200)).all()  # 200 columns: every row gets the same share
     else:
         assert int((~keep).sum()) == round(ratio * scores.numel())
     assert satisfies(scores * keep, pattern, per_row=per_row)
@@ -52,3 +52,21 @@ def test_bad_patterns_are_refused(ratio, pattern):
 def test_n_of_m_needs_a_divisible_width():
     with pytest.raises(OptionError, match="multiple of 4"):
         keep_mask(torch.rand(3, 10), parse_pattern(None, "2:4"))
+
+
+def test_per_row_mask_on_a_narrow_layer_spreads_the_layer_count_over_rows():
+    # 8x8 at 10%: rounding each row (0.8 -> 1) would prune 8 weights (12.5%); the layer's count is 6.
+    scores = torch.rand(8, 8)
+    pruned = (~keep_mask(scores, parse_pattern(0.1, None), per_row=True)).sum(-1)
+    assert int(pruned.sum()) == 6 and set(pruned.tolist()) <= {0, 1}
+    # the rows that drop a weight are those whose lowest score is lowest
+    assert set(pruned.nonzero().flatten().tolist()) == set(scores.min(-1).values.argsort()[:6].tolist())
+
+
+def test_whole_weight_ratios_hit_the_overall_count():
+    sizes = {"a": 64, "b": 64, "c": 48, "d": 24}
+    ratios = whole_weight_ratios({name: 0.1 for name in sizes}, sizes)
+    counts = {name: ratios[name] * sizes[name] for name in sizes}
+    assert all(abs(c - round(c)) < 1e-9 for c in counts.values())
+    assert round(sum(counts.values())) == round(0.1 * sum(sizes.values()))
+    assert all(abs(ratios[name] - 0.1) * sizes[name] < 1 for name in sizes)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...analysis.coupling import CouplingGroup, CouplingResult
-from ...errors import PassError
+from ...errors import InfeasibleRequestError, PassError
 
 __all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "standardize_scores", "STANDARDIZE_CHOICES"]
 
@@ -262,10 +262,11 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
     limits = [result.groups[gi].name() for gi in groups if keep[gi].sum() <= 1 or
               (~keep[gi]).sum() >= result.groups[gi].prunable_units]
     if removed < 0.9 * target and limits:
-        raise PassError(
+        advice = "a smaller ratio or scope=global" if scope == "local" else "a smaller ratio"
+        raise InfeasibleRequestError(
             f"ratio={ratio:g} would empty a group: only {removed / budget.total:.1%} of the in-scope parameters "
             f"can be removed while every group keeps at least one unit; groups at their limit: "
-            f"{', '.join(limits[:5])}. Use a smaller ratio or scope=global.")
+            f"{', '.join(limits[:5])}. Use {advice}.")
     if abs(removed - target) > 0.03 * budget.total:
         plan.notes.append(f"removed {removed / budget.total:.1%} of in-scope parameters for ratio {ratio:g}: "
                           "the groups' unit sizes allow no closer choice")
