@@ -20,6 +20,9 @@ _REGISTRY: dict[str, type[Pass]] = {}
 _BUILTIN_MODULES = (
     "graphpress.passes.cleanup",
     "graphpress.passes.fold_bn",
+    "graphpress.passes.fold_affine",
+    "graphpress.passes.fold_linear",
+    "graphpress.passes.fuse_siblings",
     "graphpress.passes.depth",
     "graphpress.passes.prune",
     "graphpress.passes.quantize",
