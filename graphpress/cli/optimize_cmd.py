@@ -77,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from ..report import write_pipeline_report
 
-        print(f"report: {write_pipeline_report(report, args.report)}")
+        print(f"report: {write_pipeline_report(report, args.report, title=f'graphpress report: {args.model}')}")
     print(f"wrote {args.output}")
     return 0

@@ -167,9 +167,16 @@ class Graph:
         return old
 
     def parameter_count(self) -> int:
+        """Stored parameter elements (a packed int4 byte counts once, not as two weights)."""
         import math
 
         return sum(math.prod(v.param.shape) for v in self.parameters())
+
+    def parameter_bytes(self) -> int:
+        """Bytes the parameters take in memory: the figure that quantization and pruning shrink."""
+        import math
+
+        return sum(math.prod(v.param.shape) * v.param.dtype.itemsize for v in self.parameters())
 
     def __deepcopy__(self, memo: dict) -> "Graph":
         """An independent copy (the bound module too), built iteratively: a recursive deepcopy of long

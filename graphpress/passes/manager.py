@@ -45,6 +45,8 @@ class PassRecord:
     error_vs_previous: float | None = None
     error_vs_original: float | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    bytes_before: int = 0
+    bytes_after: int = 0
 
 
 @dataclass
@@ -58,12 +60,12 @@ class PipelineReport:
     evaluation: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
-        rows = [f"{'pass':28} {'time s':>8} {'mod':>4} {'params':>14} {'GFLOPs':>10} {'err/prev':>10}"]
+        rows = [f"{'pass':28} {'time s':>8} {'mod':>4} {'params':>14} {'MiB':>9} {'GFLOPs':>10} {'err/prev':>10}"]
         for r in self.records:
             err = "-" if r.error_vs_previous is None else f"{r.error_vs_previous:.2e}"
             rows.append(
                 f"{r.text[:28]:28} {r.seconds:8.2f} {'yes' if r.modified else 'no':>4} "
-                f"{r.params_after:14,d} {r.flops_after / 1e9:10.3f} {err:>10}"
+                f"{r.params_after:14,d} {r.bytes_after / 2**20:9.1f} {r.flops_after / 1e9:10.3f} {err:>10}"
             )
         return "\n".join(rows)
 
@@ -147,6 +149,7 @@ class PassManager:
         ran_before = [r.text for r in report.records]
         snapshot = copy.deepcopy(graph) if ctx.rollback else None
         params_before, flops_before = graph.parameter_count(), count_flops(graph)
+        bytes_before = graph.parameter_bytes()
         start = time.perf_counter()
         try:
             p.requires(graph, ctx)
@@ -175,6 +178,7 @@ class PassManager:
             name=p.name, text=p.pipeline_text(), seconds=seconds, modified=result.modified,
             params_before=params_before, params_after=graph.parameter_count(),
             flops_before=flops_before, flops_after=count_flops(graph), stats=dict(result.stats),
+            bytes_before=bytes_before, bytes_after=graph.parameter_bytes(),
         )
         if outputs is not None:
             record.error_vs_previous = relative_error(outputs, previous)

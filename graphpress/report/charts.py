@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-__all__ = ["bar_before_after", "line_per_pass", "bar_single"]
+__all__ = ["line_per_pass", "bar_single"]
 
 
 def _pyplot():
@@ -21,28 +21,6 @@ def _labels(names: Sequence[str], limit: int = 60) -> list[str]:
     return [n if len(n) <= 38 else "…" + n[-37:] for n in names[:limit]]
 
 
-def bar_before_after(path: str, title: str, names: Sequence[str], before: Sequence[float],
-                     after: Sequence[float], ylabel: str) -> str:
-    plt = _pyplot()
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(max(8, min(30, 0.22 * n + 4)), 4.5))
-    xs = range(n)
-    ax.bar([x - 0.2 for x in xs], before, width=0.4, label="before", color="#9db4d6")
-    ax.bar([x + 0.2 for x in xs], after, width=0.4, label="after", color="#e07b39")
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    if n <= 80:
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(_labels(list(names), n), rotation=90, fontsize=6)
-    else:
-        ax.set_xlabel(f"{n} layers, in graph order")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return os.path.basename(path)
-
-
 def bar_single(path: str, title: str, names: Sequence[str], values: Sequence[float], ylabel: str) -> str:
     plt = _pyplot()
     n = len(names)
@@ -53,6 +31,8 @@ def bar_single(path: str, title: str, names: Sequence[str], values: Sequence[flo
     if n <= 80:
         ax.set_xticks(list(range(n)))
         ax.set_xticklabels(_labels(list(names), n), rotation=90, fontsize=6)
+    else:
+        ax.set_xlabel(f"{n} layers, in graph order (names in the table below)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
