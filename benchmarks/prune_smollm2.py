@@ -4,14 +4,16 @@
     PYTHONPATH=. python benchmarks/prune_smollm2.py [--ratio 0.2] [--calibration-windows 8] [--rows wanda,flap+bias]
 
 A row is a criterion (``l2``, ``taylor``, ``wanda``, ``flap``, ``come``) with optional recovery suffixes
-``+bias`` (``compensate-bias``) and ``+ls`` (``reconstruct``), optionally ``/heads``, optionally ``:kind`` (or
-another ``standardize`` choice), and optionally ``@ratio`` (e.g. ``flap+bias:kind@0.3``). The ``l2``/``taylor`` rows prune every coupled dimension, the hidden size included,
-with ``scope=local`` (the original rows of this benchmark). The activation-aware rows rank units across
-layers (``scope=global``, scores z-scored per group) and leave the hidden size whole
-(``ignore=model.embed_tokens`` keeps the residual-stream group out of scope); they prune MLP channels only
+``+bias`` (``compensate-bias``) and ``+ls`` (``reconstruct``), optionally ``/heads`` or ``/all``, optionally
+``:kind`` (or another ``standardize`` choice), and optionally ``@ratio`` (e.g. ``flap+bias:kind@0.3``). Every
+row ranks units across layers (``scope=global``, with the pass's default standardization: z-score per group
+for wanda/flap/come, divide by the group mean for l2/taylor) and leaves the hidden size whole
+(``ignore=model.embed_tokens`` keeps the residual-stream group out of scope); it prunes MLP channels only
 (``*.self_attn*`` ignored) unless ``/heads`` is given: SmolLM2 has 3 KV heads a layer, so an attention unit is
 a third of a layer's attention. For these rows ``ratio`` is the EVAL.md ratio, the fraction of decoder-layer
 parameters removed: the in-scope ratio passed to the pass is scaled by decoder / in-scope parameters.
+``/all`` is the original definition of this benchmark's ``l2``/``taylor`` rows: every coupled dimension, the
+hidden size included, ``scope=local``, and ``ratio`` passed as is (a fraction of the in-scope parameters).
 
 Writes benchmarks/results/prune_smollm2.md (``--output`` to write elsewhere).
 """
@@ -32,7 +34,7 @@ from graphpress.eval import calibration_windows, evaluation_windows, perplexity
 from graphpress.models.zoo import load_smollm2
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "prune_smollm2.md")
-DEFAULT_ROWS = "l2,taylor"
+DEFAULT_ROWS = "l2/all,taylor/all"
 _RECOVERY = {"bias": "compensate-bias", "ls": "reconstruct"}
 
 
@@ -43,7 +45,7 @@ def pipeline_of(row: str, default_ratio: float, decoder: int, mlp: int) -> str:
     name, _, standardize = name.partition(":")
     name, _, heads = name.partition("/")
     importance, *recovery = name.split("+")
-    if importance in ("l2", "taylor"):
+    if heads == "all":
         prune = f"prune-channels{{ratio={ratio},importance={importance}}}"
     elif heads:
         prune = f"prune-channels{{ratio={ratio},importance={importance},scope=global,ignore=model.embed_tokens}}"
