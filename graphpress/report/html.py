@@ -19,7 +19,7 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:6px 0}
 code,td:first-child{overflow-wrap:anywhere}td:first-child{max-width:420px}
 .summary td{font-size:15px}.groups td:nth-child(6),.groups td:last-child{text-align:left;white-space:pre-line;font-size:12px}
-.passes td:last-child{text-align:left;white-space:pre-line;font-size:12px;min-width:260px}
+.passes td:last-child,.passes th:last-child{text-align:left;white-space:pre-line;font-size:12px;min-width:260px}
 """
 
 
