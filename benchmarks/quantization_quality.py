@@ -31,6 +31,7 @@ from graphpress.eval import (
 )
 from graphpress.models import load_minilm, load_smollm2
 from graphpress.quantization import quantize_model
+from graphpress.quantization.options import CALIBRATED_METHODS
 
 RESULTS = Path(__file__).parent / "results" / "quantization_quality.md"
 OUTPUT = [RESULTS]  # where write() puts the table; --out replaces it
@@ -40,7 +41,7 @@ SETTINGS = [  # (label, bits, group), most important first: a partial run still 
     ("W4 per-channel", 4, 0),
     ("W8 per-channel", 8, 0),
 ]
-METHODS = ("rtn", "gptq", "awq", "hqq")
+METHODS = ("rtn", "gptq", "awq", "hqq", "awq-gptq")
 MIB = 2**20
 
 
@@ -62,27 +63,37 @@ def write(tables: list[Table], preamble: str) -> None:
     OUTPUT[0].write_text(preamble + "\n\n" + "\n\n".join(t.markdown() for t in tables) + "\n")
 
 
-def smollm2_rows(table: Table, tables: list[Table], preamble: str, quick: bool) -> None:
+def smollm2_rows(table: Table, tables: list[Table], preamble: str, quick: bool, device: str = "cpu",
+                 settings: list[str] | None = None, methods: tuple[str, ...] = METHODS) -> None:
     model, tokenizer = load_smollm2()
+    model.to(device)
     evaluation = evaluation_windows(tokenizer, n_windows=4 if quick else 16)
     calibration = calibration_windows(tokenizer, n_windows=8 if quick else 32)
     started = time.perf_counter()
     dense = perplexity(model, evaluation)
     table.add(["dense fp32", "-", f"{dense:.3f}", "1.000", "-", "-", f"{time.perf_counter() - started:.0f} (eval)", "-"])
     write(tables, preamble)
-    runs = [(label, bits, group, method) for label, bits, group in SETTINGS for method in METHODS]
+    runs = [(label, bits, group, method) for label, bits, group in SETTINGS for method in methods]
     runs.insert(8, ("W8A8 SmoothQuant a=0.5", 8, 0, "smoothquant"))
     for label, bits, group, method in runs:
+        if (settings and label not in settings) or method not in (*methods, "smoothquant"):
+            continue
         gc.collect()
         before = resident_bytes()
         candidate = copy.deepcopy(model)
-        report = quantize_model(candidate, bits=bits, group=group, method=method,
-                                calibration=calibration if method in ("gptq", "awq", "smoothquant") else None)
-        gc.collect()
-        resident = resident_bytes() - before
-        ppl = perplexity(candidate, evaluation)
+        try:
+            report = quantize_model(candidate, bits=bits, group=group, method=method,
+                                    calibration=calibration if method in CALIBRATED_METHODS else None)
+            gc.collect()
+            resident = resident_bytes() - before
+            ppl = perplexity(candidate, evaluation)
+        except Exception as exc:  # noqa: BLE001 - one failing row is reported, the others still run
+            table.add([label, method, f"error: {type(exc).__name__}: {exc}"[:200], "-", "-", "-", "-", "-"])
+            write(tables, preamble)
+            continue
+        memory = f"{resident / MIB:.0f}" if device == "cpu" else "-"
         table.add([label, method, f"{ppl:.3f}", f"{ppl / dense:.3f}", f"{report.size_ratio:.3f}",
-                   f"{resident / MIB:.0f}", f"{report.seconds:.0f}", str(len(report.layers))])
+                   memory, f"{report.seconds:.0f}", str(len(report.layers))])
         write(tables, preamble)
         del candidate
 
@@ -95,12 +106,16 @@ def minilm_rows(table: Table, tables: list[Table], preamble: str, quick: bool) -
     for label, bits, group, method in runs:
         candidate = copy.deepcopy(model)
         report = quantize_model(candidate, bits=bits, group=group, method=method, ignore=("pooler*",),
-                                calibration=calibration if method in ("gptq", "awq", "smoothquant") else None,
+                                calibration=calibration if method in CALIBRATED_METHODS else None,
                                 tokenizer=tokenizer)
         cosine = embedding_cosine(model, candidate, tokenizer, sentences, max_sentences=128 if quick else 512)
         table.add([label, method, f"{cosine:.4f}", f"{report.size_ratio:.3f}", f"{report.seconds:.1f}",
                    str(len(report.layers))])
         write(tables, preamble)
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else "the CPU"
 
 
 def main() -> None:
@@ -111,6 +126,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--only", choices=("minilm", "smollm2"), help="run one model's table")
     parser.add_argument("--out", type=Path, default=None, help=f"markdown file to write (default {RESULTS})")
+    parser.add_argument("--device", default="cpu", help="where SmolLM2 is quantized and evaluated (cpu, cuda)")
+    parser.add_argument("--settings", default="", help="comma-separated setting labels to run (default all), "
+                        "e.g. 'W4 g64,W3 g64'")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default %(default)s)")
     args = parser.parse_args()
     if args.out is not None:
         OUTPUT[0] = args.out
@@ -118,7 +137,8 @@ def main() -> None:
     torch.manual_seed(0)
     preamble = (
         "# Weight quantization quality (graphpress)\n\n"
-        f"Measured on the CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores), torch {torch.__version__}. "
+        f"Measured on {_device_name(args.device)} ({torch.get_num_threads()} CPU threads, {os.cpu_count()} cores), "
+        f"torch {torch.__version__}. "
         "Command: `python benchmarks/quantization_quality.py`" + (" --quick (smoke run)" if args.quick else "") + ".\n"
         "SmolLM2: decoder linears quantized (lm_head/embeddings fp32), perplexity over 16x512 evaluation tokens, "
         "calibration 32x512 tokens. size ratio = state_dict bytes of the quantized linears / their fp32 bytes. "
@@ -133,7 +153,9 @@ def main() -> None:
     if args.only != "smollm2":
         minilm_rows(minilm, tables, preamble, args.quick)
     if args.only != "minilm":
-        smollm2_rows(smol, tables, preamble, args.quick)
+        smollm2_rows(smol, tables, preamble, args.quick, args.device,
+                     [x.strip() for x in args.settings.split(",") if x.strip()],
+                     tuple(x.strip() for x in args.methods.split(",") if x.strip()))
 
 
 if __name__ == "__main__":

@@ -82,15 +82,18 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the rows of the results file, run the others")
     parser.add_argument("--only", default="", help="run only the rows whose sparsify{...} text contains this")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="where the model is pruned and evaluated (cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.storage:
         storage_table()
         return
     torch.manual_seed(0)
     preamble = (
         "# Unstructured and N:M sparsity quality (graphpress)\n\n"
-        f"SmolLM2-135M on the CPU ({torch.get_num_threads()} threads, shared machine), torch {torch.__version__}. "
+        f"SmolLM2-135M on {torch.cuda.get_device_name(0) if args.device.startswith('cuda') else 'the CPU'} "
+        f"({torch.get_num_threads()} CPU threads), torch {torch.__version__}. "
         "Command: `python benchmarks/sparsity_quality.py`" + (" --quick (smoke run)" if args.quick else "") + ".\n"
         "Decoder linears pruned (lm_head and embeddings dense); ppl over 16x512 evaluation tokens; calibration "
         "16x512 tokens. realised ratio = zeros / weights over the pruned linears. compress s = wall seconds of "
@@ -98,6 +101,7 @@ def main() -> None:
         "calibration=windows)` does the same through the pass."
     )
     model, tokenizer = load_smollm2()
+    model.to(args.device)
     evaluation = evaluation_windows(tokenizer, n_windows=4 if args.quick else 16)
     calibration = calibration_windows(tokenizer, n_windows=8 if args.quick else 16)
     rows = measured_rows(args.output) if args.resume else []
@@ -118,9 +122,15 @@ def main() -> None:
         gc.collect()
         candidate = copy.deepcopy(model)
         pattern = parse_pattern(ratio, pattern_text)
-        report = sparsify_model(candidate, pattern, method=method, allocation=allocation,
-                                calibration=None if method == "magnitude" and allocation != "owl" else calibration)
-        ppl = perplexity(candidate, evaluation)
+        try:
+            report = sparsify_model(candidate, pattern, method=method, allocation=allocation,
+                                    calibration=None if method == "magnitude" and allocation != "owl" else calibration)
+            ppl = perplexity(candidate, evaluation)
+        except Exception as exc:  # noqa: BLE001 - one failing row is reported, the others still run
+            rows.append([str(pattern), method, allocation, f"error: {type(exc).__name__}: {exc}"[:200], "-", "-",
+                         "-", command])
+            write(rows, preamble, args.output)
+            continue
         rows.append([str(pattern), method, allocation, f"{ppl:.3f}", f"{ppl / dense:.3f}",
                      f"{report.overall_ratio:.4f}", f"{report.seconds:.0f}", command])
         print(rows[-1], flush=True)

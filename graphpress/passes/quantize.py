@@ -18,6 +18,7 @@ import torch
 
 from ..errors import PassError
 from ..ir import GRAPHPRESS_DOMAIN, Graph, ModuleBinding, Node, Parameter, Value
+from ..quantization.options import CALIBRATED_METHODS, METHODS
 from .base import Pass, PassResult
 from .context import PassContext
 from .options import Option
@@ -25,7 +26,7 @@ from .registry import register_pass
 
 __all__ = ["Quantize", "to_qlinear_node"]
 
-_CALIBRATED = ("gptq", "awq", "smoothquant")
+_CALIBRATED = CALIBRATED_METHODS
 
 
 def _module_constant(graph: Graph, key: str) -> Value:
@@ -55,7 +56,7 @@ class Quantize(Pass):
         Option("bits", "int", 4, "weight bits", choices=(2, 3, 4, 8)),
         Option("group", "int", 128, "input columns per scale (0 = per channel); widths that are not a multiple "
                "are padded", low=0),
-        Option("method", "str", "rtn", "algorithm", choices=("rtn", "gptq", "awq", "hqq", "smoothquant")),
+        Option("method", "str", "rtn", "algorithm", choices=METHODS),
         Option("sym", "bool", False, "symmetric grid (fixed zero point)"),
         Option("act_order", "bool", False, "gptq: quantize columns in order of decreasing Hessian diagonal"),
         Option("act_bits", "int", 0, "activation bits: 0 (float) or 8 (dynamic per token)", choices=(0, 8)),

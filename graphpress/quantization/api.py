@@ -84,7 +84,7 @@ class _Quantizer:
         if not names:
             return
         self.input_scales = {}  # keyed by id(stats): valid only while this block's stats are alive
-        if o.method in ("awq", "smoothquant"):
+        if o.method in ("awq", "awq-gptq", "smoothquant"):
             self._scale_block(context)
         done: set[str] = set()
         for name in names:
@@ -96,6 +96,10 @@ class _Quantizer:
             weight = torch.cat([self.selected[s].weight.detach().float() for s in siblings])
             if o.method == "gptq":
                 quantized = gptq_quantize(weight, stats.hessian(), o.bits, o.group, o.sym, damp=o.damp,
+                                          act_order=o.act_order)
+            elif o.method == "awq-gptq":  # AWQ's scales chosen first, then GPTQ's error-compensating rounding
+                hessian = self._scaled_gram(context, name) * (2.0 / max(stats.tokens, 1))
+                quantized = gptq_quantize(weight, hessian, o.bits, o.group, o.sym, damp=o.damp,
                                           act_order=o.act_order)
             elif o.method == "awq":
                 gram = self._scaled_gram(context, name)
@@ -116,7 +120,7 @@ class _Quantizer:
             if not all(c in self.selected for c in consumers):
                 continue
             stats = context.stats[consumers[0]]
-            if o.method == "awq":
+            if o.method in ("awq", "awq-gptq"):
                 alpha, scales = search_awq_scales(context.block, pair, stats.mean_abs, stats.gram, o.bits, o.group, o.sym)
                 fold_scales(context.block, pair, scales)
                 self.report.details.setdefault("awq_alpha", {})[consumers[0]] = alpha
@@ -129,7 +133,10 @@ class _Quantizer:
         stats = context.stats[name]
         scales = self.input_scales.get(id(stats))
         gram = stats.gram
-        return gram if scales is None else gram / torch.outer(scales, scales)
+        if scales is None:
+            return gram
+        scales = scales.to(device=gram.device, dtype=gram.dtype)
+        return gram / torch.outer(scales, scales)
 
 
 def _row_slice(quantized: QuantizedWeight, start: int, end: int) -> QuantizedWeight:
@@ -173,7 +180,7 @@ def quantize_model(
                     progress(index + 1, len(names))
         else:
             run_blockwise(model, calibration, tokenizer=tokenizer, callback=quantizer.quantize_block,
-                          with_gram=method in ("gptq", "awq"), keep_stats=False, progress=progress)
+                          with_gram=method in ("gptq", "awq", "awq-gptq"), keep_stats=False, progress=progress)
             for name in list(quantizer.selected):
                 report.fallback_rtn.append(name)
                 quantizer.replace(name, QuantizedWeight.round_to_nearest(

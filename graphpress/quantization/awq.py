@@ -43,8 +43,8 @@ def search_awq_scales(block: nn.Module, pair: ScalingPair, mean_abs: torch.Tenso
     """Best ``(alpha, scales)`` for a pair, from the consumers' input mean ``|x|`` and Gram matrix."""
     modules = dict(block.named_modules())
     weight = torch.cat([modules[name].weight.float() for name in pair.consumers])
-    gram = gram.float()
-    saliency = mean_abs.float().clamp_min(1e-6)
+    gram = gram.to(device=weight.device, dtype=torch.float32)
+    saliency = mean_abs.to(device=weight.device, dtype=torch.float32).clamp_min(1e-6)
     best = (float("inf"), 0.0, torch.ones_like(saliency))
     for alpha in ALPHA_GRID:
         s = saliency.pow(alpha)
@@ -64,11 +64,12 @@ def awq_clip_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int, group
     g = storage_group(group, k)
     groups = pad_columns(weight.float(), g).reshape(n, -1, g)
     n_groups = groups.shape[1]
-    padded_gram = torch.zeros(n_groups * g, n_groups * g)
-    padded_gram[:k, :k] = gram.float()
+    device = weight.device
+    padded_gram = torch.zeros(n_groups * g, n_groups * g, device=device)
+    padded_gram[:k, :k] = gram.to(device=device, dtype=torch.float32)
     blocks = torch.stack([padded_gram[i * g : (i + 1) * g, i * g : (i + 1) * g] for i in range(n_groups)])
-    best_error = torch.full((n, n_groups), float("inf"))
-    best_shrink = torch.ones(n, n_groups)
+    best_error = torch.full((n, n_groups), float("inf"), device=device)
+    best_shrink = torch.ones(n, n_groups, device=device)
     for shrink in SHRINK_GRID:
         scale, zero = fit_grid(groups, bits, sym, shrink)
         delta = dequantize_codes(quantize_codes(groups, scale, zero, bits), scale, zero) - groups

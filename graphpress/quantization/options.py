@@ -14,8 +14,8 @@ from graphpress.quantization.packing import SUPPORTED_BITS
 
 __all__ = ["METHODS", "CALIBRATED_METHODS", "PER_CHANNEL", "QuantOptions"]
 
-METHODS = ("rtn", "gptq", "awq", "hqq", "smoothquant")
-CALIBRATED_METHODS = ("gptq", "awq", "smoothquant")
+METHODS = ("rtn", "gptq", "awq", "awq-gptq", "hqq", "smoothquant")
+CALIBRATED_METHODS = ("gptq", "awq", "awq-gptq", "smoothquant")
 PER_CHANNEL = 0  # group value meaning one group spanning all input columns (-1 is accepted too)
 
 

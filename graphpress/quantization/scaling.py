@@ -56,7 +56,7 @@ def fold_scales(block: nn.Module, pair: ScalingPair, scales: torch.Tensor) -> No
     """Multiply the consumers' input columns by ``scales`` and divide the producer's output by them."""
     modules = dict(block.named_modules())
     producer = modules[pair.producer]
-    s = scales.to(producer.weight.dtype)
+    s = scales.to(device=producer.weight.device, dtype=producer.weight.dtype)
     if isinstance(producer, nn.Linear):
         producer.weight.div_(s.unsqueeze(1))
     else:

@@ -24,7 +24,7 @@ def smoothing_scales(block: nn.Module, pair: ScalingPair, input_max_abs: torch.T
     """SmoothQuant's ``s`` for a pair from the consumers' per-channel input ``max |x|``."""
     modules = dict(block.named_modules())
     weight_max = torch.stack([modules[name].weight.abs().amax(0).float() for name in pair.consumers]).amax(0)
-    activation_max = input_max_abs.float().clamp_min(1e-5)
+    activation_max = input_max_abs.to(device=weight_max.device, dtype=torch.float32).clamp_min(1e-5)
     scales = activation_max.pow(alpha) / weight_max.clamp_min(1e-5).pow(1 - alpha)
     return scales.clamp_min(1e-5)
 

@@ -61,8 +61,8 @@ def lamp_ratios(importances: Mapping[str, torch.Tensor], ratio: float) -> dict[s
     total = sum(sizes.values())
 
     def pruned_fractions(threshold: float) -> dict[str, float]:
-        value = torch.tensor(threshold, dtype=torch.float64)
-        return {name: min(_MAX_RATIO, int(torch.searchsorted(s, value)) / s.numel())
+        return {name: min(_MAX_RATIO, int(torch.searchsorted(s, torch.tensor(threshold, dtype=s.dtype,
+                                                                            device=s.device))) / s.numel())
                 for name, s in sorted_scores.items()}
 
     # LAMP scores lie in (0, 1]; bisect the global threshold on a log scale.

@@ -25,7 +25,7 @@ def restored(q: QuantizedWeight) -> torch.Tensor:
     return dequantize(q.qweight, q.scales, q.zeros, q.bits, q.group, q.in_features)
 
 
-@pytest.mark.parametrize("method", ["rtn", "hqq", "gptq", "awq", "smoothquant"])
+@pytest.mark.parametrize("method", ["rtn", "hqq", "gptq", "awq", "awq-gptq", "smoothquant"])
 def test_every_method_replaces_all_decoder_linears(method, tiny_llama, tokens):
     reference = copy.deepcopy(tiny_llama)
     report = quantize_model(tiny_llama, bits=4, group=32, method=method, calibration=tokens)
