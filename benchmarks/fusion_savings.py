@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import graphpress
+from graphpress.testing import randomize_batchnorm
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "fusion_savings.md")
 
@@ -81,14 +82,7 @@ class ResNet18(nn.Module):
 
 def _cnn() -> ResNet18:
     torch.manual_seed(0)
-    model = ResNet18().eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.1)
-    return model
+    return randomize_batchnorm(ResNet18().eval())
 
 
 def _llama():

@@ -14,7 +14,8 @@ from typing import Any
 
 from .api import optimize
 from .errors import GraphpressError
-from .passes import Pass, PassResult, list_passes as _list_pass_classes, register_pass
+from .passes import Pass, PassResult, register_pass
+from .passes import list_passes as _list_pass_classes
 
 __version__ = "0.1.0"
 

@@ -6,8 +6,8 @@ import argparse
 from collections import Counter
 
 from ..analysis import count_flops, flops_by_scope
-from ..ir import Graph
 from ..io import load_model
+from ..ir import Graph
 
 __all__ = ["add_parser", "graph_for", "summarize"]
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 
-import torch
-
 from ..errors import PassError
 from ..ir import GRAPHPRESS_DOMAIN, Graph, ModuleBinding, Node, Parameter, Value
 from ..quantization.options import CALIBRATED_METHODS, METHODS

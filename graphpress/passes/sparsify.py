@@ -18,8 +18,15 @@ from typing import Any
 
 from ..errors import PassError
 from ..ir import GRAPHPRESS_DOMAIN, Graph
-from ..sparsity import (SparsityPattern, lamp_ratios, magnitude_prune, parse_pattern, sparsify_model, sparsity_of,
-                        whole_weight_ratios)
+from ..sparsity import (
+    SparsityPattern,
+    lamp_ratios,
+    magnitude_prune,
+    parse_pattern,
+    sparsify_model,
+    sparsity_of,
+    whole_weight_ratios,
+)
 from ..sparsity.lower24 import lower_sparse24
 from .base import Pass, PassResult
 from .context import PassContext

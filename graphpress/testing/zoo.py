@@ -89,7 +89,7 @@ def _image() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
 
 
-def _randomize_batchnorm(model: nn.Module) -> nn.Module:
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
     # Fresh BatchNorms are the identity (mean 0, var 1); random statistics make a wrong BN lowering visible.
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -106,9 +106,9 @@ _BUILDERS: dict[str, Callable[[], ZooCase]] = {
     "bert": _bert,
     "gpt2": _gpt2,
     "vit": _vit,
-    "resnet": lambda: ZooCase("resnet", _randomize_batchnorm(TinyResNet()), (_image(),)),
-    "mobilenet": lambda: ZooCase("mobilenet", _randomize_batchnorm(TinyMobileNetV2()), (_image(),)),
-    "segnet": lambda: ZooCase("segnet", _randomize_batchnorm(TinySegNet()), (_image(),)),
+    "resnet": lambda: ZooCase("resnet", randomize_batchnorm(TinyResNet()), (_image(),)),
+    "mobilenet": lambda: ZooCase("mobilenet", randomize_batchnorm(TinyMobileNetV2()), (_image(),)),
+    "segnet": lambda: ZooCase("segnet", randomize_batchnorm(TinySegNet()), (_image(),)),
 }
 
 

@@ -8,8 +8,8 @@ from torch import nn
 
 pytest.importorskip("triton")
 
+from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize  # noqa: E402
 from graphpress.backends.triton import linear as linear_module  # noqa: E402
-from graphpress.backends.triton import lower_linear_modules, rtn_quantize, TritonQuantLinear  # noqa: E402
 from graphpress.backends.triton.ops import interpreting  # noqa: E402
 from graphpress.errors import BackendError  # noqa: E402
 from graphpress.quantization.packing import dequantize  # noqa: E402

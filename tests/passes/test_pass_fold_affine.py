@@ -3,23 +3,13 @@
 import copy
 from collections import Counter
 
-import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
 import graphpress
+from graphpress.testing import max_relative_error as _rel
+from graphpress.testing import run_onnx as _ort
 from graphpress.testing.zoo import tiny_case
-
-
-def _rel(actual, expected) -> float:
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
-
-
-def _ort(model, *inputs):
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)})[0]
 
 
 def _ops(model) -> Counter:

@@ -2,24 +2,14 @@
 
 import copy
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
 import graphpress
 from graphpress.passes.fold_linear import linear_chain_saves
-
-
-def _rel(actual, expected) -> float:
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
-
-
-def _ort(model, x):
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+from graphpress.testing import max_relative_error as _rel
+from graphpress.testing import run_onnx as _ort
 
 
 class MLP(nn.Module):

@@ -106,7 +106,7 @@ def test_a_crashing_pass_is_rolled_back_named_and_leaves_a_reproducer(tmp_path):
     from graphpress.passes import PassContext
 
     graph = graphpress.load_onnx(_conv_bn_model())
-    before, n_nodes = _params(graph), len(graph.nodes)
+    n_nodes = len(graph.nodes)
     repro = tmp_path / "repro"
     ctx = PassContext(example_inputs=random_inputs_for(graph), repro_dir=str(repro))
     with pytest.raises(PassError) as info:

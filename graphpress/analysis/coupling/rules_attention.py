@@ -10,7 +10,6 @@ output head axis follows Q's.
 
 from __future__ import annotations
 
-
 from ...ir import GRAPHPRESS_DOMAIN, Node
 from .rules import coupling_rule, freeze_uncovered
 from .state import CouplingState

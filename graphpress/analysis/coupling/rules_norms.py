@@ -8,7 +8,6 @@ decomposed into elementwise ops and is covered by those rules.
 
 from __future__ import annotations
 
-
 from ...ir import Node
 from .rules import coupling_rule
 from .state import CouplingState

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import triton
-
 from graphpress.backends.triton.configs import LaunchConfig
 from graphpress.backends.triton.timing import graph_time_us
 
