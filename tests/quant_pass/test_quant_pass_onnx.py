@@ -24,6 +24,7 @@ def llama():
         ("quantize{bits=4,group=32}", "MatMulNBits"),
         ("quantize{bits=3,group=32,method=hqq}", "MatMulNBits"),
         ("quantize{bits=4,group=0}", "MatMulNBits"),
+        ("quantize{bits=4,group=32,sym=true}", "MatMulNBits"),
         ("quantize{bits=8,group=0,act_bits=8}", "MatMulNBits"),
         ("quantize{bits=8,group=0,sym=true,act_bits=8}", "DequantizeLinear"),
     ],
@@ -47,6 +48,17 @@ def test_quantized_torch_model_exports_and_matches(llama, pipeline, onnx_op):
     # so only the weight-only path can match to float rounding.
     tolerance = 2e-2 if onnx_op == "DequantizeLinear" else 1e-4
     assert ((actual - expected).abs().max() / expected.abs().max()).item() <= tolerance
+    _assert_zero_points_are_prepackable(proto)
+
+
+def _assert_zero_points_are_prepackable(proto) -> None:
+    """onnxruntime prepacks MatMulNBits only with uint8 zero points; float ones hit a slow dequantizing path."""
+    from onnx import TensorProto
+
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits" and len(node.input) > 3 and node.input[3]:
+            assert types[node.input[3]] == TensorProto.UINT8, f"{node.name}: float zero points"
 
 
 def test_onnx_model_is_quantized_to_matmulnbits():

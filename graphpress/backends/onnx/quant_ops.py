@@ -3,7 +3,8 @@
 MatMulNBits computes ``(q - zero) * scale`` per block of ``block_size`` input columns, exactly graphpress's
 storage format when ``block_size`` divides the group: a group of 576 (per channel) is written as 9 blocks
 of 64 with its scale repeated. Codes of 2 and 3 bits ride in 4-bit slots (ONNX Runtime's kernels take 4 and
-8 bits); zero points stay float so min-offset grids are exact.
+8 bits). Float zero points (min-offset grids) stay exact through a small correction product, so that
+onnxruntime's fast packed kernel still runs (see :func:`_emit_matmul_nbits`).
 
 With 8-bit activations (SmoothQuant W8A8) the weight is a real int8 ``DequantizeLinear`` (QDQ) and the
 activation is quantized per token with the same arithmetic as the torch module (round, clip, rescale),
@@ -48,9 +49,6 @@ def emit_qlinear(ctx: EmitContext, node: Node) -> None:
         if bits == 8 and torch.equal(zeros, zeros.round()) and group >= k:
             return _emit_qdq_int8(ctx, node, act_input, codes, scales, zeros, k)
     block = block_size_for(group)
-    float_zero_8bit = bits == 8 and not torch.equal(zeros, zeros.round())
-    if float_zero_8bit and group < k:
-        block = None  # ONNX Runtime's 8-bit kernel takes only integer zero points
     bias = node.input(4)
     out = node.outputs[0].name
     if block is None:
@@ -61,36 +59,62 @@ def emit_qlinear(ctx: EmitContext, node: Node) -> None:
         product = ctx.add_node("MatMul", [act_input, ctx.constant(weight.t().contiguous(), f"{node.name}_w")],
                                None if bias is not None else [out], hint=node.name)[0]
     else:
-        emit_bits = 8 if bits == 8 else 4
-        n_blocks = -(-k // block)
-        repeat = group // block
-        used = codes[:, : n_blocks * block]
-        if used.shape[1] < n_blocks * block:  # never: Kp is a multiple of group, group of block
-            raise AssertionError("packed weight shorter than its blocks")
-        packed = pack_codes(used, emit_bits).reshape(n, n_blocks, block * emit_bits // 8)
-        block_scales = scales.repeat_interleave(repeat, 1)[:, :n_blocks].reshape(-1)
-        block_zeros = zeros.repeat_interleave(repeat, 1)[:, :n_blocks].reshape(-1)
-        ctx.require_domain("com.microsoft", 1)
-        dtype = x.dtype if x.dtype is not None and x.dtype.is_floating_point else torch.float32
-        if float_zero_8bit:
-            # Per channel: x (q - z) s = x (q s) - sum(x) (z s); the kernel gets zero points of 0.
-            zero_points = ctx.constant(torch.zeros(n * n_blocks, dtype=torch.uint8), f"{node.name}_zero_points")
-        else:
-            zero_points = ctx.constant(block_zeros.to(dtype), f"{node.name}_zero_points")
-        inputs = [act_input, ctx.constant(packed.contiguous(), f"{node.name}_B"),
-                  ctx.constant(block_scales.to(dtype), f"{node.name}_scales"), zero_points]
-        direct = bias is None and not float_zero_8bit
-        product = ctx.add_node("MatMulNBits", inputs, [out] if direct else None, domain="com.microsoft",
-                               hint=node.name, K=k, N=n, bits=emit_bits, block_size=block, accuracy_level=0)[0]
-        if float_zero_8bit:
-            row_sums = ctx.add_node("ReduceSum", [act_input, ctx.constant(torch.tensor([-1]), f"{node.name}_ax")],
-                                    hint=node.name, keepdims=1)[0]
-            offset = ctx.constant((zeros[:, 0] * scales[:, 0]).to(dtype), f"{node.name}_zs")
-            correction = ctx.add_node("Mul", [row_sums, offset], hint=node.name)[0]
-            product = ctx.add_node("Sub", [product, correction], None if bias is not None else [out],
-                                   hint=node.name)[0]
+        product = _emit_matmul_nbits(ctx, node, act_input, x, codes, scales, zeros, block,
+                                     None if bias is not None else out)
     if bias is not None:
         ctx.add_node("Add", [product, ctx.name(bias)], [out], hint=f"{node.name}_bias")
+
+
+def _emit_matmul_nbits(ctx: EmitContext, node: Node, act_input: str, x, codes, scales, zeros, block: int,
+                       out: str | None) -> str:
+    """MatMulNBits with zero points onnxruntime can prepack; float zero points become a small correction.
+
+    onnxruntime runs MatMulNBits on its packed kernels only with integer (uint8) zero points; float ones
+    send it to a fallback that dequantizes the whole weight on every call (several times slower than the
+    fp32 model). Integer zero points are written packed. Float ones are split off exactly:
+    ``x (q - z) s = x (q - z0) s + sum_b(x) (z0 - z) s`` with ``z0`` the kernel's default zero point and
+    ``sum_b(x)`` the sums of ``x`` over each block, so the big product stays on the fast kernel and the
+    correction is two products of width ``K / block``.
+    """
+    a = node.attrs
+    k, n, group, bits = a["in_features"], a["out_features"], a["group"], a["bits"]
+    emit_bits = 8 if bits == 8 else 4  # codes of 2 and 3 bits ride in 4-bit slots
+    n_blocks = -(-k // block)
+    repeat = group // block
+    used = codes[:, : n_blocks * block]
+    if used.shape[1] < n_blocks * block:  # never: Kp is a multiple of group, group of block
+        raise AssertionError("packed weight shorter than its blocks")
+    packed = pack_codes(used, emit_bits).reshape(n, n_blocks, block * emit_bits // 8)
+    block_scales = scales.repeat_interleave(repeat, 1)[:, :n_blocks]
+    block_zeros = zeros.repeat_interleave(repeat, 1)[:, :n_blocks]
+    ctx.require_domain("com.microsoft", 1)
+    dtype = x.dtype if x.dtype is not None and x.dtype.is_floating_point else torch.float32
+    inputs = [act_input, ctx.constant(packed.contiguous(), f"{node.name}_B"),
+              ctx.constant(block_scales.reshape(-1).to(dtype), f"{node.name}_scales")]
+    integral = torch.equal(block_zeros, block_zeros.round()) and bool(
+        ((block_zeros >= 0) & (block_zeros <= 2**emit_bits - 1)).all())
+    if integral:
+        inputs.append(ctx.constant(_packed_zero_points(block_zeros, emit_bits), f"{node.name}_zero_points"))
+    product = ctx.add_node("MatMulNBits", inputs, [out] if out is not None and integral else None,
+                           domain="com.microsoft", hint=node.name, K=k, N=n, bits=emit_bits, block_size=block,
+                           accuracy_level=0)[0]
+    if integral:
+        return product
+    membership = torch.zeros(k, n_blocks, dtype=dtype)
+    membership[torch.arange(k), torch.arange(k) // block] = 1.0
+    offsets = ((2 ** (emit_bits - 1) - block_zeros.double()) * block_scales.double()).t().to(dtype)
+    sums = ctx.add_node("MatMul", [act_input, ctx.constant(membership, f"{node.name}_blocks")], hint=node.name)[0]
+    correction = ctx.add_node("MatMul", [sums, ctx.constant(offsets.contiguous(), f"{node.name}_zero_offsets")],
+                              hint=node.name)[0]
+    return ctx.add_node("Add", [product, correction], [out] if out is not None else None, hint=node.name)[0]
+
+
+def _packed_zero_points(block_zeros: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 zero points ``[N, n_blocks]`` in MatMulNBits' packed layout (two 4-bit values a byte, low first)."""
+    zero_points = block_zeros.round().to(torch.uint8)
+    if bits == 4 and zero_points.shape[1] % 2:
+        zero_points = torch.cat([zero_points, torch.zeros_like(zero_points[:, :1])], dim=1)
+    return pack_codes(zero_points, bits).reshape(-1).contiguous()
 
 
 def _per_token_fake_quant(ctx: EmitContext, x: str, bits: int, hint: str) -> str:
