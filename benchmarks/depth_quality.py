@@ -49,6 +49,19 @@ def apply_pipeline(model: torch.nn.Module, pipeline: str, calibration: torch.Ten
     return stats
 
 
+def optimize_on_cpu(model: torch.nn.Module, pipeline: str, calibration: torch.Tensor, tokenizer: Any,
+                    device: str) -> tuple[torch.nn.Module, list[dict[str, Any]], float]:
+    """Width pipelines (prune-channels, reconstruct, ...) need the traced graph: run them through
+    ``graphpress.optimize`` on a CPU copy, then move the result to ``device`` for distillation."""
+    import graphpress
+
+    started = time.perf_counter()
+    student, report = graphpress.optimize(copy.deepcopy(model).cpu(), pipeline, calibration=calibration,
+                                          tokenizer=tokenizer, inplace=True, return_report=True)
+    seconds = time.perf_counter() - started
+    return student.to(device), [r.stats for r in report.records], seconds
+
+
 def decoder_params(model: torch.nn.Module) -> int:
     return parameter_count(list(decoder_layers(model)[1]))
 
@@ -75,8 +88,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     pipelines = args.pipelines or [METHOD_PIPELINES[m].format(ratio=r) for m in args.methods for r in args.ratios]
     for pipeline in pipelines:
-        student = copy.deepcopy(model)
-        stats, seconds = timed(apply_pipeline, student, pipeline, calibration, model)
+        if args.traced:
+            student, stats, seconds = optimize_on_cpu(model, pipeline, calibration, tokenizer, args.device)
+        else:
+            student = copy.deepcopy(model)
+            stats, seconds = timed(apply_pipeline, student, pipeline, calibration, model)
         row = {"pipeline": pipeline, "seconds": round(seconds, 1),
                "layers": student.config.num_hidden_layers,
                "removed_fraction": round(1 - decoder_params(student) / dense_params, 4),
@@ -122,6 +138,9 @@ def main() -> None:
                         help="compression pipelines to run instead of every method at every ratio")
     parser.add_argument("--distill", nargs="*", default=["distill"], help="distillation pipelines to try")
     parser.add_argument("--calibration-windows", type=int, default=32)
+    parser.add_argument("--traced", action="store_true",
+                        help="run --pipelines through graphpress.optimize on the CPU (width pruning), then distill "
+                             "and evaluate on --device")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table to write")
     parser.add_argument("--json", type=Path, default=None, help="JSON of every row and pass statistic")
     args = parser.parse_args()
@@ -131,7 +150,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(table)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":
