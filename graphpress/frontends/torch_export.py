@@ -160,12 +160,14 @@ def export_onnx(
     example_kwargs: dict | None = None,
     opset: int | None = None,
     external_data: bool | None = None,
+    int8_compute: bool = False,
 ) -> str:
     """Trace ``model`` and write it as an ONNX file, atomically; returns the absolute path.
 
     The graph goes through graphpress' own emitter (:func:`graphpress.backends.onnx.save_onnx`), so the
     file has the same op forms the ONNX frontend reads back (Linear as Gemm/MatMul, attention as a
-    softmax chain); ``external_data`` keeps weights in ``<file>.data`` (default: only above 2 GiB).
+    softmax chain); ``external_data`` keeps weights in ``<file>.data`` (default: only above 2 GiB);
+    ``int8_compute`` lets onnxruntime run quantized linears with int8 activations (see ``to_onnx``).
     """
     from ..backends.onnx import save_onnx
 
@@ -174,4 +176,4 @@ def export_onnx(
             f"export_onnx needs example inputs for {type(model).__name__}, e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
         )
     graph = trace(model, example_inputs if example_inputs is not None else (), example_kwargs=example_kwargs)
-    return save_onnx(graph, path, opset=opset, external_data=external_data)
+    return save_onnx(graph, path, opset=opset, external_data=external_data, int8_compute=int8_compute)

@@ -89,3 +89,17 @@ def test_lower_triton_on_cpu_is_a_reported_no_op(llama):
     assert record.name == "lower-triton" and not record.modified
     assert "cpu" in record.stats["reason"]
     assert isinstance(out.model.layers[0].mlp.down_proj, QuantizedLinear)
+
+
+def test_int8_compute_marks_matmulnbits_for_onnxruntimes_int8_kernels(llama):
+    ids = llama.inputs["input_ids"]
+    quantized = graphpress.optimize(llama.model, "quantize{bits=4,group=32}", example_inputs=(ids,), example_kwargs=KW)
+    graph = trace(quantized, (ids,), example_kwargs=KW)
+    exact, fast = to_onnx(graph), to_onnx(graph, int8_compute=True)
+    levels = lambda proto: {a.i for n in proto.graph.node if n.op_type == "MatMulNBits"  # noqa: E731
+                            for a in n.attribute if a.name == "accuracy_level"}
+    assert levels(exact) == {0} and levels(fast) == {4}
+    with torch.no_grad():
+        expected = quantized(ids, **KW).logits
+    actual = torch.as_tensor(run_onnxruntime(fast, [ids])[0])
+    assert ((actual - expected).abs().max() / expected.abs().max()).item() <= 5e-2  # int8 activations: close

@@ -42,7 +42,7 @@ def _weights(node: Node):
 @register_emitter(GRAPHPRESS_DOMAIN, "QLinear")
 def emit_qlinear(ctx: EmitContext, node: Node) -> None:
     x, codes, scales, zeros, a = _weights(node)
-    k, n, group, bits = a["in_features"], a["out_features"], a["group"], a["bits"]
+    k, group, bits = a["in_features"], a["group"], a["bits"]
     act_input = ctx.name(x)
     if a.get("act_bits"):
         act_input = _per_token_fake_quant(ctx, act_input, a["act_bits"], node.name)
@@ -97,7 +97,7 @@ def _emit_matmul_nbits(ctx: EmitContext, node: Node, act_input: str, x, codes, s
         inputs.append(ctx.constant(_packed_zero_points(block_zeros, emit_bits), f"{node.name}_zero_points"))
     product = ctx.add_node("MatMulNBits", inputs, [out] if out is not None and integral else None,
                            domain="com.microsoft", hint=node.name, K=k, N=n, bits=emit_bits, block_size=block,
-                           accuracy_level=0)[0]
+                           accuracy_level=4 if ctx.int8_compute else 0)[0]
     if integral:
         return product
     membership = torch.zeros(k, n_blocks, dtype=dtype)

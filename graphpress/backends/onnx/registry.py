@@ -59,6 +59,7 @@ class EmitContext:
         self.graph = graph
         self.opset = opset
         self.with_data = with_data
+        self.int8_compute = False  # MatMulNBits accuracy_level 4 instead of 0 (see to_onnx)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.weight_inputs: list[onnx.ValueInfoProto] = []

@@ -72,9 +72,10 @@ def save_model_proto(model: onnx.ModelProto, path: str | os.PathLike, *, externa
     return path
 
 
-def save_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None, external_data: bool | None = None) -> str:
+def save_onnx(graph: Graph, path: str | os.PathLike, *, opset: int | None = None, external_data: bool | None = None,
+              int8_compute: bool = False) -> str:
     """Emit ``graph`` with :func:`to_onnx` and write it atomically to ``path``; returns the absolute path."""
     from .emit import to_onnx
 
-    model = to_onnx(graph, opset=opset, check=False if external_data else None)
+    model = to_onnx(graph, opset=opset, check=False if external_data else None, int8_compute=int8_compute)
     return save_model_proto(model, path, external_data=external_data)
