@@ -56,6 +56,10 @@ class Sparsify(Pass):
         Option("method", "str", "wanda", "importance", choices=("magnitude", "wanda", "sparsegpt")),
         Option("allocation", "str", "uniform", "per-layer ratios", choices=("uniform", "owl", "lamp")),
         Option("ignore", "list", ["lm_head"], "module-name globs to leave dense (| separated)"),
+        Option("owl_lambda", "float", 0.08, "allocation=owl: largest shift of a block's ratio from the mean",
+               low=0.0, high=0.5),
+        Option("owl_threshold", "float", 5.0, "allocation=owl: an outlier is a Wanda score above this multiple of "
+               "its block's mean", low=1.0),
     )
 
     def __init__(self, **options: Any):
@@ -85,7 +89,8 @@ class Sparsify(Pass):
         o = self.opts
         if graph.origin == "torch":
             report = sparsify_model(graph.module, self.pattern, method=o["method"], allocation=o["allocation"],
-                                    ignore=o["ignore"], calibration=ctx.calibration, tokenizer=ctx.tokenizer)
+                                    ignore=o["ignore"], calibration=ctx.calibration, tokenizer=ctx.tokenizer,
+                                    owl_lambda=o["owl_lambda"], owl_threshold=o["owl_threshold"])
             layers, overall, skipped, seconds = (len(report.layer_ratios), report.overall_ratio,
                                                  len(report.skipped), round(report.seconds, 2))
             for name, why in report.skipped.items():

@@ -82,7 +82,7 @@ def _block_of(name: str) -> str:
 
 
 def _allocate(linears: dict[str, nn.Linear], pattern: SparsityPattern, method: str, allocation: str,
-              norms: dict[str, torch.Tensor]) -> dict[str, float]:
+              norms: dict[str, torch.Tensor], owl: tuple[float, float] = (0.08, 5.0)) -> dict[str, float]:
     """Per-linear ratios. LAMP ranks by the method's own score (|W| for magnitude, Wanda's otherwise); OWL
     counts outliers of Wanda scores whatever the method, as in the paper, since outliers are an activation
     property (``norms`` are the input channel norms of the dense model)."""
@@ -97,9 +97,10 @@ def _allocate(linears: dict[str, nn.Linear], pattern: SparsityPattern, method: s
     blocks: dict[str, list[str]] = {}
     for name in linears:
         blocks.setdefault(_block_of(name), []).append(name)
-    outliers = {b: outlier_fraction([importance(n, True) for n in names]) for b, names in blocks.items()}
+    spread, threshold = owl
+    outliers = {b: outlier_fraction([importance(n, True) for n in names], threshold) for b, names in blocks.items()}
     sizes = {b: sum(linears[n].weight.numel() for n in names) for b, names in blocks.items()}
-    block_ratios = owl_block_ratios(outliers, sizes, pattern.ratio)
+    block_ratios = owl_block_ratios(outliers, sizes, pattern.ratio, spread)
     return {name: block_ratios[_block_of(name)] for name in linears}
 
 
@@ -125,11 +126,15 @@ def sparsify_model(
     calibration: Optional[Any] = None,
     tokenizer: Optional[Any] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    owl_lambda: float = 0.08,
+    owl_threshold: float = 5.0,
 ) -> SparsityReport:
     """Prune ``model``'s linears to ``pattern`` in place with ``method`` and ``allocation``; return a report.
 
     Wanda and SparseGPT prune the linears inside the repeated blocks (those the calibration walk reaches);
-    magnitude prunes every selected linear. ``ignore`` holds module-name globs left dense.
+    magnitude prunes every selected linear. ``ignore`` holds module-name globs left dense. ``owl_lambda``
+    (the largest shift of a block's ratio from the mean) and ``owl_threshold`` (an outlier is a score above
+    this multiple of its block's mean) are OWL's two hyperparameters; the defaults are the paper's LLaMA ones.
     """
     if method not in METHODS:
         raise OptionError(f"sparsify: method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -147,7 +152,7 @@ def sparsify_model(
     ratios = {name: pattern.ratio for name in linears}
     if allocation != "uniform":
         norms = _input_norms(model, calibration, tokenizer) if calibration is not None else {}
-        ratios = _allocate(linears, pattern, method, allocation, norms)
+        ratios = _allocate(linears, pattern, method, allocation, norms, (owl_lambda, owl_threshold))
     ratios = whole_weight_ratios(ratios, {name: linear.weight.numel() for name, linear in linears.items()})
 
     def pattern_for(name: str) -> SparsityPattern:
