@@ -26,6 +26,11 @@ PIPELINE_OF_PASS = {
     "dce": "dce",
     "fold-constants": "fold-constants",
     "fold-bn": "fold-bn",
+    "fold-affine": "fold-affine",
+    "fold-linear": "fold-linear",
+    "fuse-qkv": "fuse-qkv",
+    "fuse-gate-up": "fuse-gate-up",
+    "fuse-siblings": "fuse-siblings",
     "prune-channels": "prune-channels{ratio=0.3}",
     "prune-heads": "prune-heads{ratio=0.5}",
     "compensate-bias": "prune-channels{ratio=0.3,importance=flap},compensate-bias",
@@ -38,7 +43,8 @@ PIPELINE_OF_PASS = {
     "merge-layers": "merge-layers{layers=1,samples=2}",
     "distill": "prune-depth{layers=1,samples=2},distill{steps=2,samples=2,batch_size=1}",
 }
-CNN_PIPELINE = "fold-bn,prune-channels{ratio=0.3},sparsify{ratio=0.5,method=magnitude,ignore=none},dce"
+CNN_PIPELINE = ("fold-bn,fold-affine,prune-channels{ratio=0.3},sparsify{ratio=0.5,method=magnitude,ignore=none},"
+                "dce")
 
 
 @pytest.fixture(autouse=True)
