@@ -56,6 +56,8 @@ class Quantize(Pass):
                "are padded", low=0),
         Option("method", "str", "rtn", "algorithm", choices=METHODS),
         Option("sym", "bool", False, "symmetric grid (fixed zero point)"),
+        Option("integer_zero", "bool", True, "asymmetric grids: integer zero points (0.0 exactly on the grid; "
+               "onnxruntime's fast kernels); false: float zero points (reproduce min-offset grids exactly)"),
         Option("act_order", "bool", False, "gptq: quantize columns in order of decreasing Hessian diagonal"),
         Option("act_bits", "int", 0, "activation bits: 0 (float) or 8 (dynamic per token)", choices=(0, 8)),
         Option("alpha", "float", None, "smoothquant migration strength", low=0.0, high=1.0),
@@ -96,6 +98,7 @@ class Quantize(Pass):
 
             report = quantize_model(graph.module, bits=o["bits"], group=o["group"], method=o["method"],
                                     sym=o["sym"], act_order=o["act_order"], ignore=o["ignore"],
+                                    integer_zero=o["integer_zero"],
                                     calibration=ctx.calibration, tokenizer=ctx.tokenizer, progress=tick, **extra)
         converted = 0
         for node in graph.nodes:
@@ -138,7 +141,8 @@ class Quantize(Pass):
             if o["method"] == "hqq":
                 q = hqq_quantize(w, o["bits"], o["group"], o["sym"])
             else:
-                q = QuantizedWeight.round_to_nearest(w, o["bits"], o["group"], o["sym"])
+                q = QuantizedWeight.round_to_nearest(w, o["bits"], o["group"], o["sym"],
+                                                     integer_zero=o["integer_zero"])
             consts = [graph.constant(t, f"{node.name}_{n}") for t, n in
                       ((q.qweight, "qweight"), (q.scales, "scales"), (q.zeros, "zeros"))]
             to_qlinear_node(node, *consts, bits=q.bits, group=q.group, in_features=q.in_features,

@@ -76,7 +76,8 @@ class _Quantizer:
         o = self.options
         if o.method == "hqq":
             return hqq_quantize(linear.weight.detach(), o.bits, o.group, o.sym, iterations=o.hqq_iterations)
-        return QuantizedWeight.round_to_nearest(linear.weight.detach(), o.bits, o.group, o.sym)
+        return QuantizedWeight.round_to_nearest(linear.weight.detach(), o.bits, o.group, o.sym,
+                                                integer_zero=o.integer_zero)
 
     def quantize_block(self, context: BlockContext) -> None:
         o = self.options
@@ -96,16 +97,17 @@ class _Quantizer:
             weight = torch.cat([self.selected[s].weight.detach().float() for s in siblings])
             if o.method == "gptq":
                 quantized = gptq_quantize(weight, stats.hessian(), o.bits, o.group, o.sym, damp=o.damp,
-                                          act_order=o.act_order)
+                                          act_order=o.act_order, integer_zero=o.integer_zero)
             elif o.method == "awq-gptq":  # AWQ's scales chosen first, then GPTQ's error-compensating rounding
                 hessian = self._scaled_gram(context, name) * (2.0 / max(stats.tokens, 1))
                 quantized = gptq_quantize(weight, hessian, o.bits, o.group, o.sym, damp=o.damp,
-                                          act_order=o.act_order)
+                                          act_order=o.act_order, integer_zero=o.integer_zero)
             elif o.method == "awq":
                 gram = self._scaled_gram(context, name)
-                quantized = awq_clip_quantize(weight, gram, o.bits, o.group, o.sym)
+                quantized = awq_clip_quantize(weight, gram, o.bits, o.group, o.sym, integer_zero=o.integer_zero)
             else:
-                quantized = QuantizedWeight.round_to_nearest(weight, o.bits, o.group, o.sym)
+                quantized = QuantizedWeight.round_to_nearest(weight, o.bits, o.group, o.sym,
+                                                             integer_zero=o.integer_zero)
             start = 0
             for sibling in siblings:
                 rows = self.selected[sibling].out_features
@@ -121,7 +123,8 @@ class _Quantizer:
                 continue
             stats = context.stats[consumers[0]]
             if o.method in ("awq", "awq-gptq"):
-                alpha, scales = search_awq_scales(context.block, pair, stats.mean_abs, stats.gram, o.bits, o.group, o.sym)
+                alpha, scales = search_awq_scales(context.block, pair, stats.mean_abs, stats.gram, o.bits, o.group, o.sym,
+                                                  integer_zero=o.integer_zero)
                 fold_scales(context.block, pair, scales)
                 self.report.details.setdefault("awq_alpha", {})[consumers[0]] = alpha
             else:
@@ -184,7 +187,7 @@ def quantize_model(
             for name in list(quantizer.selected):
                 report.fallback_rtn.append(name)
                 quantizer.replace(name, QuantizedWeight.round_to_nearest(
-                    quantizer.selected[name].weight.detach(), bits, group, sym))
+                    quantizer.selected[name].weight.detach(), bits, group, sym, integer_zero=options.integer_zero))
     attach_quantization_config(model)
     report.seconds = time.perf_counter() - started
     return report

@@ -39,7 +39,7 @@ def _output_error(delta: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def search_awq_scales(block: nn.Module, pair: ScalingPair, mean_abs: torch.Tensor, gram: torch.Tensor,
-                      bits: int, group: int, sym: bool) -> tuple[float, torch.Tensor]:
+                      bits: int, group: int, sym: bool, *, integer_zero: bool = True) -> tuple[float, torch.Tensor]:
     """Best ``(alpha, scales)`` for a pair, from the consumers' input mean ``|x|`` and Gram matrix."""
     modules = dict(block.named_modules())
     weight = torch.cat([modules[name].weight.float() for name in pair.consumers])
@@ -49,7 +49,7 @@ def search_awq_scales(block: nn.Module, pair: ScalingPair, mean_abs: torch.Tenso
     for alpha in ALPHA_GRID:
         s = saliency.pow(alpha)
         s = s / (s.max() * s.min()).sqrt()
-        restored = fake_quantize(weight * s, bits, group, sym) / s
+        restored = fake_quantize(weight * s, bits, group, sym, integer_zero=integer_zero) / s
         error = _output_error(restored - weight, gram).item()
         if error < best[0]:
             best = (error, alpha, s)
@@ -57,7 +57,8 @@ def search_awq_scales(block: nn.Module, pair: ScalingPair, mean_abs: torch.Tenso
 
 
 @torch.no_grad()
-def awq_clip_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int, group: int, sym: bool) -> QuantizedWeight:
+def awq_clip_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int, group: int, sym: bool, *,
+                      integer_zero: bool = True) -> QuantizedWeight:
     """Quantize ``weight`` [N, K] with the per-(row, group) range shrink that minimises each group's error
     ``dw_g G_gg dw_g^T`` (``G_gg`` the group's diagonal block of the input Gram matrix)."""
     n, k = weight.shape
@@ -71,12 +72,12 @@ def awq_clip_quantize(weight: torch.Tensor, gram: torch.Tensor, bits: int, group
     best_error = torch.full((n, n_groups), float("inf"), device=device)
     best_shrink = torch.ones(n, n_groups, device=device)
     for shrink in SHRINK_GRID:
-        scale, zero = fit_grid(groups, bits, sym, shrink)
+        scale, zero = fit_grid(groups, bits, sym, shrink, integer_zero=integer_zero)
         delta = dequantize_codes(quantize_codes(groups, scale, zero, bits), scale, zero) - groups
         error = torch.einsum("nig,igh,nih->ni", delta, blocks, delta)
         better = error < best_error
         best_error = torch.where(better, error, best_error)
         best_shrink = torch.where(better, torch.full_like(best_shrink, shrink), best_shrink)
-    return QuantizedWeight.round_to_nearest(weight, bits, group, sym, shrink=best_shrink)
+    return QuantizedWeight.round_to_nearest(weight, bits, group, sym, shrink=best_shrink, integer_zero=integer_zero)
 
 

@@ -30,7 +30,8 @@ def _inverse_cholesky_upper(hessian: torch.Tensor, damp: float) -> torch.Tensor:
 
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, sym: bool = False, *,
-                  damp: float = 0.01, act_order: bool = False, block_size: int = 128) -> QuantizedWeight:
+                  damp: float = 0.01, act_order: bool = False, block_size: int = 128,
+                  integer_zero: bool = True) -> QuantizedWeight:
     """GPTQ of ``weight`` ``[N, K]`` given ``hessian`` ``[K, K]`` (rows may stack several linears), on one thread.
 
     The sweep is thousands of tiny vector operations; on a busy CPU, waking a second thread for each costs
@@ -39,13 +40,14 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _gptq(weight, hessian, bits, group, sym, damp=damp, act_order=act_order, block_size=block_size)
+        return _gptq(weight, hessian, bits, group, sym, damp=damp, act_order=act_order, block_size=block_size,
+                     integer_zero=integer_zero)
     finally:
         torch.set_num_threads(threads)
 
 
 def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, sym: bool, *, damp: float,
-          act_order: bool, block_size: int) -> QuantizedWeight:
+          act_order: bool, block_size: int, integer_zero: bool) -> QuantizedWeight:
     n, k = weight.shape
     g = storage_group(group, k)
     w = pad_columns(weight.float(), g).clone()
@@ -59,7 +61,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, sy
     n_groups = kp // g
     static_scale = static_zero = None
     if act_order:
-        static_scale, static_zero = fit_grid(w.reshape(n, n_groups, g), bits, sym)
+        static_scale, static_zero = fit_grid(w.reshape(n, n_groups, g), bits, sym, integer_zero=integer_zero)
         order = torch.argsort(h.diagonal(), descending=True)
     else:
         order = torch.arange(kp, device=device)
@@ -81,7 +83,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group: int, sy
             if static_scale is not None:
                 scale, zero = static_scale[:, group_index], static_zero[:, group_index]
             elif column % g == 0:
-                scale, zero = fit_grid(w_block[:, i : i + g], bits, sym)
+                scale, zero = fit_grid(w_block[:, i : i + g], bits, sym, integer_zero=integer_zero)
                 scales[:, group_index], zeros[:, group_index] = scale, zero
             q = torch.clamp(torch.round(w_block[:, i] / scale + zero), 0, maxq)
             codes[:, column] = q

@@ -3,8 +3,11 @@
 All quantizers share this arithmetic so that what they optimise is exactly what the packed format stores
 (see :mod:`graphpress.quantization.packing`): ``w ~ (q - zero) * scale`` with ``q`` in ``[0, 2**bits - 1]``.
 
-* asymmetric: ``scale = (max - min) / (2**bits - 1)``, ``zero = -min / scale`` kept as a *float*, so min-offset
-  grids (GGUF Q4_1, HQQ) are represented exactly; integer zero points would move the grid.
+* asymmetric: ``scale = (max - min) / (2**bits - 1)``, ``zero = round(-min / scale)``: an integer zero point puts
+  0.0 on the grid, so the many near-zero weights of a group round to exactly zero instead of all to the same
+  grid point off zero (a bias that adds up over a row: SmolLM2 W3 g64 RTN perplexity 74.8 with float zero
+  points vs 29.1 with integer ones, 4 windows). ``integer_zero=False`` keeps ``-min / scale`` as a float, which
+  reproduces min-offset grids (GGUF Q4_1, HQQ) exactly; the storage format holds float zero points either way.
 * symmetric: ``scale = 2 * max|w| / (2**bits - 1)``, ``zero = 2**(bits - 1)``.
 
 Weights are handled as ``[N, n_groups, group]`` views of a matrix padded to whole groups by repeating its
@@ -39,7 +42,7 @@ def pad_columns(weight: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def fit_grid(
-    groups: torch.Tensor, bits: int, sym: bool, shrink: torch.Tensor | float = 1.0
+    groups: torch.Tensor, bits: int, sym: bool, shrink: torch.Tensor | float = 1.0, *, integer_zero: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero ``[...]`` for weights ``[..., group]``; ``shrink`` (<= 1) narrows the range (clipping)."""
     maxq = 2**bits - 1
@@ -51,11 +54,18 @@ def fit_grid(
         zero = torch.full_like(scale, 2 ** (bits - 1))
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         return scale, zero
+    if integer_zero:  # the range must hold 0.0 for an integer zero point to lie inside [0, maxq]
+        low, high = low.clamp(max=0), high.clamp(min=0)
     scale = (high - low) / maxq
     flat = scale <= 0
-    # A constant group: scale 1 and zero -min put every weight on code 0, which dequantizes to min exactly.
+    if not integer_zero:
+        # A constant group: scale 1 and zero -min put every weight on code 0, which dequantizes to min exactly.
+        scale = torch.where(flat, torch.ones_like(scale), scale)
+        return scale, -low / scale
+    # Flat now means an all-zero group: scale 1, zero 0 keeps it exact.
     scale = torch.where(flat, torch.ones_like(scale), scale)
-    return scale, -low / scale
+    zero = torch.round(-low / scale).clamp(0, maxq)
+    return scale, zero
 
 
 def quantize_codes(groups: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
@@ -67,12 +77,13 @@ def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
     return (codes - zero.unsqueeze(-1)) * scale.unsqueeze(-1)
 
 
-def fake_quantize(weight: torch.Tensor, bits: int, group: int, sym: bool, shrink: torch.Tensor | float = 1.0) -> torch.Tensor:
+def fake_quantize(weight: torch.Tensor, bits: int, group: int, sym: bool, shrink: torch.Tensor | float = 1.0, *,
+                  integer_zero: bool = True) -> torch.Tensor:
     """``weight`` ``[N, K]`` rounded to its grid and back (same shape), for error measurements."""
     n, k = weight.shape
     g = storage_group(group, k)
     groups = pad_columns(weight, g).reshape(n, -1, g)
-    scale, zero = fit_grid(groups, bits, sym, shrink)
+    scale, zero = fit_grid(groups, bits, sym, shrink, integer_zero=integer_zero)
     return dequantize_codes(quantize_codes(groups, scale, zero, bits), scale, zero).reshape(n, -1)[:, :k]
 
 
@@ -100,11 +111,11 @@ class QuantizedWeight:
 
     @classmethod
     def round_to_nearest(cls, weight: torch.Tensor, bits: int, group: int, sym: bool,
-                         shrink: torch.Tensor | float = 1.0) -> "QuantizedWeight":
+                         shrink: torch.Tensor | float = 1.0, *, integer_zero: bool = True) -> "QuantizedWeight":
         """Plain RTN of ``weight`` ``[N, K]`` (``shrink`` per ``[N, n_groups]`` for clipped ranges)."""
         n, k = weight.shape
         g = storage_group(group, k)
         groups = pad_columns(weight.float(), g).reshape(n, -1, g)
-        scale, zero = fit_grid(groups, bits, sym, shrink)
+        scale, zero = fit_grid(groups, bits, sym, shrink, integer_zero=integer_zero)
         codes = quantize_codes(groups, scale, zero, bits).reshape(n, -1)
         return cls.from_codes(codes, scale, zero, bits, g, k)

@@ -36,7 +36,7 @@ def hqq_quantize(weight: torch.Tensor, bits: int, group: int, sym: bool = False,
     n, k = weight.shape
     g = storage_group(group, k)
     groups = pad_columns(weight.float(), g).reshape(n, -1, g)
-    scale, zero = fit_grid(groups, bits, sym)
+    scale, zero = fit_grid(groups, bits, sym, integer_zero=False)  # HQQ optimises a float zero point
     if not sym:
         best_zero = zero.clone()
         best_error = torch.full_like(zero, float("inf"))

@@ -27,6 +27,7 @@ class QuantOptions:
     group: int = 128
     method: str = "rtn"
     sym: bool = False
+    integer_zero: bool = True  # asymmetric grids: integer zero points (0.0 on the grid); False: float, exact min-offset
     act_order: bool = False
     ignore: tuple[str, ...] = ("lm_head",)
     damp: float = 0.01

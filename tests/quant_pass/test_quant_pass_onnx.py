@@ -25,7 +25,9 @@ def llama():
         ("quantize{bits=3,group=32,method=hqq}", "MatMulNBits"),
         ("quantize{bits=4,group=0}", "MatMulNBits"),
         ("quantize{bits=4,group=32,sym=true}", "MatMulNBits"),
-        ("quantize{bits=8,group=0,act_bits=8}", "MatMulNBits"),
+        ("quantize{bits=8,group=0,act_bits=8,integer_zero=false}", "MatMulNBits"),
+        ("quantize{bits=8,group=0,act_bits=8}", "DequantizeLinear"),
+        ("quantize{bits=4,group=32,integer_zero=false}", "MatMulNBits"),
         ("quantize{bits=8,group=0,sym=true,act_bits=8}", "DequantizeLinear"),
     ],
 )

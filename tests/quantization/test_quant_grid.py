@@ -30,7 +30,20 @@ def test_float_zero_reproduces_a_min_offset_grid_exactly():
     scale = torch.rand(4, 2, 1) + 0.1
     low = torch.rand(4, 2, 1) - 0.37
     weight = (codes.reshape(4, 2, 32) * scale + low).reshape(4, 64)
-    torch.testing.assert_close(fake_quantize(weight, 4, 32, sym=False), weight, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fake_quantize(weight, 4, 32, sym=False, integer_zero=False), weight, rtol=0, atol=1e-5)
+
+
+def test_integer_zero_puts_zero_on_the_grid_and_keeps_constant_groups_exact():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 64) * 0.02
+    weight[:, 5] = 0.0
+    restored = fake_quantize(weight, 3, 32, sym=False)
+    assert torch.all(restored[:, 5] == 0.0)  # exact zeros stay zero (float zero points move them off zero)
+    assert not torch.all(fake_quantize(weight, 3, 32, sym=False, integer_zero=False)[:, 5] == 0.0)
+    q = QuantizedWeight.round_to_nearest(weight, 3, 32, sym=False)
+    assert torch.equal(q.zeros, q.zeros.round())
+    constant = torch.tensor([[0.3] * 16 + [-0.7] * 16 + [0.0] * 16])
+    torch.testing.assert_close(fake_quantize(constant, 4, 16, sym=False), constant, rtol=0, atol=1e-7)
 
 
 def test_symmetric_grid_has_fixed_zero():
