@@ -10,6 +10,7 @@ Module-preserving pruning hands back the user's class. Generic layers (``nn.Line
   explicit ``head_dim`` when every layer has the same widths, so ``save_pretrained`` + the class's own
   ``from_pretrained`` reload it. Every pruned model also records ``graphpress_layer_widths`` (per layer) and
   ``graphpress_shapes`` (every tensor's shape) in its config;
+* mixture-of-experts widths (fused experts, top-k routers, ``moe_intermediate_size``): :mod:`.hf_moe`;
 * linear biases a pass created (``compensate-bias``): where the config has a switch for them
   (``attention_bias``, ``mlp_bias`` of Llama-style models) it is turned on and the other linears it governs
   get zero biases, so the class's own ``from_pretrained`` builds the same modules and the saved biases load.
@@ -31,6 +32,8 @@ from torch import nn
 
 from ..errors import BackendError
 from ..ir import Graph
+from .hf_checkpoint import to_model_keys
+from .hf_moe import experts_widths, is_fused_experts, moe_config_updates
 from .torch_module import register_module_fixup
 
 __all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
@@ -113,7 +116,12 @@ def layer_widths(model: nn.Module) -> list[dict[str, int]]:
         if counts is not None:
             entry["num_attention_heads"], entry["num_key_value_heads"] = counts
         name = path.rsplit(".", 1)[-1]
-        if name in _MLP_UP and "intermediate_size" not in entry:
+        if is_fused_experts(module):  # fused experts (mixture of experts): see hf_moe
+            entry["moe_intermediate_size"] = experts_widths(module)[0]
+        elif name in _MLP_UP and ".shared_expert." in path + ".":
+            width = _out_features(module)
+            entry["shared_expert_intermediate_size"] = width // 2 if name == "gate_up_proj" else width
+        elif name in _MLP_UP and "intermediate_size" not in entry:
             width = _out_features(module)
             entry["intermediate_size"] = width // 2 if name == "gate_up_proj" else width
         if path.endswith("intermediate.dense"):
@@ -156,6 +164,8 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
             for name in names:
                 if hasattr(config, name):
                     setattr(config, name, values.pop() if len(names) == 1 else next(iter(values)))
+    for name, value in moe_config_updates(config, widths).items():
+        setattr(config, name, value)
     fix_bias_switches(module)
     config.graphpress_layer_widths = widths
     config.graphpress_shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
@@ -235,6 +245,8 @@ def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: An
     for name in sorted(os.listdir(folder)):
         if name.endswith(".safetensors"):
             state.update(load_file(os.path.join(folder, name)))
+    if not set(state) <= set(model.state_dict()):  # saved in the original format (save_original_format=True)
+        state = to_model_keys(model, state, _tied_keys(model)) or state
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in _tied_keys(model)]
     if missing or unexpected:

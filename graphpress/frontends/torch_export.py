@@ -35,6 +35,7 @@ from ..errors import FrontendError
 from ..ir import Graph
 from .torch_lowering import lower_exported_program
 from .torch_registry import decomposition_table
+from .torch_substitutions import substituted_forwards
 
 __all__ = ["trace", "export_program", "export_onnx"]
 
@@ -134,7 +135,7 @@ def trace(
         kwargs.setdefault("use_cache", False)
     if _is_meta_model(working):
         args, kwargs = _to_meta(args), _to_meta(kwargs)
-    with torch.no_grad():
+    with torch.no_grad(), substituted_forwards(working) as substituted:
         ep = export_program(working, args, kwargs)
     exported = time.perf_counter()
     name = type(model).__name__
@@ -148,6 +149,7 @@ def trace(
     if graph is None:
         graph, decomposed = lower_exported_program(_decomposed(ep, name), working, name=name), True
     graph.metadata["decomposed"] = decomposed
+    graph.metadata["traced_substitutions"] = substituted
     graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
     return graph
 

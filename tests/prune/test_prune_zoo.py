@@ -12,9 +12,9 @@ import torch
 import graphpress
 from graphpress.backends.onnx.runtime import run_onnxruntime
 
-TORCH_CASES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gpt2", "bert", "vit",
+TORCH_CASES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3", "phi3", "gemma", "mixtral", "gpt2", "bert", "vit",
                "resnet", "mobilenet", "segnet"]
-ONNX_CASES = ["llama", "qwen3", "phi3", "gpt2", "bert", "vit", "resnet", "mobilenet", "segnet"]
+ONNX_CASES = ["llama", "qwen3", "phi3", "mixtral", "gpt2", "bert", "vit", "resnet", "mobilenet", "segnet"]
 
 
 @pytest.mark.parametrize("name", TORCH_CASES)

@@ -33,6 +33,7 @@ from ...errors import InfeasibleRequestError, PassError
 __all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "standardize_scores", "STANDARDIZE_CHOICES"]
 
 STANDARDIZE_CHOICES = ("mean", "group", "kind")
+_CHANNEL_UNIT = 2  # positions per unit up to which a unit is one channel (fused gate/up rows), not a head
 _LAYER_INDEX = re.compile(r"\.\d+(?=\.)")
 
 
@@ -212,9 +213,10 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     keep = dict(keep)
     gap = abs(budget.total - budget.remaining(keep) - target)
     # Adjust only the finest groups (plain channels): an extra KV head taken from one layer to close a small
-    # gap would cost far more quality than the parameters it balances.
-    finest = min(result.groups[gi].unit_size for gi in keep) if keep else 1
-    adjustable = [gi for gi in keep if result.groups[gi].unit_size == finest]
+    # gap would cost far more quality than the parameters it balances. A unit of two positions is still one
+    # channel (a fused gate/up projection, e.g. mixture-of-experts weights, holds its gate and up rows).
+    finest = max(min(result.groups[gi].unit_size for gi in keep), _CHANNEL_UNIT) if keep else 1
+    adjustable = [gi for gi in keep if result.groups[gi].unit_size <= finest]
     for _ in range(rounds):
         best = None
         for gi in adjustable:

@@ -53,17 +53,31 @@ def _module_of(key: str) -> str:
 
 
 def model_multiples(graph: Graph, groups: list[CouplingGroup]) -> dict[int, int]:
-    """Kept-count multiples a torch model's config requires: Hugging Face configs validate
+    """Kept-count multiples a torch model requires: Hugging Face configs validate
     ``hidden_size % num_attention_heads == 0``, so the residual-stream group (the one holding the input
-    embedding's feature axis) keeps a multiple of the head count."""
+    embedding's feature axis) keeps a multiple of the head count; fused mixture-of-experts weights keep
+    widths their grouped GEMM accepts (:func:`graphpress.backends.hf_moe.experts_multiples`)."""
     module = graph.module
-    heads = getattr(getattr(module, "config", None), "num_attention_heads", None)
-    if graph.origin != "torch" or not isinstance(heads, int) or not hasattr(module, "get_input_embeddings"):
+    if graph.origin != "torch" or module is None:
         return {}
+    from ...backends.hf_moe import experts_multiples
+
+    multiples: dict[int, int] = {}
+    aligned = experts_multiples(module)
+    for g in groups:
+        for m in g.members:
+            if (m.key, m.axis) in aligned:
+                multiples[g.index] = int(np.lcm(multiples.get(g.index, 1), aligned[(m.key, m.axis)]))
+    heads = getattr(getattr(module, "config", None), "num_attention_heads", None)
+    if not isinstance(heads, int) or not hasattr(module, "get_input_embeddings"):
+        return multiples
     embedding = module.get_input_embeddings()
     names = {name for name, p in module.named_parameters(remove_duplicate=False)
              if embedding is not None and p is getattr(embedding, "weight", None)}
-    return {g.index: heads for g in groups if any(m.key in names and m.axis == 1 for m in g.members)}
+    for g in groups:
+        if any(m.key in names and m.axis == 1 for m in g.members):
+            multiples[g.index] = int(np.lcm(multiples.get(g.index, 1), heads))
+    return multiples
 
 
 class _StructuredPrune(Pass):
