@@ -345,11 +345,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="kernels,sparse,e2e")
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="activation rows M of the kernels section")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for bench_kernels.{md,json}")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_kernels.py needs a CUDA GPU")
     results: dict = {}
+    global ROWS
+    ROWS = tuple(int(m) for m in args.rows.split(","))
     sections = {"kernels": kernels_section, "sparse": sparse_section,
                 "e2e": lambda r: e2e_section(r, args.new_tokens)}
     for name in args.sections.split(","):

@@ -98,3 +98,31 @@ def test_candidates_cover_every_path_and_tile_the_group():
         assert all(128 % c.block_k == 0 or c.block_k % 128 == 0 for c in configs)
     # A narrow layer gets K splits so that its programs fill the 132 multiprocessors.
     assert max(c.split_k for c in candidate_configs(1, 4096, 4096, 128, 132)) >= 4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("group, block_k, split", [(64, 64, 1), (128, 64, 3), (128, 128, 2)])
+def test_paired_int4_gemv(dtype, group, block_k, split):
+    # The paired float16 kernel (gemv_int4.py, emulated arithmetic under the interpreter): split-K with the
+    # in-kernel last-arrival reduction, a ragged column block, and K not a multiple of the group.
+    config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
+    for in_features in (384, 330):
+        x = torch.zeros(1, in_features, dtype=dtype)
+        q = rtn_quantize(torch.randn(8, in_features), 4, group)
+        w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features)
+        assert ops.paired_int4_applies(x, w)
+        assert _check(4, group, in_features, 72, 1, config, dtype=dtype, seed=group + split) < MAX_RELATIVE_ERROR
+    assert ops._counters(torch.device("cpu")).abs().sum() == 0  # every arrival counter was reset
+
+
+def test_paired_int4_gemv_is_chosen_only_where_it_applies():
+    q = rtn_quantize(torch.randn(8, 128), 4, 64)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128)
+    assert ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w)
+    assert not ops.paired_int4_applies(torch.zeros(1, 128), w)  # float32 activations
+    assert not ops.paired_int4_applies(torch.zeros(2, 128, dtype=torch.bfloat16), w)  # not a GEMV
+    q32 = rtn_quantize(torch.randn(8, 128), 4, 32)
+    w32 = repack_for_kernels(q32.qweight, q32.scales, q32.zeros, 4, 32, 128)
+    assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
+    assert kernel_path(1, paired_int4=True) == "gemv-pairs"
+    assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))

@@ -4,6 +4,8 @@ A path is picked from the number of activation rows M:
 
 * ``gemv``  (M = 1): CUDA-core kernel; candidates vary the tile (BLOCK_N x BLOCK_K), warps and the
   K split that spreads narrow layers over all multiprocessors.
+* ``gemv-pairs`` (M = 1, int4, 16-bit activations, even K): the paired-float16 kernel of
+  ``gemv_int4.py``; its tile holds one accumulator per packed word, so tiles may be 8x larger.
 * ``small`` (M = 2..64): tensor-core kernel with BLOCK_M = 16/32/64 and split-K, still bandwidth-bound.
 * ``gemm``  (M > 64): tensor-core kernel with large tiles, little or no split.
 
@@ -23,6 +25,10 @@ SMALL_BATCH_MAX_ROWS = 64
 # (BLOCK_N, BLOCK_K, num_warps): BLOCK_N * BLOCK_K / (32 * num_warps) = 64 accumulators per thread.
 _GEMV_TILES = ((256, 32, 4), (128, 64, 4), (512, 16, 4), (128, 32, 2), (256, 64, 8), (512, 32, 8), (64, 64, 2))
 _GEMV_STAGES = (1, 2)
+# (BLOCK_N, BLOCK_K, num_warps) of the paired int4 GEMV: BLOCK_K / 8 words x BLOCK_N columns per tile.
+_PAIRED_TILES = ((128, 128, 4), (256, 128, 8), (64, 128, 4), (256, 64, 4), (128, 64, 2), (512, 64, 8),
+                 (32, 128, 2))
+_PAIRED_STAGES = (1, 2, 3)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) for the tensor-core path at small M.
 _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 4), (256, 64, 8, 3), (128, 64, 4, 5))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the GEMM path.
@@ -48,10 +54,10 @@ class LaunchConfig:
         return asdict(self)
 
 
-def kernel_path(m: int) -> str:
-    """``"gemv"``, ``"small"`` or ``"gemm"`` for M activation rows."""
+def kernel_path(m: int, paired_int4: bool = False) -> str:
+    """``"gemv"`` (or ``"gemv-pairs"`` where that kernel applies), ``"small"`` or ``"gemm"`` for M rows."""
     if m == 1:
-        return "gemv"
+        return "gemv-pairs" if paired_int4 else "gemv"
     return "small" if m <= SMALL_BATCH_MAX_ROWS else "gemm"
 
 
@@ -76,11 +82,19 @@ def _small_block_m(m: int) -> int:
     return 16 if m <= 16 else 32 if m <= 32 else 64
 
 
-def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> list[LaunchConfig]:
+def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
+                      paired_int4: bool = False) -> list[LaunchConfig]:
     """Every configuration worth timing for this problem (order: most likely good first)."""
-    path = kernel_path(m)
+    path = kernel_path(m, paired_int4)
     out: list[LaunchConfig] = []
-    if path == "gemv":
+    if path == "gemv-pairs":
+        for stages in _PAIRED_STAGES:
+            for block_n, block_k, warps in _PAIRED_TILES:
+                if group % block_k or block_k > padded_k:
+                    continue
+                for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
+                    out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
+    elif path == "gemv":
         for stages in _GEMV_STAGES:
             for block_n, block_k, warps in _GEMV_TILES:
                 if not _block_k_fits(block_k, group, padded_k):
@@ -106,9 +120,10 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
     return out
 
 
-def default_config(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> LaunchConfig:
+def default_config(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
+                   paired_int4: bool = False) -> LaunchConfig:
     """A sound untuned choice: the first candidate whose split gives at least one wave of programs."""
-    candidates = candidate_configs(m, n, padded_k, group, multiprocessors)
+    candidates = candidate_configs(m, n, padded_k, group, multiprocessors, paired_int4)
     if not candidates:
         # Group smaller than every BLOCK_K that divides it (e.g. group 8): the per-element metadata path.
         block_m = 1 if m == 1 else _small_block_m(m) if m <= SMALL_BATCH_MAX_ROWS else 64

@@ -25,9 +25,15 @@ __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
 
 
 @triton.jit
+def _nibble_shift(code, BITS: tl.constexpr):
+    """Bit offset of the ``code``-th code of a word (int4 nibbles are interleaved, see layout.nibble_of)."""
+    return ((code // 2 + 4 * (code % 2)) * BITS).to(tl.int32)
+
+
+@triton.jit
 def _dequantize_tile(words, offs_k, scale, offset, BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr):
     """Float32 weights of a ``[BLOCK_K, BLOCK_N]`` tile from its packed words (one word per element)."""
-    shifts = ((offs_k % CODES_PER_WORD) * BITS).to(tl.int32)[:, None]
+    shifts = _nibble_shift(offs_k % CODES_PER_WORD, BITS)[:, None]
     codes = (words.to(tl.int32) >> shifts) & ((1 << BITS) - 1)
     # 0x4B000000 is 2**23 as float32: its mantissa has room for the code exactly.
     codes_f = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
@@ -74,7 +80,7 @@ def _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
     words = tl.load(w_ptr + offs_w[:, None] * N + offs_n[None, :],
                     mask=(offs_w * CODES_PER_WORD < Kp)[:, None] & mask_n[None, :], other=0,
                     eviction_policy="evict_first")
-    shifts = (code * BITS).to(tl.int32)[None, :, None]
+    shifts = _nibble_shift(code, BITS)[None, :, None]
     codes = (words.to(tl.int32)[:, None, :] >> shifts) & ((1 << BITS) - 1)
     codes_f = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
     offs_k = offs_w[:, None, None] * CODES_PER_WORD + code[None, :, None]

@@ -7,8 +7,10 @@ The kernels want something else:
 * **Transposed, N contiguous.** A program reads a ``[BLOCK_K, BLOCK_N]`` tile; with N the fastest axis
   each thread loads 16 consecutive bytes of one packed row and a warp covers 512 contiguous bytes,
   so every load is a full 16-byte coalesced access whatever BLOCK_K is (GemLite's layout).
-* **int4 as int32 words of 8 codes along K.** Code ``k`` sits in word ``k // 8`` at bit ``4 * (k % 8)``;
-  that is exactly the byte format read as little-endian int32, so the repack is a view and a transpose.
+* **int4 as int32 words of 8 codes along K, nibbles interleaved.** Code ``k`` sits in word ``k // 8`` at
+  nibble ``nibble_of(k % 8)`` = ``j // 2 + 4 * (j % 2)``: codes 2s and 2s+1 are nibbles s and s+4, so one
+  ``lop3`` on ``word >> 4s`` puts that pair into the two 16-bit halves of a register as float16 values,
+  lined up with the activation pair ``x[2s], x[2s+1]`` read as one 32-bit word (see ``gemv_int4.py``).
   int8 stays one byte per code (``uint8 [Kp, N]``). 2- and 3-bit codes, and int4 whose padded K is not
   a whole number of words, are widened to one byte per code: the 8-bit kernel decodes them exactly, so
   every stored weight runs on the GPU (at int8 bandwidth) instead of on a slow fallback.
@@ -25,7 +27,8 @@ import torch
 
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
-__all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights"]
+__all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
+           "nibble_of", "interleave_nibbles"]
 
 #: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
 KERNEL_BITS = (4, 8)
@@ -36,6 +39,20 @@ def codes_per_word(bits: int) -> int:
     if bits not in KERNEL_BITS:
         raise ValueError(f"the Triton kernels decode {KERNEL_BITS}-bit codes, not {bits}-bit")
     return 8 if bits == 4 else 1
+
+
+def nibble_of(code: int) -> int:
+    """Nibble (0-7) of an int32 kernel word that holds the word's ``code``-th int4 code (0-7)."""
+    return code // 2 + 4 * (code % 2)
+
+
+def interleave_nibbles(words: torch.Tensor) -> torch.Tensor:
+    """Move code j of each int32 word (at nibble j, the packing.py order) to nibble :func:`nibble_of` (j)."""
+    wide = words.to(torch.int64) & 0xFFFFFFFF
+    out = torch.zeros_like(wide)
+    for code in range(8):
+        out |= ((wide >> (4 * code)) & 0xF) << (4 * nibble_of(code))
+    return torch.where(out >= 2**31, out - 2**32, out).to(torch.int32)
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,7 @@ def repack_for_kernels(
         )
     if bits == 4 and kp % 8 == 0:
         # Low nibble first in each byte + little-endian bytes = code k at bit 4*(k%8) of int32 word k//8.
-        kernel_bits, words = 4, qweight.contiguous().view(torch.int32)
+        kernel_bits, words = 4, interleave_nibbles(qweight.contiguous().view(torch.int32))
     elif bits == 8:
         kernel_bits, words = 8, qweight
     else:
@@ -110,7 +127,7 @@ def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch
     """``W^T`` as a dense ``[in_features, out_features]`` tensor: the fallback path and the tests' reference."""
     kp = weights.padded_in_features
     if weights.bits == 4:
-        shifts = torch.arange(0, 32, 4, device=weights.packed.device, dtype=torch.int32)
+        shifts = torch.tensor([4 * nibble_of(c) for c in range(8)], device=weights.packed.device, dtype=torch.int32)
         codes = (weights.packed.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF  # [Kp/8, 8, N]
         codes = codes.reshape(kp, -1)
     else:

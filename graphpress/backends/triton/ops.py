@@ -20,12 +20,14 @@ from typing import Iterable
 import torch
 
 from graphpress.backends.triton import kernels
+from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.layout import KernelWeights, codes_per_word
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
-__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "AUTOTUNE_CACHE"]
+__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "paired_int4_applies",
+           "AUTOTUNE_CACHE"]
 
 _log = logging.getLogger("graphpress")
 _warned: set[str] = set()
@@ -63,8 +65,45 @@ def _device_facts(device: torch.device) -> tuple[str, int]:
     return facts
 
 
+# Per-device arrival counters of the paired GEMV's split-K (zero between launches: the last program of a
+# column block resets its own). Sized once, before any graph capture, for up to this many column blocks.
+_ARRIVAL_SLOTS = 1 << 16
+_arrival_counters: dict[torch.device, torch.Tensor] = {}
+
+
+def paired_int4_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
+    """Whether ``gemv_int4.gemv_int4_kernel`` can take this product (else the generic GEMV does)."""
+    return (x2d.shape[0] == 1 and w.bits == 4 and x2d.dtype in (torch.bfloat16, torch.float16)
+            and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0 and w.group % 64 == 0)
+
+
+def _counters(device: torch.device) -> torch.Tensor:
+    counters = _arrival_counters.get(device)
+    if counters is None:
+        counters = _arrival_counters[device] = torch.zeros(_ARRIVAL_SLOTS, dtype=torch.int32, device=device)
+    return counters
+
+
+def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
+    n, kp = w.out_features, w.padded_in_features
+    per_split = -(-kp // (config.split_k * config.block_k)) * config.block_k
+    splits = -(-kp // per_split)
+    tiles_n = -(-n // config.block_n)
+    if tiles_n > _ARRIVAL_SLOTS:
+        raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
+    partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
+    gemv_int4_kernel[(tiles_n, splits)](
+        x2d, w.packed, w.scales, w.offsets, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
+        w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
+        X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
+        num_warps=config.num_warps, num_stages=config.num_stages)
+
+
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
     """Run one configuration: ``out[M, N] = x2d[M, K] @ W`` (out must not alias x2d)."""
+    if config.block_m == 1 and paired_int4_applies(x2d, w) and w.group % config.block_k == 0:
+        _launch_paired(x2d, w, config, out)
+        return
     m, k = x2d.shape
     n, kp = w.out_features, w.padded_in_features
     per_split = -(-kp // (config.split_k * config.block_k)) * config.block_k
@@ -98,33 +137,37 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     outside graph capture) and cached, else an untuned default."""
     m = x2d.shape[0]
     kp = w.padded_in_features
-    memo_key = (x2d.device, w.bits, w.group, m_bucket(m), w.out_features, kp, x2d.dtype)
+    paired = paired_int4_applies(x2d, w)
+    memo_key = (x2d.device, w.bits, w.group, m_bucket(m), w.out_features, kp, x2d.dtype, paired)
     config = _config_memo.get(memo_key)
     if config is not None:
         return config
     name, sms = _device_facts(x2d.device)
     if x2d.device.type != "cuda":
-        return default_config(m, w.out_features, kp, w.group, sms)
+        return default_config(m, w.out_features, kp, w.group, sms, paired)
+    if paired:
+        _counters(x2d.device)  # allocated now, not inside a graph capture
     dtype = str(x2d.dtype).removeprefix("torch.")
-    key = tuning_key(name, kernel_path(m), w.bits, w.group, m, w.out_features, kp, dtype)
+    key = tuning_key(name, kernel_path(m, paired), w.bits, w.group, m, w.out_features, kp, dtype)
     config = AUTOTUNE_CACHE.get(key)
     if config is None:
         if not allow_tuning or torch.cuda.is_current_stream_capturing():
             _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
-            return default_config(m, w.out_features, kp, w.group, sms)
-        config = _tune_now(x2d, w, key, sms)
+            return default_config(m, w.out_features, kp, w.group, sms, paired)
+        config = _tune_now(x2d, w, key, sms, paired)
     _config_memo[memo_key] = config
     return config
 
 
-def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int) -> LaunchConfig:
+def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int, paired: bool) -> LaunchConfig:
     """Time every candidate on copies of the weights (more than L2 holds) and store the fastest."""
     weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
     rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
     copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone())
                     for _ in range(rotation - 1)]
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
-    candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors)
+    candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
+                                   paired)
     config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
     _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, us, len(candidates))
     AUTOTUNE_CACHE.put(key, config)

@@ -1,0 +1,188 @@
+"""The batch-1 int4 kernel: two codes per instruction, in packed float16 arithmetic.
+
+The first GEMV (``kernels.gemv_kernel``) spent about six scalar instructions per weight (shift, mask,
+the 2**23 float trick, a dequantizing FMA, an accumulating FMA), and at M = 1 the H100 ran it
+instruction-bound: int4 took as long as int8 although it moves half the bytes.  This kernel works on
+pairs instead, the way Marlin and FasterTransformer decode int4:
+
+* the layout interleaves the nibbles of each int32 word (``layout.nibble_of``), so ``lop3(word >> 4s,
+  0x000F000F, 0x64006400)`` yields the float16 pair ``(1024 + q[2s], 1024 + q[2s+1])`` in one
+  instruction, and a ``sub.f16x2`` of 1024 makes the codes exact;
+* activations are read as 32-bit pairs ``x[2s], x[2s+1]`` (bfloat16 pairs are converted to float16
+  once per row and thread, not once per weight), so dequantization (``q * s + o``) and the product
+  are one ``fma.f16x2`` each per *two* weights;
+* each word's four half-precision partial pairs are widened to float32 and summed there, so rounding
+  in float16 never spans more than 8 products.
+
+About 24 instructions per 8 weights instead of about 48.  The scale and offset are rounded to float16
+(relative 2**-11); products stay far from float16's range for activations up to about 10^4.
+
+Split-K without a second launch: each program stores its float32 partial row, and the last program of
+a column block (an atomic arrival counter) adds the partials in split order and writes the output, then
+resets the counter.  One launch matters at decode sizes, where a reduction kernel costs as much as
+the product itself on a 4096 x 4096 weight.
+
+``USE_ASM=False`` runs the same arithmetic with Triton's float16 conversions instead of PTX, for the
+CPU interpreter (which cannot execute inline assembly); the tests compare it with the reference.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["gemv_int4_kernel"]
+
+@triton.jit
+def _f16_bits(values):
+    """float32 -> the 16 bits of its float16 rounding, in the low half of an int32."""
+    return values.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _f16_of_bits(bits):
+    """The low 16 bits of an int32 read as float16, widened to float32."""
+    return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _pair_of(values):
+    """float32 -> int32 holding (f16(v), f16(v)): a scale or offset broadcast to both halves."""
+    bits = _f16_bits(values)
+    return bits | (bits << 16)
+
+
+@triton.jit
+def _x_pairs_to_f16(pairs, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
+    """Activation pairs (two bfloat16 or float16 in an int32) as float16 pairs."""
+    if not X_IS_BF16:
+        return pairs
+    if USE_ASM:
+        return tl.inline_asm_elementwise(
+            """{
+            .reg .b32 lo, hi;
+            shl.b32 lo, $1, 16;
+            and.b32 hi, $1, 0xFFFF0000;
+            cvt.rn.f16x2.f32 $0, hi, lo;
+            }""",
+            "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
+    lo = (pairs << 16).to(tl.float32, bitcast=True)
+    hi = (pairs & -65536).to(tl.float32, bitcast=True)
+    return _f16_bits(lo) | (_f16_bits(hi) << 16)
+
+
+@triton.jit
+def _word_dot_emulated(word, scale, offset, x0, x1, x2, x3):
+    """What the PTX of :func:`_word_dot` computes, rounding to float16 where it does (interpreter path)."""
+    s = _f16_of_bits(scale)
+    o = _f16_of_bits(offset)
+    acc_lo = tl.zeros(word.shape, tl.float32)
+    acc_hi = tl.zeros(word.shape, tl.float32)
+    for pair in tl.static_range(4):
+        if pair == 0:
+            xp = x0
+        elif pair == 1:
+            xp = x1
+        elif pair == 2:
+            xp = x2
+        else:
+            xp = x3
+        q_lo = ((word >> (4 * pair)) & 0xF).to(tl.float32)
+        q_hi = ((word >> (16 + 4 * pair)) & 0xF).to(tl.float32)
+        w_lo = (q_lo * s + o).to(tl.float16).to(tl.float32)
+        w_hi = (q_hi * s + o).to(tl.float16).to(tl.float32)
+        acc_lo = (w_lo * _f16_of_bits(xp) + acc_lo).to(tl.float16).to(tl.float32)
+        acc_hi = (w_hi * _f16_of_bits(xp >> 16) + acc_hi).to(tl.float16).to(tl.float32)
+    return acc_lo + acc_hi
+
+
+@triton.jit
+def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
+    """Sum over one word's 8 codes of ``(q * s + o) * x`` in float32, from float16-pair arithmetic."""
+    if not USE_ASM:
+        return _word_dot_emulated(word, scale, offset, x0, x1, x2, x3)
+    bits = tl.inline_asm_elementwise(
+        """{
+        .reg .b32 q0, q1, q2, q3, t, a, magic;
+        .reg .b16 lo, hi;
+        .reg .f32 flo, fhi;
+        mov.b32 magic, 0x64006400;
+        lop3.b32 q0, $1, 0x000F000F, magic, 0xEA;
+        shr.u32 t, $1, 4;
+        lop3.b32 q1, t, 0x000F000F, magic, 0xEA;
+        shr.u32 t, $1, 8;
+        lop3.b32 q2, t, 0x000F000F, magic, 0xEA;
+        shr.u32 t, $1, 12;
+        lop3.b32 q3, t, 0x000F000F, magic, 0xEA;
+        sub.f16x2 q0, q0, magic;
+        sub.f16x2 q1, q1, magic;
+        sub.f16x2 q2, q2, magic;
+        sub.f16x2 q3, q3, magic;
+        fma.rn.f16x2 q0, q0, $2, $3;
+        fma.rn.f16x2 q1, q1, $2, $3;
+        fma.rn.f16x2 q2, q2, $2, $3;
+        fma.rn.f16x2 q3, q3, $2, $3;
+        mul.rn.f16x2 a, q0, $4;
+        fma.rn.f16x2 a, q1, $5, a;
+        fma.rn.f16x2 a, q2, $6, a;
+        fma.rn.f16x2 a, q3, $7, a;
+        mov.b32 {lo, hi}, a;
+        cvt.f32.f16 flo, lo;
+        cvt.f32.f16 fhi, hi;
+        add.f32 flo, flo, fhi;
+        mov.b32 $0, flo;
+        }""",
+        "=r,r,r,r,r,r,r,r", [word, scale, offset, x0, x1, x2, x3], dtype=tl.int32, is_pure=True, pack=1)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def gemv_int4_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr, count_ptr,
+                     N, K, Kp, k_per_split, group,
+                     BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K,
+                     X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
+    """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
+
+    Requires an even K (activation pairs), a group that is a multiple of ``8 * WORDS`` (one metadata
+    row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16.
+    """
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    rows = tl.arange(0, WORDS)
+    x_pairs = x_ptr.to(tl.pointer_type(tl.int32))
+    half_k = K // 2
+    acc = tl.zeros((WORDS, BLOCK_N), dtype=tl.float32)
+    k_begin = pid_k * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, Kp)
+    for k_start in range(k_begin, k_end, WORDS * 8):
+        word_rows = k_start // 8 + rows
+        words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0,
+                        eviction_policy="evict_first")
+        meta = (k_start // group) * N + offs_n
+        scale = _pair_of(tl.load(s_ptr + meta, mask=mask_n, other=0.0).to(tl.float32))[None, :]
+        offset = _pair_of(tl.load(o_ptr + meta, mask=mask_n, other=0.0).to(tl.float32))[None, :]
+        first_pair = word_rows * 4
+        x0 = _x_pairs_to_f16(tl.load(x_pairs + first_pair, mask=first_pair < half_k, other=0), X_IS_BF16, USE_ASM)
+        x1 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 1, mask=first_pair + 1 < half_k, other=0),
+                             X_IS_BF16, USE_ASM)
+        x2 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 2, mask=first_pair + 2 < half_k, other=0),
+                             X_IS_BF16, USE_ASM)
+        x3 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 3, mask=first_pair + 3 < half_k, other=0),
+                             X_IS_BF16, USE_ASM)
+        acc += _word_dot(words, scale, offset, x0[:, None], x1[:, None], x2[:, None], x3[:, None], USE_ASM)
+    result = tl.sum(acc, axis=0)
+    if SPLIT_K == 1:
+        tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=mask_n)
+    else:
+        tl.store(part_ptr + pid_k * N + offs_n, result, mask=mask_n)
+        # Every thread's partial must be written before the arrival is counted (release, GPU scope).
+        tl.debug_barrier()
+        arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel")
+        if arrived == SPLIT_K - 1:
+            total = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            for split in range(SPLIT_K):
+                total += tl.load(part_ptr + split * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
+            tl.atomic_xchg(count_ptr + pid_n, 0)
