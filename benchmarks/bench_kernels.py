@@ -342,6 +342,7 @@ def e2e_section(results: dict, new_tokens: int) -> None:
 
 
 def main() -> None:
+    global ROWS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="kernels,sparse,e2e")
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -351,7 +352,6 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_kernels.py needs a CUDA GPU")
     results: dict = {}
-    global ROWS
     ROWS = tuple(int(m) for m in args.rows.split(","))
     sections = {"kernels": kernels_section, "sparse": sparse_section,
                 "e2e": lambda r: e2e_section(r, args.new_tokens)}

@@ -25,11 +25,12 @@ def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got.double() - ref.double()).norm() / ref.double().norm())
 
 
-def _check(bits, group, in_features, out_features, rows, config, dtype=torch.float32, symmetric=False, seed=0):
+def _check(bits, group, in_features, out_features, rows, config, dtype=torch.float32, symmetric=False, seed=0,
+           meta_dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(out_features, in_features, generator=gen)
     q = rtn_quantize(weight, bits, group, symmetric=symmetric)
-    w = repack_for_kernels(q.qweight, q.scales, q.zeros, bits, group, in_features, meta_dtype=torch.float32)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, bits, group, in_features, meta_dtype=meta_dtype)
     x = (torch.randn(rows, in_features, generator=gen) + 0.1).to(dtype)
     out = torch.full((rows, out_features), float("nan"), dtype=dtype)
     ops._launch(x, w, config, out)
@@ -109,20 +110,23 @@ def test_paired_int4_gemv(dtype, group, block_k, split):
     for in_features in (384, 330):
         x = torch.zeros(1, in_features, dtype=dtype)
         q = rtn_quantize(torch.randn(8, in_features), 4, group)
-        w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features)
+        w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features, meta_dtype=torch.float16)
         assert ops.paired_int4_applies(x, w)
-        assert _check(4, group, in_features, 72, 1, config, dtype=dtype, seed=group + split) < MAX_RELATIVE_ERROR
+        error = _check(4, group, in_features, 72, 1, config, dtype=dtype, seed=group + split, meta_dtype=torch.float16)
+        assert error < MAX_RELATIVE_ERROR
     assert ops._counters(torch.device("cpu")).abs().sum() == 0  # every arrival counter was reset
 
 
 def test_paired_int4_gemv_is_chosen_only_where_it_applies():
     q = rtn_quantize(torch.randn(8, 128), 4, 64)
-    w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128, meta_dtype=torch.float16)
     assert ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w)
+    w_float32_meta = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128, meta_dtype=torch.float32)
+    assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w_float32_meta)
     assert not ops.paired_int4_applies(torch.zeros(1, 128), w)  # float32 activations
     assert not ops.paired_int4_applies(torch.zeros(2, 128, dtype=torch.bfloat16), w)  # not a GEMV
     q32 = rtn_quantize(torch.randn(8, 128), 4, 32)
-    w32 = repack_for_kernels(q32.qweight, q32.scales, q32.zeros, 4, 32, 128)
+    w32 = repack_for_kernels(q32.qweight, q32.scales, q32.zeros, 4, 32, 128, meta_dtype=torch.float16)
     assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
     assert kernel_path(1, paired_int4=True) == "gemv-pairs"
     assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))

@@ -26,9 +26,10 @@ SMALL_BATCH_MAX_ROWS = 64
 _GEMV_TILES = ((256, 32, 4), (128, 64, 4), (512, 16, 4), (128, 32, 2), (256, 64, 8), (512, 32, 8), (64, 64, 2))
 _GEMV_STAGES = (1, 2)
 # (BLOCK_N, BLOCK_K, num_warps) of the paired int4 GEMV: BLOCK_K / 8 words x BLOCK_N columns per tile.
-_PAIRED_TILES = ((128, 128, 4), (256, 128, 8), (64, 128, 4), (256, 64, 4), (128, 64, 2), (512, 64, 8),
-                 (32, 128, 2))
-_PAIRED_STAGES = (1, 2, 3)
+# Wide tiles give each thread more columns per word row, which shares the activation loads and conversions.
+_PAIRED_TILES = ((256, 64, 4), (512, 64, 8), (256, 128, 8), (128, 128, 4), (512, 128, 16), (1024, 64, 16),
+                 (128, 64, 2), (64, 128, 4))
+_PAIRED_STAGES = (1, 2)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) for the tensor-core path at small M.
 _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 4), (256, 64, 8, 3), (128, 64, 4, 5))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the GEMM path.

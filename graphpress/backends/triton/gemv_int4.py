@@ -14,7 +14,7 @@ pairs instead, the way Marlin and FasterTransformer decode int4:
 * each word's four half-precision partial pairs are widened to float32 and summed there, so rounding
   in float16 never spans more than 8 products.
 
-About 24 instructions per 8 weights instead of about 48.  The scale and offset are rounded to float16
+About 22 instructions per 8 weights instead of about 48.  The scale and offset are rounded to float16
 (relative 2**-11); products stay far from float16's range for activations up to about 10^4.
 
 Split-K without a second launch: each program stores its float32 partial row, and the last program of
@@ -43,13 +43,6 @@ def _f16_bits(values):
 def _f16_of_bits(bits):
     """The low 16 bits of an int32 read as float16, widened to float32."""
     return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-
-
-@triton.jit
-def _pair_of(values):
-    """float32 -> int32 holding (f16(v), f16(v)): a scale or offset broadcast to both halves."""
-    bits = _f16_bits(values)
-    return bits | (bits << 16)
 
 
 @triton.jit
@@ -97,27 +90,49 @@ def _word_dot_emulated(word, scale, offset, x0, x1, x2, x3):
 
 
 @triton.jit
+def _split_meta(meta, USE_ASM: tl.constexpr):
+    """(scale, scale) and (offset, offset) float16 pairs from a ``meta_pairs`` element.
+
+    A separate pure instruction block, so the compiler computes it once per column and reuses it for
+    every word row of the tile (the metadata is the same down a group).
+    """
+    if not USE_ASM:
+        return meta & 0xFFFF, (meta >> 16) & 0xFFFF
+    return tl.inline_asm_elementwise(
+        """
+        prmt.b32 $0, $2, $2, 0x1010;
+        prmt.b32 $1, $2, $2, 0x3232;
+        """,
+        "=r,=r,r", [meta], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+
+
+@triton.jit
 def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
-    """Sum over one word's 8 codes of ``(q * s + o) * x`` in float32, from float16-pair arithmetic."""
+    """Sum over one word's 8 codes of ``(q * s + o) * x`` in float32, from float16-pair arithmetic.
+
+    Decoding (Marlin's trick): masks 0x000F000F and 0x00F000F0 pick a code pair straight into float16
+    mantissas over the exponent of 1024, as ``1024 + q`` or ``1024 + 16 q``; one ``sub`` or ``fma`` makes
+    either exact, and a single shift by 8 serves the other two pairs.
+    """
     if not USE_ASM:
         return _word_dot_emulated(word, scale, offset, x0, x1, x2, x3)
     bits = tl.inline_asm_elementwise(
         """{
-        .reg .b32 q0, q1, q2, q3, t, a, magic;
+        .reg .b32 q0, q1, q2, q3, t, a, magic, sixteenth, minus64;
         .reg .b16 lo, hi;
         .reg .f32 flo, fhi;
         mov.b32 magic, 0x64006400;
-        lop3.b32 q0, $1, 0x000F000F, magic, 0xEA;
-        shr.u32 t, $1, 4;
-        lop3.b32 q1, t, 0x000F000F, magic, 0xEA;
+        mov.b32 sixteenth, 0x2C002C00;
+        mov.b32 minus64, 0xD400D400;
         shr.u32 t, $1, 8;
+        lop3.b32 q0, $1, 0x000F000F, magic, 0xEA;
+        lop3.b32 q1, $1, 0x00F000F0, magic, 0xEA;
         lop3.b32 q2, t, 0x000F000F, magic, 0xEA;
-        shr.u32 t, $1, 12;
-        lop3.b32 q3, t, 0x000F000F, magic, 0xEA;
+        lop3.b32 q3, t, 0x00F000F0, magic, 0xEA;
         sub.f16x2 q0, q0, magic;
-        sub.f16x2 q1, q1, magic;
+        fma.rn.f16x2 q1, q1, sixteenth, minus64;
         sub.f16x2 q2, q2, magic;
-        sub.f16x2 q3, q3, magic;
+        fma.rn.f16x2 q3, q3, sixteenth, minus64;
         fma.rn.f16x2 q0, q0, $2, $3;
         fma.rn.f16x2 q1, q1, $2, $3;
         fma.rn.f16x2 q2, q2, $2, $3;
@@ -137,14 +152,26 @@ def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def gemv_int4_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr, count_ptr,
+def _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
+    """The four float16 activation pairs of each word row, as ``[WORDS, 1]`` int32 tensors."""
+    first = word_rows * 4
+    x0 = _x_pairs_to_f16(tl.load(x_pairs + first, mask=first < half_k, other=0), X_IS_BF16, USE_ASM)
+    x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1, mask=first + 1 < half_k, other=0), X_IS_BF16, USE_ASM)
+    x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2, mask=first + 2 < half_k, other=0), X_IS_BF16, USE_ASM)
+    x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3, mask=first + 3 < half_k, other=0), X_IS_BF16, USE_ASM)
+    return x0[:, None], x1[:, None], x2[:, None], x3[:, None]
+
+
+@triton.jit
+def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                      N, K, Kp, k_per_split, group,
                      BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K,
                      X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     Requires an even K (activation pairs), a group that is a multiple of ``8 * WORDS`` (one metadata
-    row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16.
+    row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16;
+    ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.
     """
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -156,22 +183,34 @@ def gemv_int4_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr, count_ptr,
     acc = tl.zeros((WORDS, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, Kp)
-    for k_start in range(k_begin, k_end, WORDS * 8):
-        word_rows = k_start // 8 + rows
-        words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :], mask=mask_n[None, :], other=0,
-                        eviction_policy="evict_first")
-        meta = (k_start // group) * N + offs_n
-        scale = _pair_of(tl.load(s_ptr + meta, mask=mask_n, other=0.0).to(tl.float32))[None, :]
-        offset = _pair_of(tl.load(o_ptr + meta, mask=mask_n, other=0.0).to(tl.float32))[None, :]
-        first_pair = word_rows * 4
-        x0 = _x_pairs_to_f16(tl.load(x_pairs + first_pair, mask=first_pair < half_k, other=0), X_IS_BF16, USE_ASM)
-        x1 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 1, mask=first_pair + 1 < half_k, other=0),
-                             X_IS_BF16, USE_ASM)
-        x2 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 2, mask=first_pair + 2 < half_k, other=0),
-                             X_IS_BF16, USE_ASM)
-        x3 = _x_pairs_to_f16(tl.load(x_pairs + first_pair + 3, mask=first_pair + 3 < half_k, other=0),
-                             X_IS_BF16, USE_ASM)
-        acc += _word_dot(words, scale, offset, x0[:, None], x1[:, None], x2[:, None], x3[:, None], USE_ASM)
+    # The group's (scale, offset) row is loaded for every word row, so that the load has the words'
+    # layout (a [1, BLOCK_N] load is laid out differently and was converted through shared memory).
+    # Register double-buffering: the next tile's words, metadata and activations are requested before
+    # this tile's arithmetic, so every thread keeps loads in flight while it computes (without it the
+    # compiler issued each 16-byte load just before its use, one at a time).
+    tile_words = WORDS * 8
+    end_row = k_end // 8
+    last_tile = tl.maximum(k_end - tile_words, k_begin)
+    word_rows = k_begin // 8 + rows
+    words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :],
+                    mask=mask_n[None, :] & (word_rows < end_row)[:, None], other=0, eviction_policy="evict_first")
+    meta = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + (k_begin // group) * N) + offs_n[None, :],
+                   mask=mask_n[None, :], other=0)
+    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16, USE_ASM)
+    for k_start in range(k_begin, k_end, tile_words):
+        # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
+        k_next = k_start + tile_words
+        next_rows = k_next // 8 + rows
+        words_next = tl.load(w_ptr + next_rows[:, None] * N + offs_n[None, :],
+                             mask=mask_n[None, :] & (next_rows < end_row)[:, None], other=0,
+                             eviction_policy="evict_first")
+        meta_row = (tl.minimum(k_next, last_tile) // group) * N
+        meta_next = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :],
+                            mask=mask_n[None, :], other=0)
+        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), X_IS_BF16, USE_ASM)
+        scale, offset = _split_meta(meta, USE_ASM)
+        acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
+        words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     result = tl.sum(acc, axis=0)
     if SPLIT_K == 1:
         tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=mask_n)

@@ -28,7 +28,7 @@ import torch
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
 __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
-           "nibble_of", "interleave_nibbles"]
+           "nibble_of", "interleave_nibbles", "pack_meta_pairs"]
 
 #: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
 KERNEL_BITS = (4, 8)
@@ -63,6 +63,9 @@ class KernelWeights:
     ``packed``: int32 ``[Kp / 8, N]`` (int4) or uint8 ``[Kp, N]`` (int8); ``scales`` and ``offsets``:
     ``[Kp / group, N]`` in the activation dtype's float width (float32 kept for float32 activations).
     Dequantization: ``W[n, k] = code(k, n) * scales[k // group, n] + offsets[k // group, n]``.
+    ``meta_pairs`` (int4 with float16 metadata only): int32 ``[Kp / group, N]`` holding the float16 bits of
+    the scale (low half) and offset (high half), so the batch-1 kernel gets both with one 4-byte load laid
+    out like the packed words (see ``gemv_int4.py``); it costs the same bytes again as the two tensors.
     """
 
     packed: torch.Tensor
@@ -73,6 +76,7 @@ class KernelWeights:
     group: int
     in_features: int
     out_features: int
+    meta_pairs: torch.Tensor | None = None
 
     @property
     def padded_in_features(self) -> int:
@@ -111,16 +115,26 @@ def repack_for_kernels(
     packed = words.t().contiguous()
     scales_f = scales.to(torch.float32)
     offsets = -zeros.to(torch.float32) * scales_f
+    scales_t = scales_f.t().contiguous().to(meta_dtype)
+    offsets_t = offsets.t().contiguous().to(meta_dtype)
     return KernelWeights(
         packed=packed,
-        scales=scales_f.t().contiguous().to(meta_dtype),
-        offsets=offsets.t().contiguous().to(meta_dtype),
+        scales=scales_t,
+        offsets=offsets_t,
+        meta_pairs=pack_meta_pairs(scales_t, offsets_t) if kernel_bits == 4 and meta_dtype == torch.float16 else None,
         bits=kernel_bits,
         source_bits=bits,
         group=group,
         in_features=in_features,
         out_features=n,
     )
+
+
+def pack_meta_pairs(scales: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """float16 ``scales`` and ``offsets`` (same shape) as one int32 tensor: scale bits low, offset bits high."""
+    low = scales.to(torch.float16).view(torch.int16).to(torch.int32) & 0xFFFF
+    high = offsets.to(torch.float16).view(torch.int16).to(torch.int32) << 16
+    return (low | high).contiguous()
 
 
 def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -69,7 +69,8 @@ class TritonQuantLinear(nn.Module):
     """A weight-only quantized linear layer (int4/int8 kernels; 2/3-bit codes run on the int8 kernel).
 
     ``split_sizes`` (one entry per fused projection) makes ``forward`` return a tuple of outputs.
-    Buffers: ``packed``, ``scales``, ``offsets`` in kernel layout, and ``bias``; they move with ``.to()``.
+    Buffers: ``packed``, ``scales``, ``offsets`` (and ``meta_pairs`` for int4) in kernel layout, and ``bias``;
+    they move with ``.to()``.
     """
 
     def __init__(self, weights: KernelWeights, bias: torch.Tensor | None = None,
@@ -86,6 +87,7 @@ class TritonQuantLinear(nn.Module):
         self.register_buffer("packed", weights.packed)
         self.register_buffer("scales", weights.scales)
         self.register_buffer("offsets", weights.offsets)
+        self.register_buffer("meta_pairs", weights.meta_pairs)
         self.register_buffer("bias", bias)
 
     @classmethod
@@ -111,7 +113,7 @@ class TritonQuantLinear(nn.Module):
     def kernel_weights(self) -> KernelWeights:
         """The buffers as a :class:`KernelWeights` (what the kernels and the fallback consume)."""
         return KernelWeights(self.packed, self.scales, self.offsets, self.kernel_bits, self.bits, self.group,
-                             self.in_features, self.out_features)
+                             self.in_features, self.out_features, self.meta_pairs)
 
     @property
     def kernel(self) -> str:
@@ -139,7 +141,7 @@ class TritonQuantLinear(nn.Module):
             raise BackendError(f"expected input with {self.in_features} features, got shape {list(x.shape)}")
         if triton_available(x.device):
             out = torch.ops.graphpress.quant_matmul(x, self.packed, self.scales, self.offsets, self.kernel_bits,
-                                                    self.group, self.in_features)
+                                                    self.group, self.in_features, self.meta_pairs)
         else:
             out = self._fallback(x)
         if self.bias is not None:

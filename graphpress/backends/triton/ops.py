@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 
@@ -73,7 +73,8 @@ _arrival_counters: dict[torch.device, torch.Tensor] = {}
 
 def paired_int4_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     """Whether ``gemv_int4.gemv_int4_kernel`` can take this product (else the generic GEMV does)."""
-    return (x2d.shape[0] == 1 and w.bits == 4 and x2d.dtype in (torch.bfloat16, torch.float16)
+    return (x2d.shape[0] == 1 and w.bits == 4 and w.meta_pairs is not None
+            and x2d.dtype in (torch.bfloat16, torch.float16)
             and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0 and w.group % 64 == 0)
 
 
@@ -93,7 +94,7 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
         raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
     partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
     gemv_int4_kernel[(tiles_n, splits)](
-        x2d, w.packed, w.scales, w.offsets, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
+        x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
         w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
         num_warps=config.num_warps, num_stages=config.num_stages)
@@ -186,19 +187,19 @@ def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig 
 
 
 def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, source_bits: int,
-             group: int, in_features: int) -> KernelWeights:
-    return KernelWeights(packed, scales, offsets, bits, source_bits, group, in_features, packed.shape[1])
+             group: int, in_features: int, meta_pairs: torch.Tensor | None) -> KernelWeights:
+    return KernelWeights(packed, scales, offsets, bits, source_bits, group, in_features, packed.shape[1], meta_pairs)
 
 
 @torch.library.custom_op("graphpress::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
-                 bits: int, group: int, in_features: int) -> torch.Tensor:
+                 bits: int, group: int, in_features: int, meta_pairs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`)."""
-    return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features))
+    return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features, meta_pairs))
 
 
 @quant_matmul.register_fake
-def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features):
+def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None):
     return x.new_empty((*x.shape[:-1], packed.shape[1]))
 
 
