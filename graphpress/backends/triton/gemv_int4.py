@@ -163,26 +163,6 @@ def _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16: tl.constexpr, USE_ASM: 
 
 
 @triton.jit
-def _load_tile(w_ptr, m_ptr, x_pairs, k_start, rows, offs_n, mask_n, N, group, end_row, last_tile, x_limit,
-               WORDS: tl.constexpr, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
-    """Words, metadata and activation pairs of the tile starting at input ``k_start``.
-
-    Rows past the program's range load as zeros; the metadata row is clamped to the last tile instead
-    (no out-of-range address).  The metadata is loaded for every word row, so that the load has the
-    words' layout (a ``[1, BLOCK_N]`` load is laid out differently, and was moved through shared memory
-    with barriers every tile).
-    """
-    word_rows = k_start // 8 + rows
-    words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :],
-                    mask=mask_n[None, :] & (word_rows < end_row)[:, None], other=0, eviction_policy="evict_first")
-    meta_row = (tl.minimum(k_start, last_tile) // group) * N
-    meta = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :],
-                   mask=mask_n[None, :], other=0)
-    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, x_limit, X_IS_BF16, USE_ASM)
-    return words, meta, x0, x1, x2, x3
-
-
-@triton.jit
 def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                      N, K, Kp, k_per_split, group,
                      BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K,
@@ -203,26 +183,34 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     acc = tl.zeros((WORDS, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, Kp)
-    # Registers hold two tiles ahead: tile t+2's words, metadata and activations are requested before
-    # tile t's arithmetic, so every thread keeps loads in flight while it computes.  (Left alone, the
-    # compiler issued each 16-byte load just before its use; one tile ahead still left each program a
-    # chain of nearly serial DRAM latencies, which is what bounds these short loops.)
+    # The group's (scale, offset) row is loaded for every word row, so that the load has the words'
+    # layout (a [1, BLOCK_N] load is laid out differently and was converted through shared memory).
+    # Register double-buffering: the next tile's words, metadata and activations are requested before
+    # this tile's arithmetic, so every thread keeps loads in flight while it computes (without it the
+    # compiler issued each 16-byte load just before its use, one at a time).
     tile_words = WORDS * 8
     end_row = k_end // 8
     last_tile = tl.maximum(k_end - tile_words, k_begin)
-    x_limit = tl.minimum(half_k, end_row * 4)
-    words, meta, x0, x1, x2, x3 = _load_tile(w_ptr, m_ptr, x_pairs, k_begin, rows, offs_n, mask_n, N, group,
-                                             end_row, last_tile, x_limit, WORDS, X_IS_BF16, USE_ASM)
-    words1, meta1, y0, y1, y2, y3 = _load_tile(w_ptr, m_ptr, x_pairs, k_begin + tile_words, rows, offs_n, mask_n,
-                                               N, group, end_row, last_tile, x_limit, WORDS, X_IS_BF16, USE_ASM)
+    word_rows = k_begin // 8 + rows
+    words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :],
+                    mask=mask_n[None, :] & (word_rows < end_row)[:, None], other=0, eviction_policy="evict_first")
+    meta = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + (k_begin // group) * N) + offs_n[None, :],
+                   mask=mask_n[None, :], other=0)
+    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16, USE_ASM)
     for k_start in range(k_begin, k_end, tile_words):
-        words2, meta2, z0, z1, z2, z3 = _load_tile(w_ptr, m_ptr, x_pairs, k_start + 2 * tile_words, rows, offs_n,
-                                                   mask_n, N, group, end_row, last_tile, x_limit, WORDS,
-                                                   X_IS_BF16, USE_ASM)
+        # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
+        k_next = k_start + tile_words
+        next_rows = k_next // 8 + rows
+        words_next = tl.load(w_ptr + next_rows[:, None] * N + offs_n[None, :],
+                             mask=mask_n[None, :] & (next_rows < end_row)[:, None], other=0,
+                             eviction_policy="evict_first")
+        meta_row = (tl.minimum(k_next, last_tile) // group) * N
+        meta_next = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :],
+                            mask=mask_n[None, :], other=0)
+        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), X_IS_BF16, USE_ASM)
         scale, offset = _split_meta(meta, USE_ASM)
         acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
-        words, meta, x0, x1, x2, x3 = words1, meta1, y0, y1, y2, y3
-        words1, meta1, y0, y1, y2, y3 = words2, meta2, z0, z1, z2, z3
+        words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     result = tl.sum(acc, axis=0)
     if SPLIT_K == 1:
         tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=mask_n)
