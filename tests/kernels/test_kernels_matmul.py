@@ -105,14 +105,15 @@ def test_candidates_cover_every_path_and_tile_the_group():
 @pytest.mark.parametrize("group, block_k, split", [(64, 64, 1), (128, 64, 3), (128, 128, 2)])
 def test_paired_int4_gemv(dtype, group, block_k, split):
     # The paired float16 kernel (gemv_int4.py, emulated arithmetic under the interpreter): split-K with the
-    # in-kernel last-arrival reduction, a ragged column block, and K not a multiple of the group.
+    # in-kernel last-arrival reduction, ragged and full column blocks, K a multiple of the group or not.
     config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
-    for in_features in (384, 330):
+    for in_features, out_features in ((384, 72), (330, 72), (384, 64)):
         x = torch.zeros(1, in_features, dtype=dtype)
         q = rtn_quantize(torch.randn(8, in_features), 4, group)
         w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features, meta_dtype=torch.float16)
         assert ops.paired_int4_applies(x, w)
-        error = _check(4, group, in_features, 72, 1, config, dtype=dtype, seed=group + split, meta_dtype=torch.float16)
+        error = _check(4, group, in_features, out_features, 1, config, dtype=dtype, seed=group + split,
+                       meta_dtype=torch.float16)
         assert error < MAX_RELATIVE_ERROR
     assert ops._counters(torch.device("cpu")).abs().sum() == 0  # every arrival counter was reset
 

@@ -152,26 +152,62 @@ def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
-    """The four float16 activation pairs of each word row, as ``[WORDS, 1]`` int32 tensors."""
-    first = word_rows * 4
-    x0 = _x_pairs_to_f16(tl.load(x_pairs + first, mask=first < half_k, other=0), X_IS_BF16, USE_ASM)
-    x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1, mask=first + 1 < half_k, other=0), X_IS_BF16, USE_ASM)
-    x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2, mask=first + 2 < half_k, other=0), X_IS_BF16, USE_ASM)
-    x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3, mask=first + 3 < half_k, other=0), X_IS_BF16, USE_ASM)
+def _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N: tl.constexpr):
+    """A ``[WORDS, BLOCK_N]`` tile of packed words; rows past ``end_row`` re-read the last row (an L2 hit
+    that only a never-computed prefetch sees) so that full column blocks load without predicates."""
+    rows = tl.minimum(word_rows, end_row - 1)
+    pointers = w_ptr + rows[:, None] * N + offs_n[None, :]
+    if EVEN_N:
+        return tl.load(pointers, eviction_policy="evict_first")
+    return tl.load(pointers, mask=mask_n[None, :], other=0, eviction_policy="evict_first")
+
+
+@triton.jit
+def _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS: tl.constexpr, EVEN_N: tl.constexpr):
+    """The ``meta_pairs`` row of one group, loaded once per word row so that it has the words' layout
+    (a ``[1, BLOCK_N]`` load is laid out differently and was moved through shared memory every tile)."""
+    pointers = m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :]
+    if EVEN_N:
+        return tl.load(pointers)
+    return tl.load(pointers, mask=mask_n[None, :], other=0)
+
+
+@triton.jit
+def _load_x_pairs(x_pairs, word_rows, half_k, last_row, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr,
+                  EVEN_K: tl.constexpr):
+    """The four float16 activation pairs of each word row, as ``[WORDS, 1]`` int32 tensors.
+
+    With ``EVEN_K`` (K fills every packed word) rows are clamped to ``last_row`` instead of masked: the
+    clamped rows only feed a prefetched tile that is never computed, and no compare or predicate is spent.
+    """
+    if EVEN_K:
+        first = tl.minimum(word_rows, last_row) * 4
+        x0 = _x_pairs_to_f16(tl.load(x_pairs + first), X_IS_BF16, USE_ASM)
+        x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1), X_IS_BF16, USE_ASM)
+        x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2), X_IS_BF16, USE_ASM)
+        x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3), X_IS_BF16, USE_ASM)
+    else:
+        first = word_rows * 4
+        x0 = _x_pairs_to_f16(tl.load(x_pairs + first, mask=first < half_k, other=0), X_IS_BF16, USE_ASM)
+        x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1, mask=first + 1 < half_k, other=0), X_IS_BF16, USE_ASM)
+        x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2, mask=first + 2 < half_k, other=0), X_IS_BF16, USE_ASM)
+        x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3, mask=first + 3 < half_k, other=0), X_IS_BF16, USE_ASM)
     return x0[:, None], x1[:, None], x2[:, None], x3[:, None]
 
 
 @triton.jit
 def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
-                     N, K, Kp, k_per_split, group,
+                     N, K, Kp, k_per_split, GROUP: tl.constexpr,
                      BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K,
-                     X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
+                     X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
+                     EVEN_N: tl.constexpr):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     Requires an even K (activation pairs), a group that is a multiple of ``8 * WORDS`` (one metadata
     row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16;
-    ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.
+    ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
+    metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and
+    ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).
     """
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -192,22 +228,18 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     end_row = k_end // 8
     last_tile = tl.maximum(k_end - tile_words, k_begin)
     word_rows = k_begin // 8 + rows
-    words = tl.load(w_ptr + word_rows[:, None] * N + offs_n[None, :],
-                    mask=mask_n[None, :] & (word_rows < end_row)[:, None], other=0, eviction_policy="evict_first")
-    meta = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + (k_begin // group) * N) + offs_n[None, :],
-                   mask=mask_n[None, :], other=0)
-    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, X_IS_BF16, USE_ASM)
+    words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
+    meta = _load_meta(m_ptr, (k_begin // GROUP) * N, offs_n, mask_n, WORDS, EVEN_N)
+    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K)
     for k_start in range(k_begin, k_end, tile_words):
         # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
         k_next = k_start + tile_words
         next_rows = k_next // 8 + rows
-        words_next = tl.load(w_ptr + next_rows[:, None] * N + offs_n[None, :],
-                             mask=mask_n[None, :] & (next_rows < end_row)[:, None], other=0,
-                             eviction_policy="evict_first")
-        meta_row = (tl.minimum(k_next, last_tile) // group) * N
-        meta_next = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :],
-                            mask=mask_n[None, :], other=0)
-        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), X_IS_BF16, USE_ASM)
+        words_next = _load_words(w_ptr, next_rows, end_row, offs_n, mask_n, N, EVEN_N)
+        meta_row = (tl.minimum(k_next, last_tile) // GROUP) * N
+        meta_next = _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS, EVEN_N)
+        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), end_row - 1,
+                                       X_IS_BF16, USE_ASM, EVEN_K)
         scale, offset = _split_meta(meta, USE_ASM)
         acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3

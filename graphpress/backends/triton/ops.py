@@ -95,8 +95,9 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
     partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
     gemv_int4_kernel[(tiles_n, splits)](
         x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
-        w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
-        X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
+        GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
+        X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
+        EVEN_N=n % config.block_n == 0,
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 
