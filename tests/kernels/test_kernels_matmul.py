@@ -131,3 +131,22 @@ def test_paired_int4_gemv_is_chosen_only_where_it_applies():
     assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
     assert kernel_path(1, paired_int4=True) == "gemv-pairs"
     assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows, group, block_m, block_k, split", [(5, 64, 16, 64, 2), (16, 128, 16, 64, 1),
+                                                                  (33, 128, 64, 128, 1)])
+def test_tensor_core_path_with_float16_pairs(dtype, rows, group, block_m, block_k, split):
+    # pairs.py's loader: words decoded two at a time, interleaved back into K order for tl.dot.
+    config = LaunchConfig(block_m=block_m, block_n=32, block_k=block_k, split_k=split, num_warps=4, num_stages=2,
+                          pairs=True)
+    for in_features, out_features in ((256, 48), (200, 64)):
+        error = _check(4, group, in_features, out_features, rows, config, dtype=dtype, seed=rows + group,
+                       meta_dtype=torch.float16)
+        assert error < MAX_RELATIVE_ERROR
+
+
+def test_pairs_are_offered_to_the_tuner_only_where_they_apply():
+    assert any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132, paired_int4=True))
+    assert not any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132))
+    assert kernel_path(16, paired_int4=True) == "small-pairs" and kernel_path(128) == "gemm"

@@ -15,7 +15,7 @@ and is pruned when its BLOCK_K does not tile the quantization group.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 __all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS"]
 
@@ -49,6 +49,7 @@ class LaunchConfig:
     num_warps: int
     num_stages: int
     unpack_by_words: bool = True  # tensor-core paths: one load per packed word (see kernels.dot_kernel)
+    pairs: bool = False  # tensor-core paths: float16-pair decoding (pairs.py; int4 with meta_pairs only)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
@@ -56,10 +57,10 @@ class LaunchConfig:
 
 
 def kernel_path(m: int, paired_int4: bool = False) -> str:
-    """``"gemv"`` (or ``"gemv-pairs"`` where that kernel applies), ``"small"`` or ``"gemm"`` for M rows."""
-    if m == 1:
-        return "gemv-pairs" if paired_int4 else "gemv"
-    return "small" if m <= SMALL_BATCH_MAX_ROWS else "gemm"
+    """``"gemv"``, ``"small"`` or ``"gemm"`` for M rows, with ``"-pairs"`` where the float16-pair decoding applies
+    (its candidates differ, so its tuned choices are cached under their own key)."""
+    path = "gemv" if m == 1 else "small" if m <= SMALL_BATCH_MAX_ROWS else "gemm"
+    return f"{path}-pairs" if paired_int4 else path
 
 
 def _block_k_fits(block_k: int, group: int, padded_k: int) -> bool:
@@ -102,23 +103,29 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
                     continue
                 for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
                     out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
-    elif path == "small":
+    elif path.startswith("small"):
         block_m = _small_block_m(m)
         for block_n, block_k, warps, stages in _SMALL_TILES:
             if not _block_k_fits(block_k, group, padded_k):
                 continue
             for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
-                for by_words in (True, False):
-                    out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, by_words))
+                out.extend(_loader_variants(LaunchConfig(block_m, block_n, block_k, split, warps, stages),
+                                            paired_int4 and group % block_k == 0))
     else:
         for block_m, block_n, block_k, warps, stages in _GEMM_TILES:
             if not _block_k_fits(block_k, group, padded_k):
                 continue
             tiles = -(-m // block_m) * -(-n // block_n)
             for split in _useful_splits(tiles, padded_k, block_k, multiprocessors)[:2]:
-                for by_words in (True, False):
-                    out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, by_words))
+                out.extend(_loader_variants(LaunchConfig(block_m, block_n, block_k, split, warps, stages),
+                                            paired_int4 and group % block_k == 0))
     return out
+
+
+def _loader_variants(config: LaunchConfig, pairs: bool) -> list[LaunchConfig]:
+    """The tensor-core kernel's weight loaders worth timing for one tile: float16 pairs first where they apply."""
+    variants = [replace(config, unpack_by_words=True), replace(config, unpack_by_words=False)]
+    return [replace(config, pairs=True)] + variants if pairs else variants
 
 
 def default_config(m: int, n: int, padded_k: int, group: int, multiprocessors: int,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from graphpress.backends.triton.pairs import load_tile_pairs
+
 __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
 
 
@@ -121,16 +123,18 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
 
 
 @triton.jit
-def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
+def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, m_ptr, out_ptr, part_ptr,
                M, N, K, Kp, group, k_per_split, stride_xm,
                BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                USE_PARTIALS: tl.constexpr, DOT_PRECISION: tl.constexpr, DOT_IN_FLOAT32: tl.constexpr,
-               UNPACK_BY_WORDS: tl.constexpr):
+               UNPACK_BY_WORDS: tl.constexpr, PAIRS: tl.constexpr = False, USE_ASM: tl.constexpr = True):
     """``out[M, N] = x[M, K] @ W`` on tensor cores; program (m-block x n-block, k-split).
 
     ``UNPACK_BY_WORDS`` picks :func:`_load_tile_by_words` (one load per word, then a reshape) over the
-    broadcast-address :func:`_load_tile`; the autotuner tries both.
+    broadcast-address :func:`_load_tile`; the autotuner tries both.  ``PAIRS`` (int4 with ``meta_pairs`` at
+    ``m_ptr``, tiles inside one group) decodes two weights per instruction (``pairs.py``) and multiplies in
+    float16.
     ``DOT_IN_FLOAT32`` multiplies in float32 instead of the activation dtype: float32 activations, and
     Triton's CPU interpreter, whose bf16 ``tl.dot`` returns garbage (seen with Triton 3.9).
     """
@@ -148,17 +152,24 @@ def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
         offs_k = k_start + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                     mask=(offs_m < M)[:, None] & (offs_k < K)[None, :], other=0.0)
-        if UNPACK_BY_WORDS:
+        if PAIRS:
+            w = load_tile_pairs(w_ptr, m_ptr, k_start, offs_n, N, group, BLOCK_K, USE_ASM)
+            if DOT_IN_FLOAT32:
+                acc = tl.dot(x.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(x.to(tl.float16), w, acc)
+        elif UNPACK_BY_WORDS:
             w3, _ = _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
                                         BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP, BLOCK_K)
             w = tl.reshape(w3, (BLOCK_K, BLOCK_N))
         else:
             w = _load_tile(w_ptr, s_ptr, o_ptr, offs_k, offs_n, k_start, N, Kp, group,
                            BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP)
-        if DOT_IN_FLOAT32:
-            acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(x, w.to(x.dtype), acc, input_precision=DOT_PRECISION)
+        if not PAIRS:
+            if DOT_IN_FLOAT32:
+                acc = tl.dot(x.to(tl.float32), w, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(x, w.to(x.dtype), acc, input_precision=DOT_PRECISION)
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     tile = offs_m[:, None] * N + offs_n[None, :]
     if USE_PARTIALS:

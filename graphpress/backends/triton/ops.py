@@ -27,6 +27,7 @@ from graphpress.backends.triton.layout import KernelWeights, codes_per_word
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
 __all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "paired_int4_applies",
+           "pairs_apply",
            "AUTOTUNE_CACHE"]
 
 _log = logging.getLogger("graphpress")
@@ -71,11 +72,16 @@ _ARRIVAL_SLOTS = 1 << 16
 _arrival_counters: dict[torch.device, torch.Tensor] = {}
 
 
+def pairs_apply(x2d: torch.Tensor, w: KernelWeights) -> bool:
+    """Whether the float16-pair decoding serves this product: int4 with ``meta_pairs``, 16-bit activations,
+    groups of at least one 64-input tile (the batch-1 kernel adds its own conditions)."""
+    return (w.bits == 4 and w.meta_pairs is not None and x2d.dtype in (torch.bfloat16, torch.float16)
+            and w.group % 64 == 0)
+
+
 def paired_int4_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     """Whether ``gemv_int4.gemv_int4_kernel`` can take this product (else the generic GEMV does)."""
-    return (x2d.shape[0] == 1 and w.bits == 4 and w.meta_pairs is not None
-            and x2d.dtype in (torch.bfloat16, torch.float16)
-            and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0 and w.group % 64 == 0)
+    return (x2d.shape[0] == 1 and pairs_apply(x2d, w) and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0)
 
 
 def _counters(device: torch.device) -> torch.Tensor:
@@ -124,10 +130,12 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     else:
         in_float32 = x2d.dtype == torch.float32 or interpreting()
         grid = (-(-m // config.block_m) * tiles_n, splits)
+        pairs = config.pairs and pairs_apply(x2d, w) and w.group % config.block_k == 0
         kernels.dot_kernel[grid](
-            x2d, w.packed, w.scales, w.offsets, out, partials, m, n, k, kp, w.group, per_split, x2d.stride(0),
+            x2d, w.packed, w.scales, w.offsets, w.meta_pairs if pairs else w.scales, out, partials, m, n, k, kp,
+            w.group, per_split, x2d.stride(0),
             BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=in_float32,
-            UNPACK_BY_WORDS=config.unpack_by_words, **common)
+            UNPACK_BY_WORDS=config.unpack_by_words, PAIRS=pairs, USE_ASM=not interpreting(), **common)
     if use_partials:
         numel = m * n
         kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
@@ -139,7 +147,7 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     outside graph capture) and cached, else an untuned default."""
     m = x2d.shape[0]
     kp = w.padded_in_features
-    paired = paired_int4_applies(x2d, w)
+    paired = paired_int4_applies(x2d, w) if m == 1 else pairs_apply(x2d, w)
     memo_key = (x2d.device, w.bits, w.group, m_bucket(m), w.out_features, kp, x2d.dtype, paired)
     config = _config_memo.get(memo_key)
     if config is not None:
