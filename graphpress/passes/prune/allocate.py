@@ -8,7 +8,8 @@ to prune (a per-group unit fraction for ``scope=local``, a prefix of the globall
 
 * never removes a frozen unit, never empties a group or any tensor axis a group reaches (``keep_one``);
 * rounds each group's kept unit count to a multiple of ``round_to`` where the group is wide enough
-  (at least ``8 * round_to`` units, so rounding never dominates a narrow layer);
+  (at least ``8 * round_to`` units, so rounding never dominates a narrow layer; a narrower group rounds
+  to the largest power-of-two divisor of ``round_to`` down to 8 that it is wide enough for);
 * reports what it rounded (KV-head groups are coarse: 2 KV heads can only lose 0 or 1);
 * refines a ``local`` plan step by step in single groups to land close to the target.
 
@@ -30,7 +31,7 @@ import numpy as np
 from ...analysis.coupling import CouplingGroup, CouplingResult
 from ...errors import InfeasibleRequestError, PassError
 
-__all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "standardize_scores", "STANDARDIZE_CHOICES"]
+__all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "per_cost", "standardize_scores", "STANDARDIZE_CHOICES"]
 
 STANDARDIZE_CHOICES = ("mean", "group", "kind")
 _CHANNEL_UNIT = 2  # positions per unit up to which a unit is one channel (fused gate/up rows), not a head
@@ -50,27 +51,34 @@ class PruningPlan:
 
 
 class ParameterBudget:
-    """Exact parameter counts of the weights in scope for any choice of kept units."""
+    """Exact parameter counts of the weights in scope for any choice of kept units; with ``scale`` (a cost
+    per element of a weight, e.g. its FLOPs per element) the weighted sum instead."""
 
-    def __init__(self, result: CouplingResult, groups: list[int]):
+    def __init__(self, result: CouplingResult, groups: list[int], scale: dict[str, float] | None = None):
         self.weights: dict[str, tuple[tuple[int, ...], list[tuple[int, int, np.ndarray]]]] = {}
         for gi in groups:
             group = result.groups[gi]
             for m in group.members:
                 shape, axes = self.weights.setdefault(m.key, (m.shape, []))
                 axes.append((m.axis, gi, np.bincount(m.unit_of, minlength=group.units)))
-        self.total = sum(int(np.prod(shape)) for shape, _ in self.weights.values())
+        self.scale = scale
+        self.total = self._sum({k: shape for k, (shape, _) in self.weights.items()})
+
+    def _sum(self, shapes: dict[str, tuple[int, ...] | list[int]]) -> int:
+        if self.scale is None:
+            return sum(int(np.prod(s)) for s in shapes.values())
+        return int(round(sum(int(np.prod(s)) * self.scale.get(k, 0.0) for k, s in shapes.items())))
 
     def remaining(self, keep: dict[int, np.ndarray]) -> int:
-        total = 0
-        for shape, axes in self.weights.values():
+        shapes = {}
+        for key, (shape, axes) in self.weights.items():
             sizes = list(shape)
             for axis, gi, counts in axes:
                 mask = keep.get(gi)
                 if mask is not None:
                     sizes[axis] = min(sizes[axis], int(counts[mask].sum()))
-            total += int(np.prod(sizes))
-        return total
+            shapes[key] = sizes
+        return self._sum(shapes)
 
 
 def _feasible_removal(group: CouplingGroup, order: np.ndarray, count: int) -> np.ndarray:
@@ -97,10 +105,17 @@ def _feasible_removal(group: CouplingGroup, order: np.ndarray, count: int) -> np
 
 
 def _step(group: CouplingGroup, round_to: int, multiple_of: dict[int, int]) -> int:
-    """The multiple a group's kept count must be: a model constraint always, ``round_to`` if wide enough."""
+    """The multiple a group's kept count must be: a model constraint always, ``round_to`` if wide enough
+    (at least ``8 * round_to`` units), else the largest power-of-two divisor of ``round_to`` of at least 8
+    it is wide enough for: a 64-channel layer under round_to=16 keeps a multiple of 8, not any count
+    (onnxruntime pads NCHWc convolutions to its 8/16-channel blocks, so 45 channels cost as much as 48)."""
     step = multiple_of.get(group.index, 1)
-    if round_to > 1 and group.unit_size == 1 and group.units >= 8 * round_to:
-        step = int(np.lcm(step, round_to))
+    if round_to > 1 and group.unit_size == 1:
+        fit = round_to
+        while fit > 8 and fit % 2 == 0 and group.units < 8 * fit:
+            fit //= 2
+        if group.units >= 8 * fit:
+            step = int(np.lcm(step, fit))
     return step
 
 
@@ -173,12 +188,18 @@ def standardize_scores(result: CouplingResult, groups: list[int], scores: dict[i
     return out
 
 
-def _global(result, groups, scores, budget, target, round_to, multiple_of, standardize="mean"):
+def _global(result, groups, scores, budget, target, round_to, multiple_of, standardize="mean", unit_cost=None,
+            max_fraction=1.0):
     ranked = []
     comparable = standardize_scores(result, groups, scores, standardize)
+    if unit_cost is not None:
+        comparable = per_cost(result, groups, comparable, unit_cost)
     for gi in groups:
         g = result.groups[gi]
-        for u in np.flatnonzero(~g.frozen).tolist():
+        free = np.flatnonzero(~g.frozen)
+        if max_fraction < 1.0:  # only a group's weakest units up to the cap enter the ranking
+            free = free[np.argsort(scores[gi][free], kind="stable")][: int(np.floor(max_fraction * g.units))]
+        for u in free.tolist():
             ranked.append((comparable[gi][u], gi, u))
     ranked.sort()
 
@@ -241,22 +262,41 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     return keep
 
 
+def per_cost(result: CouplingResult, groups: list[int], comparable: dict[int, np.ndarray],
+             unit_cost: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Standardized importance per unit of cost (``cost=latency``): a unit that saves twice the mean
+    latency ranks as if half as important. Costs are floored at 1% of the mean, so a unit whose saving
+    was not measured is pruned last, not never."""
+    mean = float(np.mean(np.concatenate([unit_cost[gi] for gi in groups]))) or 1.0
+    return {gi: comparable[gi] / np.maximum(unit_cost[gi] / mean, 0.01) for gi in groups}
+
+
 def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np.ndarray], ratio: float,
                  scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None,
-                 standardize: str = "mean") -> PruningPlan:
+                 standardize: str = "mean", unit_cost: dict[int, np.ndarray] | None = None,
+                 budget: ParameterBudget | None = None, target: float | None = None,
+                 max_fraction: float = 1.0) -> PruningPlan:
     """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring).
 
     ``multiple_of`` maps a group index to a multiple its kept count must be (a model's own constraint,
     e.g. a Hugging Face config that requires hidden_size % num_attention_heads == 0). ``standardize``
-    applies to ``scope=global`` only."""
-    budget = ParameterBudget(result, groups)
+    applies to ``scope=global`` only. ``unit_cost`` (per group, what removing each unit saves, e.g. its
+    measured latency) ranks units across groups by importance per cost, whatever ``scope``. ``budget`` and
+    ``target`` replace the parameter count and ``ratio * total`` (e.g. a FLOPs budget and FLOPs to remove);
+    ``max_fraction`` caps the fraction of any group's units a cross-group ranking removes."""
+    budget = budget or ParameterBudget(result, groups)
     if ratio <= 0 or not groups:
         return PruningPlan({}, budget.total, 0)
-    target = ratio * budget.total
-    if scope == "local":
+    target = ratio * budget.total if target is None else target
+    if unit_cost is not None:
+        scope = "global"
+        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize, unit_cost,
+                       max_fraction)
+    elif scope == "local":
         keep = _local(result, groups, scores, budget, target, round_to, multiple_of or {})
     else:
-        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize)
+        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize,
+                       max_fraction=max_fraction)
     if scope == "local" and len(groups) <= 512:
         keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {})
     removed = budget.total - budget.remaining(keep)
