@@ -48,12 +48,18 @@ __all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
 
 
 def default_round_to(graph: Graph) -> int:
-    """Channel multiples that suit the backend's CPU kernels (torch and onnxruntime): the NCHWc block of
-    onnxruntime's convolutions, 16 with AVX-512 and 8 otherwise: channels are padded to whole blocks (88
-    kept channels cost as 96). On ResNet-50 at half the FLOPs the summed kernel times were 2.06x below dense
-    with 16 against 1.89x with 8 (benchmarks/results/prune_resnet50_speed.md)."""
+    """Channel multiples that suit the backend's CPU kernels (torch and onnxruntime).
+
+    Models with convolutions get the NCHWc block of onnxruntime's convolutions, 16 with AVX-512 and 8
+    otherwise: channels are padded to whole blocks (88 kept channels cost as 96). On ResNet-50 at half the
+    FLOPs the summed kernel times were 2.06x below dense with 16 against 1.89x with 8
+    (benchmarks/results/prune_resnet50_speed.md). Models without convolutions (transformers: matrix
+    products, where the block argument does not apply) keep multiples of 8.
+    """
     if graph.origin not in ("torch", "onnx"):
         return 1
+    if not any(node.op in ("Conv", "ConvTranspose") for node in graph.nodes):
+        return 8
     from .latency import nchwc_block
 
     return nchwc_block()
@@ -115,8 +121,8 @@ class _StructuredPrune(Pass):
                "cost=latency) may remove, so no layer is pruned to a sliver (0 = auto: 0.75 with cost=latency, "
                "1 otherwise)", low=0.0, high=1.0),
         Option("round_to", "int", 0, "kept channel counts are multiples of this where a group is wide enough "
-               "(0 = backend default: onnxruntime's NCHWc block, 16 on AVX-512 CPUs, else 8; narrower groups "
-               "round to 8)", low=0),
+               "(0 = backend default: with convolutions onnxruntime's NCHWc block, 16 on AVX-512 CPUs, else 8; "
+               "without, 8; narrower groups round to 8)", low=0),
         Option("ignore", "list", [], "module-name glob patterns never to prune, separated by | "
                "(e.g. lm_head|model.layers.0.*)"),
         Option("seed", "int", 0, "seed of importance=random"),
