@@ -3,8 +3,11 @@
 Magnitude works linear by linear without data. Wanda and SparseGPT walk the model block by block through
 :func:`graphpress.calibration.run_blockwise`, so each block is pruned on the activations produced by the
 already-pruned blocks before it (SparseGPT also gets the Gram matrices it needs). Layer-adaptive
-allocations (OWL, LAMP) first read activation statistics of the dense model, compute one ratio per linear,
-then prune with the chosen method at those ratios.
+allocations compute one ratio per linear first, then prune with the chosen method at those ratios: OWL
+from the outlier fractions of each decoder block's Wanda scores on the dense model (one ratio per block),
+LAMP from the weights' magnitudes alone (one ratio per linear). Both redistribute the ratio only among the
+linears the method will prune (for Wanda and SparseGPT those inside the calibrated blocks), so the overall
+ratio over the pruned linears is the requested one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import OptionError
+from ..errors import GraphpressError, OptionError
 from .allocation import lamp_ratios, outlier_fraction, owl_block_ratios, whole_weight_ratios
 from .magnitude import magnitude_prune
 from .masks import SparsityPattern, sparsity_of
@@ -50,12 +53,17 @@ class SparsityReport:
 
 def _select_linears(model: nn.Module, ignore: Sequence[str], pattern: SparsityPattern,
                     report: SparsityReport) -> dict[str, nn.Linear]:
-    """Linears to prune: not ignored, and wide enough for an N:M pattern (others are reported as skipped)."""
+    """Linears to prune: not ignored, not sharing their weight with an embedding (a tied lm_head: pruning it
+    would prune the token embeddings too), and wide enough for an N:M pattern (others are reported as skipped)."""
+    embeddings = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
     selected = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
         if any(fnmatch.fnmatchcase(name, p) for p in ignore):
+            continue
+        if id(module.weight) in embeddings:
+            report.skipped[name] = f"weight tied to the embedding {embeddings[id(module.weight)]}"
             continue
         if pattern.is_n_of_m and module.in_features % pattern.n_of_m[1]:
             report.skipped[name] = f"in_features {module.in_features} is not a multiple of {pattern.n_of_m[1]}"
@@ -72,36 +80,59 @@ def _input_norms(model: nn.Module, calibration: Any, tokenizer: Any) -> dict[str
     return {name: s.l2_norm for name, s in stats.items()}
 
 
-def _block_of(name: str) -> str:
-    """``model.layers.3.mlp.up_proj`` -> ``model.layers.3`` (the first numeric path component ends the block)."""
-    parts = name.split(".")
-    for index, part in enumerate(parts):
-        if part.isdigit():
-            return ".".join(parts[: index + 1])
-    return name
+def _block_members(model: nn.Module, linears: dict[str, nn.Linear]) -> dict[str, list[str]]:
+    """``{block name: [linear names]}`` for the selected linears inside the repeated blocks that
+    :func:`graphpress.calibration.run_blockwise` walks (``model.layers.3`` -> its q/k/v/o/gate/up/down)."""
+    from ..calibration.blocks import find_blocks
+    from ..calibration.statistics import linear_modules
+
+    try:
+        prefix, blocks = find_blocks(model)
+    except GraphpressError:  # no repeated blocks: nothing is calibrated (magnitude may still prune)
+        return {}
+    members: dict[str, list[str]] = {}
+    for index, block in enumerate(blocks):
+        name = f"{prefix}.{index}"
+        inside = [n for n in linear_modules(block, name) if n in linears]
+        if inside:
+            members[name] = inside
+    return members
 
 
-def _allocate(linears: dict[str, nn.Linear], pattern: SparsityPattern, method: str, allocation: str,
-              norms: dict[str, torch.Tensor], owl: tuple[float, float] = (0.08, 5.0)) -> dict[str, float]:
-    """Per-linear ratios. LAMP ranks by the method's own score (|W| for magnitude, Wanda's otherwise); OWL
-    counts outliers of Wanda scores whatever the method, as in the paper, since outliers are an activation
-    property (``norms`` are the input channel norms of the dense model)."""
-    def importance(name: str, data_aware: bool) -> torch.Tensor:
-        weight = linears[name].weight.detach()
-        if not data_aware or name not in norms:
-            return weight.abs().float()
-        return wanda_scores(weight, norms[name])
+def _allocate(model: nn.Module, linears: dict[str, nn.Linear], pattern: SparsityPattern, method: str,
+              allocation: str, calibration: Any, tokenizer: Any,
+              owl: tuple[float, float] = (0.08, 5.0)) -> dict[str, float]:
+    """Per-linear ratios of a layer-adaptive allocation.
 
+    The ratio is redistributed among the linears ``method`` will prune: all selected ones for magnitude,
+    those inside the calibrated blocks for Wanda and SparseGPT (the others are not pruned and keep the
+    nominal ratio, which nothing uses). LAMP ranks by ``|W|`` whatever the method, as in the paper: only its
+    per-layer ratios are used, the method picks the weights within each layer. OWL counts outliers of Wanda
+    scores of the dense model whatever the method, as in the paper (outliers are an activation property), one
+    ratio per decoder block.
+    """
+    ratios = {name: pattern.ratio for name in linears}
+    members = _block_members(model, linears)
+    in_blocks = [name for names in members.values() for name in names]
     if allocation == "lamp":
-        return lamp_ratios({name: importance(name, method != "magnitude") for name in linears}, pattern.ratio)
-    blocks: dict[str, list[str]] = {}
-    for name in linears:
-        blocks.setdefault(_block_of(name), []).append(name)
+        pruned = list(linears) if method == "magnitude" else in_blocks
+        ratios.update(lamp_ratios({name: linears[name].weight.detach().abs() for name in pruned}, pattern.ratio))
+        return ratios
+    if calibration is None:
+        raise OptionError("sparsify{allocation=owl} needs calibration data (it counts outliers of Wanda scores)")
+    norms = _input_norms(model, calibration, tokenizer)
     spread, threshold = owl
-    outliers = {b: outlier_fraction([importance(n, True) for n in names], threshold) for b, names in blocks.items()}
-    sizes = {b: sum(linears[n].weight.numel() for n in names) for b, names in blocks.items()}
+    outliers = {block: outlier_fraction([wanda_scores(linears[n].weight.detach(), norms[n]) for n in names],
+                                        threshold)
+                for block, names in members.items()}
+    sizes = {block: sum(linears[n].weight.numel() for n in names) for block, names in members.items()}
+    # Linears outside the blocks (pruned by magnitude only) keep the nominal ratio, so centring the block
+    # ratios on it keeps the overall ratio.
     block_ratios = owl_block_ratios(outliers, sizes, pattern.ratio, spread)
-    return {name: block_ratios[_block_of(name)] for name in linears}
+    for block, names in members.items():
+        for name in names:
+            ratios[name] = block_ratios[block]
+    return ratios
 
 
 def _prune_linear(linear: nn.Linear, pattern: SparsityPattern, method: str, stats: Any) -> None:
@@ -151,8 +182,8 @@ def sparsify_model(
     linears = _select_linears(model, ignore, pattern, report)
     ratios = {name: pattern.ratio for name in linears}
     if allocation != "uniform":
-        norms = _input_norms(model, calibration, tokenizer) if calibration is not None else {}
-        ratios = _allocate(linears, pattern, method, allocation, norms, (owl_lambda, owl_threshold))
+        ratios = _allocate(model, linears, pattern, method, allocation, calibration, tokenizer,
+                           (owl_lambda, owl_threshold))
     ratios = whole_weight_ratios(ratios, {name: linear.weight.numel() for name, linear in linears.items()})
 
     def pattern_for(name: str) -> SparsityPattern:
