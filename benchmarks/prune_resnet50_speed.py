@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 import graphpress
-
+from graphpress.backends.onnx.side_by_side import median_ms_in_blocks
 
 
 class Bottleneck(nn.Module):
@@ -112,23 +111,10 @@ def main() -> None:
         onnx.checker.check_model(pruned_path)
         sessions = {"dense": _session(dense_path), "pruned": _session(pruned_path)}
         feed = {sessions["dense"].get_inputs()[0].name: x.numpy()}
-        times = {name: [] for name in sessions}
-        for name, session in sessions.items():
-            for _ in range(3):
-                session.run(None, feed)
-        # Alternating blocks of runs, so both models see the same machine load over time, but never
-        # run-by-run: each session owns a 2-thread pool that keeps spinning for a while after its run,
-        # and on this 2-core machine run-by-run alternation made every run wait on the other session's
-        # spinning threads (dense 49 ms that way against 26 ms alone; the ratio read 1.65x for 1.93x).
-        for _ in range(-(-args.runs // args.block)):
-            for name, session in sessions.items():
-                session.run(None, feed)  # lets the other session's pool go idle; not timed
-                for _ in range(args.block):
-                    start = time.perf_counter()
-                    session.run(None, feed)
-                    times[name].append(time.perf_counter() - start)
-    dense_ms = statistics.median(times["dense"]) * 1e3
-    pruned_ms = statistics.median(times["pruned"]) * 1e3
+        # Alternating blocks, never run-by-run: see graphpress.backends.onnx.side_by_side.
+        calls = {name: (lambda s=session: s.run(None, feed)) for name, session in sessions.items()}
+        medians = median_ms_in_blocks(calls, args.runs, args.block)
+    dense_ms, pruned_ms = medians["dense"], medians["pruned"]
     command = "PYTHONPATH=. python benchmarks/prune_resnet50_speed.py --runs " + str(args.runs) + \
         (f" --block {args.block}" if args.block != 5 else "") + \
         (f" --ratio {args.ratio}" if args.ratio else "") + (f" --round-to {args.round_to}" if args.round_to else "") + \

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ import onnxruntime as ort
 import torch
 
 import graphpress
+from graphpress.backends.onnx.side_by_side import median_ms_in_blocks
 from graphpress.eval import calibration_windows
 from graphpress.models import load_smollm2
 
@@ -57,20 +56,6 @@ def _session(path: str, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def _interleaved_medians_ms(sessions: dict[str, tuple], runs: int) -> dict[str, float]:
-    """Median ms of each session, the sessions taking turns so a busy machine slows them all alike."""
-    for session, feeds in sessions.values():
-        for _ in range(3):
-            session.run(None, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(runs):
-        for name, (session, feeds) in sessions.items():
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
 def _feeds(session: ort.InferenceSession, ids: torch.Tensor) -> dict:
@@ -112,7 +97,8 @@ def main() -> None:
                     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
                                if f.startswith(os.path.basename(path)))
                     sessions[label], facts[label] = (session, feeds), (size / 2**20, error)
-            medians = _interleaved_medians_ms(sessions, args.runs)
+            calls = {name: (lambda s=session, f=feeds: s.run(None, f)) for name, (session, feeds) in sessions.items()}
+            medians = median_ms_in_blocks(calls, args.runs)
             for label, ms in medians.items():
                 rows.append((label, tokens, *facts[label], ms, medians["fp32"] / ms))
                 print(rows[-1], flush=True)
@@ -124,7 +110,7 @@ def main() -> None:
               f"torch {torch.__version__}. Command: `python benchmarks/quant_onnx_latency.py --tokens "
               f"{' '.join(map(str, args.tokens))} --runs {args.runs} --threads {args.threads}`.\n"
               "error = max|onnxruntime - graphpress torch model| / max|torch| over the logits of the same file's "
-              "model. speed-up = fp32 ms / variant ms at the same token count, runs interleaved across the files.\n\n"
+              "model. speed-up = fp32 ms / variant ms at the same token count, the files timed in alternating blocks of 5 runs (graphpress.backends.onnx.side_by_side).\n\n"
               "| variant | tokens | file MiB | error vs torch | ms | speed-up vs fp32 |\n|---|---|---|---|---|---|\n")
     body = "".join(f"| {n} | {t} | {s:.1f} | {e:.2e} | {ms:.2f} | {x:.2f}x |\n" for n, t, s, e, ms, x in rows)
     args.out.write_text(header + body)
