@@ -14,7 +14,8 @@ from graphpress.backends.onnx.runtime import run_onnxruntime
 
 TORCH_CASES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3", "phi3", "gemma", "mixtral", "gpt2", "bert", "vit",
                "resnet", "mobilenet", "segnet"]
-ONNX_CASES = ["llama", "qwen3", "phi3", "mixtral", "gpt2", "bert", "vit", "resnet", "mobilenet", "segnet"]
+ONNX_CASES = ["llama", "mistral", "qwen2", "gemma", "llama_tied", "qwen3", "phi3", "mixtral", "gpt2", "bert", "vit",
+              "resnet", "mobilenet", "segnet"]
 
 
 @pytest.mark.parametrize("name", TORCH_CASES)
