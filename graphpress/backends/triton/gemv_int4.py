@@ -20,7 +20,9 @@ About 22 instructions per 8 weights instead of about 48.  The scale and offset a
 Split-K without a second launch: each program stores its float32 partial row, and the last program of
 a column block (an atomic arrival counter) adds the partials in split order and writes the output, then
 resets the counter.  One launch matters at decode sizes, where a reduction kernel costs as much as
-the product itself on a 4096 x 4096 weight.
+the product itself on a 4096 x 4096 weight.  The counters are one buffer per device, so two split-K
+launches must not run concurrently on different streams of one GPU (ops.py launches on the current
+stream; decode loops and CUDA graphs use one).
 
 ``USE_ASM=False`` runs the same arithmetic with Triton's float16 conversions instead of PTX, for the
 CPU interpreter (which cannot execute inline assembly); the tests compare it with the reference.
