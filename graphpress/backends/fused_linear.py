@@ -74,6 +74,7 @@ class _SharedOutputs:
         self.ref: weakref.ref | None = None
         self.outputs: tuple[torch.Tensor, ...] | None = None
         self.read: set[int] = set()
+        self.traced_input: torch.Tensor | None = None
         self.wasted = 0
         self.complete = 0
 
@@ -87,6 +88,8 @@ class _SharedOutputs:
         return not (self.wasted >= _WASTE_LIMIT and self.wasted > self.complete) or not hasattr(self.fused, "forward_part")
 
     def get(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._get_traced(x, index)
         if not self.caching:
             return self.fused.forward_part(x, index)
         key = (id(x), x._version, torch.is_grad_enabled())
@@ -100,6 +103,20 @@ class _SharedOutputs:
         if len(self.read) == self.count:  # every sibling has its part: free the fused result
             self.complete += 1
             self.outputs, self.ref, self.key = None, None, None
+        return out
+
+
+    def _get_traced(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The same sharing while torch.compile traces: keyed on the traced tensor itself (``is``), since
+        ``id`` and ``_version`` of a traced tensor are not values the compiler can guard on. The graph it
+        builds computes the fused product once and slices it for every sibling."""
+        if self.outputs is None or self.traced_input is not x:
+            self.outputs = tuple(self.fused(x))
+            self.traced_input, self.read = x, set()
+        out = self.outputs[index]
+        self.read.add(index)
+        if len(self.read) == self.count:
+            self.outputs, self.traced_input = None, None
         return out
 
 

@@ -122,3 +122,21 @@ def test_inplace_fuses_the_users_model():
     out = graphpress.optimize(model, "fuse-gate-up", example_inputs=case.inputs, example_kwargs=case.call_kwargs,
                               inplace=True)
     assert out is model and isinstance(model.model.layers[1].mlp.up_proj, SiblingSlice)
+
+
+def test_fused_siblings_compile_into_one_graph_with_one_product_per_fusion():
+    # torch.compile traces the sharing without graph breaks (the eager cache keys on id/_version, which
+    # a traced tensor does not have), and the graph holds one linear per fused group.
+    import torch._dynamo as dynamo
+
+    case = tiny_case("llama")
+    model = case.model.eval()
+    fused = graphpress.optimize(model, "fuse-qkv,fuse-gate-up", example_inputs=case.inputs,
+                                example_kwargs=case.call_kwargs)
+    explained = dynamo.explain(lambda **kw: fused(**kw, **case.call_kwargs).logits)(**case.inputs)
+    assert explained.graph_break_count == 0
+    linears = sum(1 for node in explained.graphs[0].graph.nodes if "linear" in str(node.target))
+    assert linears == 4 * model.config.num_hidden_layers + 1  # qkv, o, gate_up, down per layer; lm_head
+    with torch.no_grad():
+        compiled = torch.compile(lambda **kw: fused(**kw, **case.call_kwargs).logits)
+        torch.testing.assert_close(compiled(**case.inputs), _logits(model, case), rtol=1e-4, atol=1e-5)
