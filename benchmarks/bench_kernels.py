@@ -297,48 +297,81 @@ def decode_tokens_per_s(model, prompt: torch.Tensor, new_tokens: int, label: str
     return max(r[0] for r in rates), rates[-1][1]
 
 
-def e2e_section(results: dict, new_tokens: int) -> None:
+def _build_llama_7b():
     from transformers import LlamaForCausalLM
 
-    emit("")
     torch.manual_seed(0)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(llama_7b_config()).eval()
     torch.set_default_dtype(default_dtype)
+    return model
+
+
+def _fuse_projections(model) -> int:
+    """q/k/v and gate/up of every layer as one int4 TritonQuantLinear each (graphpress's sibling fusion)."""
+    from graphpress.backends.fused_linear import install_fused
+
+    fused = 0
+    for index, layer in enumerate(model.model.layers):
+        for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "fused_qkv"),
+                                         (layer.mlp, ("gate_proj", "up_proj"), "fused_gate_up")):
+            parts = [rtn_quantize(getattr(owner, name).weight.data, 4, 128) for name in names]
+            module = TritonQuantLinear.from_quantized(parts)
+            prefix = f"model.layers.{index}.{'self_attn' if owner is layer.self_attn else 'mlp'}"
+            install_fused(model, [f"{prefix}.{name}" for name in names], module, f"{prefix}.{fused_name}",
+                          [p.out_features for p in parts])
+            fused += 1
+    return fused
+
+
+def e2e_section(results: dict, new_tokens: int) -> None:
+    emit("")
+    model = _build_llama_7b()
     probe = model.model.layers[0].mlp.down_proj.weight
     emit(f"Llama-2-7B-shaped model: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params, "
          f"dtype {probe.dtype}, weight std {probe.float().std():.4f} (random, non-zero)")
     prompt = torch.randint(0, 32000, (1, 16), device="cuda")
     bf16_rate, bf16_tokens = decode_tokens_per_s(model, prompt, new_tokens, "bf16")
     emit(f"bf16: {bf16_rate:.1f} tokens/s")
-    torch._dynamo.reset()
-
-    started = time.perf_counter()
-    with torch.no_grad():
-        names = lower_linear_modules(model, quantizer=lambda lin: rtn_quantize(lin.weight.data, 4, 128))
-    torch.cuda.empty_cache()
-    quant_s = time.perf_counter() - started
-    started = time.perf_counter()
-    tuned = {}
-    for module in model.modules():
-        if isinstance(module, TritonQuantLinear) and (module.out_features, module.in_features) not in tuned:
-            tuned[(module.out_features, module.in_features)] = tune(module, (1, prompt.shape[1]))
-    tune_s = time.perf_counter() - started
-    gib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
-    emit(f"int4: {len(names)} linears quantized (RTN g128) and lowered in {quant_s:.1f} s; "
-         f"autotune {tune_s:.1f} s for {len(tuned)} shapes; model now {gib:.2f} GiB")
-    int4_rate, int4_tokens = decode_tokens_per_s(model, prompt, new_tokens, "int4")
-    agree = float((int4_tokens == bf16_tokens).float().mean())
-    emit(f"int4: {int4_rate:.1f} tokens/s")
+    rates = {}
+    for fuse in (False, True):
+        torch._dynamo.reset()
+        if fuse:  # same seed, same weights
+            del model
+            torch.cuda.empty_cache()
+            model = _build_llama_7b()
+        started = time.perf_counter()
+        with torch.no_grad():
+            fused = _fuse_projections(model) if fuse else 0
+            names = lower_linear_modules(model, quantizer=lambda lin: rtn_quantize(lin.weight.data, 4, 128))
+        torch.cuda.empty_cache()
+        quant_s = time.perf_counter() - started
+        started = time.perf_counter()
+        tuned = {}
+        for module in model.modules():
+            if isinstance(module, TritonQuantLinear) and (module.out_features, module.in_features) not in tuned:
+                tuned[(module.out_features, module.in_features)] = tune(module, (1, prompt.shape[1]))
+        tune_s = time.perf_counter() - started
+        gib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
+        label = "int4 fused" if fuse else "int4"
+        emit(f"{label}: {len(names)} linears lowered one for one, {fused} fused groups (RTN g128) in {quant_s:.1f} s; "
+             f"autotune {tune_s:.1f} s for {len(tuned)} shapes; model now {gib:.2f} GiB")
+        rate, tokens = decode_tokens_per_s(model, prompt, new_tokens, label)
+        rates[label] = (rate, float((tokens == bf16_tokens).float().mean()))
+        emit(f"{label}: {rate:.1f} tokens/s")
     emit("")
     emit("| model | tokens/s (batch 1, 128 new tokens, static cache, torch.compile reduce-overhead) | speedup |")
     emit("|---|---|---|")
     emit(f"| bf16 | {bf16_rate:.1f} | 1.00x |")
-    emit(f"| graphpress int4 g128 (all linears incl. lm_head) | {int4_rate:.1f} | {int4_rate / bf16_rate:.2f}x |")
-    emit(f"(greedy tokens identical to bf16 at {100 * agree:.0f}% of positions; random weights, so only a sanity signal)")
-    results["e2e"] = dict(bf16=bf16_rate, int4=int4_rate, quant_s=quant_s, tune_s=tune_s, agree=agree)
+    emit(f"| graphpress int4 g128 (all linears incl. lm_head) | {rates['int4'][0]:.1f} | "
+         f"{rates['int4'][0] / bf16_rate:.2f}x |")
+    emit(f"| graphpress int4 g128, q/k/v and gate/up fused | {rates['int4 fused'][0]:.1f} | "
+         f"{rates['int4 fused'][0] / bf16_rate:.2f}x |")
+    emit(f"(greedy tokens identical to bf16 at {100 * rates['int4'][1]:.0f}% / {100 * rates['int4 fused'][1]:.0f}% "
+         "of positions; random weights, so only a sanity signal)")
+    results["e2e"] = dict(bf16=bf16_rate, **{k: v[0] for k, v in rates.items()})
 
 
 def main() -> None:
