@@ -32,19 +32,9 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
 
 __all__ = ["gemv_int4_kernel"]
-
-@triton.jit
-def _f16_bits(values):
-    """float32 -> the 16 bits of its float16 rounding, in the low half of an int32."""
-    return values.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-
-
-@triton.jit
-def _f16_of_bits(bits):
-    """The low 16 bits of an int32 read as float16, widened to float32."""
-    return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
 
 
 @triton.jit
@@ -67,90 +57,54 @@ def _x_pairs_to_f16(pairs, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def _word_dot_emulated(word, scale, offset, x0, x1, x2, x3):
-    """What the PTX of :func:`_word_dot` computes, rounding to float16 where it does (interpreter path)."""
-    s = _f16_of_bits(scale)
-    o = _f16_of_bits(offset)
-    acc_lo = tl.zeros(word.shape, tl.float32)
-    acc_hi = tl.zeros(word.shape, tl.float32)
+def _accumulate_emulated(p0, p1, p2, p3, x0, x1, x2, x3):
+    """What the PTX of :func:`_accumulate_pairs` computes, rounding to float16 where it does."""
+    acc_lo = tl.zeros(p0.shape, tl.float32)
+    acc_hi = tl.zeros(p0.shape, tl.float32)
     for pair in tl.static_range(4):
         if pair == 0:
-            xp = x0
+            wp, xp = p0, x0
         elif pair == 1:
-            xp = x1
+            wp, xp = p1, x1
         elif pair == 2:
-            xp = x2
+            wp, xp = p2, x2
         else:
-            xp = x3
-        q_lo = ((word >> (4 * pair)) & 0xF).to(tl.float32)
-        q_hi = ((word >> (16 + 4 * pair)) & 0xF).to(tl.float32)
-        w_lo = (q_lo * s + o).to(tl.float16).to(tl.float32)
-        w_hi = (q_hi * s + o).to(tl.float16).to(tl.float32)
-        acc_lo = (w_lo * _f16_of_bits(xp) + acc_lo).to(tl.float16).to(tl.float32)
-        acc_hi = (w_hi * _f16_of_bits(xp >> 16) + acc_hi).to(tl.float16).to(tl.float32)
+            wp, xp = p3, x3
+        acc_lo = (_f16_of_bits(wp) * _f16_of_bits(xp) + acc_lo).to(tl.float16).to(tl.float32)
+        acc_hi = (_f16_of_bits(wp >> 16) * _f16_of_bits(xp >> 16) + acc_hi).to(tl.float16).to(tl.float32)
     return acc_lo + acc_hi
 
 
 @triton.jit
-def _split_meta(meta, USE_ASM: tl.constexpr):
-    """(scale, scale) and (offset, offset) float16 pairs from a ``meta_pairs`` element.
-
-    A separate pure instruction block, so the compiler computes it once per column and reuses it for
-    every word row of the tile (the metadata is the same down a group).
-    """
+def _accumulate_pairs(p0, p1, p2, p3, x0, x1, x2, x3, USE_ASM: tl.constexpr):
+    """``sum(w * x)`` over a word's four float16 weight pairs and activation pairs, in float32."""
     if not USE_ASM:
-        return meta & 0xFFFF, (meta >> 16) & 0xFFFF
-    return tl.inline_asm_elementwise(
-        """
-        prmt.b32 $0, $2, $2, 0x1010;
-        prmt.b32 $1, $2, $2, 0x3232;
-        """,
-        "=r,=r,r", [meta], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
-
-
-@triton.jit
-def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
-    """Sum over one word's 8 codes of ``(q * s + o) * x`` in float32, from float16-pair arithmetic.
-
-    Decoding (Marlin's trick): masks 0x000F000F and 0x00F000F0 pick a code pair straight into float16
-    mantissas over the exponent of 1024, as ``1024 + q`` or ``1024 + 16 q``; one ``sub`` or ``fma`` makes
-    either exact, and a single shift by 8 serves the other two pairs.
-    """
-    if not USE_ASM:
-        return _word_dot_emulated(word, scale, offset, x0, x1, x2, x3)
+        return _accumulate_emulated(p0, p1, p2, p3, x0, x1, x2, x3)
     bits = tl.inline_asm_elementwise(
         """{
-        .reg .b32 q0, q1, q2, q3, t, a, magic, sixteenth, minus64;
+        .reg .b32 a;
         .reg .b16 lo, hi;
         .reg .f32 flo, fhi;
-        mov.b32 magic, 0x64006400;
-        mov.b32 sixteenth, 0x2C002C00;
-        mov.b32 minus64, 0xD400D400;
-        shr.u32 t, $1, 8;
-        lop3.b32 q0, $1, 0x000F000F, magic, 0xEA;
-        lop3.b32 q1, $1, 0x00F000F0, magic, 0xEA;
-        lop3.b32 q2, t, 0x000F000F, magic, 0xEA;
-        lop3.b32 q3, t, 0x00F000F0, magic, 0xEA;
-        sub.f16x2 q0, q0, magic;
-        fma.rn.f16x2 q1, q1, sixteenth, minus64;
-        sub.f16x2 q2, q2, magic;
-        fma.rn.f16x2 q3, q3, sixteenth, minus64;
-        fma.rn.f16x2 q0, q0, $2, $3;
-        fma.rn.f16x2 q1, q1, $2, $3;
-        fma.rn.f16x2 q2, q2, $2, $3;
-        fma.rn.f16x2 q3, q3, $2, $3;
-        mul.rn.f16x2 a, q0, $4;
-        fma.rn.f16x2 a, q1, $5, a;
-        fma.rn.f16x2 a, q2, $6, a;
-        fma.rn.f16x2 a, q3, $7, a;
+        mul.rn.f16x2 a, $1, $5;
+        fma.rn.f16x2 a, $2, $6, a;
+        fma.rn.f16x2 a, $3, $7, a;
+        fma.rn.f16x2 a, $4, $8, a;
         mov.b32 {lo, hi}, a;
         cvt.f32.f16 flo, lo;
         cvt.f32.f16 fhi, hi;
         add.f32 flo, flo, fhi;
         mov.b32 $0, flo;
         }""",
-        "=r,r,r,r,r,r,r,r", [word, scale, offset, x0, x1, x2, x3], dtype=tl.int32, is_pure=True, pack=1)
+        "=r,r,r,r,r,r,r,r,r", [p0, p1, p2, p3, x0, x1, x2, x3], dtype=tl.int32, is_pure=True, pack=1)
     return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _word_dot(word, scale, offset, x0, x1, x2, x3, USE_ASM: tl.constexpr):
+    """Sum over one word's 8 codes of ``(q * s + o) * x`` in float32: decode two weights per instruction
+    (:func:`pairs.dequantize_pairs`), multiply-accumulate two per instruction, widen once."""
+    p0, p1, p2, p3 = dequantize_pairs(word, scale, offset, USE_ASM)
+    return _accumulate_pairs(p0, p1, p2, p3, x0, x1, x2, x3, USE_ASM)
 
 
 @triton.jit
@@ -242,7 +196,7 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
         meta_next = _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS, EVEN_N)
         n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), end_row - 1,
                                        X_IS_BF16, USE_ASM, EVEN_K)
-        scale, offset = _split_meta(meta, USE_ASM)
+        scale, offset = split_meta(meta, USE_ASM)
         acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     result = tl.sum(acc, axis=0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
 from graphpress.backends.triton.pairs import load_tile_pairs
 
 __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]

@@ -20,9 +20,9 @@ from typing import Iterable, Optional
 import torch
 
 from graphpress.backends.triton import kernels
-from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
+from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
 from graphpress.backends.triton.layout import KernelWeights, codes_per_word
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
@@ -84,6 +84,12 @@ def paired_int4_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     return (x2d.shape[0] == 1 and pairs_apply(x2d, w) and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0)
 
 
+def _k_split(padded_k: int, config: LaunchConfig) -> tuple[int, int]:
+    """Inputs per K split (whole ``BLOCK_K`` tiles) and the number of splits that covers ``padded_k``."""
+    per_split = -(-padded_k // (config.split_k * config.block_k)) * config.block_k
+    return per_split, -(-padded_k // per_split)
+
+
 def _counters(device: torch.device) -> torch.Tensor:
     counters = _arrival_counters.get(device)
     if counters is None:
@@ -93,8 +99,7 @@ def _counters(device: torch.device) -> torch.Tensor:
 
 def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
     n, kp = w.out_features, w.padded_in_features
-    per_split = -(-kp // (config.split_k * config.block_k)) * config.block_k
-    splits = -(-kp // per_split)
+    per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
     if tiles_n > _ARRIVAL_SLOTS:
         raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
@@ -114,8 +119,7 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
         return
     m, k = x2d.shape
     n, kp = w.out_features, w.padded_in_features
-    per_split = -(-kp // (config.split_k * config.block_k)) * config.block_k
-    splits = -(-kp // per_split)
+    per_split, splits = _k_split(kp, config)
     use_partials = splits > 1
     partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
     one_group_per_tile = w.group % config.block_k == 0

@@ -1,7 +1,9 @@
-"""Decoding a tile of int4 words into float16 weights two at a time (the tensor-core paths' loader).
+"""Decoding int4 words into float16 weights two at a time, for the batch-1 and the tensor-core kernels.
 
-The batch-1 kernel (``gemv_int4.py``) multiplies in float16 pairs and never materialises the weights.
-The tensor-core kernel needs them as a ``[BLOCK_K, BLOCK_N]`` operand, and its old loader spent about
+:func:`dequantize_pairs` turns one int32 word of the kernel layout into four float16 pairs of weights;
+the batch-1 kernel (``gemv_int4.py``) multiplies those pairs with activation pairs directly and never
+materialises the weights. The tensor-core kernel needs them as a ``[BLOCK_K, BLOCK_N]`` operand
+(:func:`load_tile_pairs`), and its old loader spent about
 six scalar instructions per weight on shifts, masks and float32 arithmetic, which left it
 instruction-bound at M = 16 (int4 ran slower than int8 there).  This loader decodes and dequantizes
 each word with the same pair instructions (``lop3`` into float16 mantissas, one ``sub``/``fma`` to make
@@ -17,9 +19,36 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from graphpress.backends.triton.gemv_int4 import _f16_bits, _f16_of_bits, _split_meta
+__all__ = ["dequantize_pairs", "split_meta", "load_tile_pairs"]
 
-__all__ = ["load_tile_pairs"]
+
+@triton.jit
+def _f16_bits(values):
+    """float32 -> the 16 bits of its float16 rounding, in the low half of an int32."""
+    return values.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _f16_of_bits(bits):
+    """The low 16 bits of an int32 read as float16, widened to float32."""
+    return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def split_meta(meta, USE_ASM: tl.constexpr):
+    """(scale, scale) and (offset, offset) float16 pairs from a ``meta_pairs`` element.
+
+    A separate pure instruction block, so the compiler computes it once per column and reuses it for
+    every word row of the tile (the metadata is the same down a group).
+    """
+    if not USE_ASM:
+        return meta & 0xFFFF, (meta >> 16) & 0xFFFF
+    return tl.inline_asm_elementwise(
+        """
+        prmt.b32 $0, $2, $2, 0x1010;
+        prmt.b32 $1, $2, $2, 0x3232;
+        """,
+        "=r,=r,r", [meta], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
 
 
 @triton.jit
@@ -38,8 +67,14 @@ def _dequantize_pairs_emulated(word, scale, offset):
 
 
 @triton.jit
-def _dequantize_pairs(word, scale, offset, USE_ASM: tl.constexpr):
-    """Four int32 tensors; the s-th holds the float16 weights of codes 2s (low half) and 2s+1 (high half)."""
+def dequantize_pairs(word, scale, offset, USE_ASM: tl.constexpr):
+    """Four int32 tensors; the s-th holds the float16 weights of codes 2s (low half) and 2s+1 (high half).
+
+    Decoding (Marlin's trick): masks 0x000F000F and 0x00F000F0 pick a code pair straight into float16
+    mantissas over the exponent of 1024, as ``1024 + q`` or ``1024 + 16 q``; one ``sub`` or ``fma`` makes
+    either exact, a single shift by 8 serves the other two pairs, and one ``fma`` per pair applies the
+    group's scale and offset.
+    """
     if not USE_ASM:
         return _dequantize_pairs_emulated(word, scale, offset)
     return tl.inline_asm_elementwise(
@@ -87,8 +122,8 @@ def load_tile_pairs(w_ptr, m_ptr, k_start, offs_n, N, group, BLOCK_K: tl.constex
                     eviction_policy="evict_first")
     meta = tl.load(m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + (k_start // group) * N) + offs_n[None, :],
                    mask=mask_n[None, :], other=0)
-    scale, offset = _split_meta(meta, USE_ASM)
-    p0, p1, p2, p3 = _dequantize_pairs(words, scale, offset, USE_ASM)
+    scale, offset = split_meta(meta, USE_ASM)
+    p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
     # [WORDS, BLOCK_N, half, s % 2, s // 2] with k = 8 * word + 4 * (s // 2) + 2 * (s % 2) + half.
     tile = tl.join(tl.join(_halves(p0), _halves(p1)), tl.join(_halves(p2), _halves(p3)))
     tile = tl.permute(tile, (0, 4, 3, 2, 1))
