@@ -313,17 +313,15 @@ def _fuse_projections(model) -> int:
     """q/k/v and gate/up of every layer as one int4 TritonQuantLinear each (graphpress's sibling fusion)."""
     from graphpress.backends.fused_linear import install_fused
 
-    fused = 0
-    for index, layer in enumerate(model.model.layers):
-        for owner, names, fused_name in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "fused_qkv"),
-                                         (layer.mlp, ("gate_proj", "up_proj"), "fused_gate_up")):
-            parts = [rtn_quantize(getattr(owner, name).weight.data, 4, 128) for name in names]
-            module = TritonQuantLinear.from_quantized(parts)
-            prefix = f"model.layers.{index}.{'self_attn' if owner is layer.self_attn else 'mlp'}"
-            install_fused(model, [f"{prefix}.{name}" for name in names], module, f"{prefix}.{fused_name}",
-                          [p.out_features for p in parts])
-            fused += 1
-    return fused
+    groups = (("self_attn", ("q_proj", "k_proj", "v_proj"), "fused_qkv"),
+              ("mlp", ("gate_proj", "up_proj"), "fused_gate_up"))
+    for index in range(len(model.model.layers)):
+        for owner, names, fused_name in groups:
+            prefix = f"model.layers.{index}.{owner}"
+            parts = [rtn_quantize(model.get_submodule(f"{prefix}.{name}").weight.data, 4, 128) for name in names]
+            install_fused(model, [f"{prefix}.{name}" for name in names], TritonQuantLinear.from_quantized(parts),
+                          f"{prefix}.{fused_name}", [p.out_features for p in parts])
+    return len(model.model.layers) * len(groups)
 
 
 def e2e_section(results: dict, new_tokens: int) -> None:

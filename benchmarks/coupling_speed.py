@@ -20,6 +20,7 @@ import torch
 from graphpress.analysis.coupling import compute_coupling
 from graphpress.analysis.coupling.repeated_blocks import trace_repeated_blocks
 from graphpress.frontends.torch_export import trace
+from graphpress.testing.results import publish_lines
 from graphpress.testing.zoo import meta_llama
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "coupling_speed.md")
@@ -69,10 +70,7 @@ def main() -> None:
     for name, traced, analysed, nodes, groups, prunable, uncovered in rows:
         lines.append(f"| {name} | {traced:.2f} | {analysed:.2f} | {traced + analysed:.2f} | {nodes} | {groups} | "
                      f"{prunable} | {uncovered} |")
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish_lines(RESULTS, lines)
 
 
 if __name__ == "__main__":

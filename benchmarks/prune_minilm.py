@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import graphpress
 from graphpress.eval import calibration_sentences, evaluation_sentences, mean_pooled_embeddings
 from graphpress.models.zoo import load_minilm
+from graphpress.testing.results import markdown_cell, publish_lines
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "prune_minilm.md")
 CRITERIA = ("l2", "taylor", "wanda", "flap", "come")
@@ -140,16 +141,13 @@ def main() -> None:
              f"{args.sentences_per_sample} --rows {args.rows}`; evaluation: {len(sentences)} sentences; torch "
              f"{torch.__version__}.", "", header, "|---|---|---|---|---|---|---|---|---|"]
     for name, pipe, params, mean, low, agree, secs, error in rows:
-        pipe = pipe.replace("|", "\\|")  # a bare | inside a table cell ends the cell
+        pipe = markdown_cell(pipe)
         if params is None:
             lines.append(f"| {name} | `{pipe}` | - | - | - | - | - | {secs:.1f} | {error.replace('|', '/')} |")
         else:
             lines.append(f"| {name} | `{pipe}` | {params:,} | {1 - params / dense:.1%} | {mean:.4f} | {low:.4f} | "
                          f"{agree:.3f} | {secs:.1f} | |")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish_lines(args.output, lines)
 
 
 if __name__ == "__main__":

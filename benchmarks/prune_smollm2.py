@@ -32,6 +32,7 @@ import graphpress
 from graphpress.backends.hf_fixups import load_pruned
 from graphpress.eval import calibration_windows, evaluation_windows, perplexity
 from graphpress.models.zoo import load_smollm2
+from graphpress.testing.results import markdown_cell, publish_lines
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "prune_smollm2.md")
 DEFAULT_ROWS = "l2/all,taylor/all"
@@ -119,13 +120,10 @@ def main() -> None:
              "| saved | 20 greedy tokens after reload |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, pipe, total, decoder, ppl, secs, saved, text in rows:
-        pipe = pipe.replace("|", "\\|")  # a bare | inside a table cell ends the cell
+        pipe = markdown_cell(pipe)
         lines.append(f"| {name} | `{pipe}` | {total:,} | {decoder:,} | {1 - decoder / dense_decoder:.1%} | {ppl:.2f} | "
                      f"{ppl / dense_ppl:.2f} | {secs:.1f} | {saved} | {text} |")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish_lines(args.output, lines)
 
 
 if __name__ == "__main__":

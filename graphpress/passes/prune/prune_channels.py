@@ -31,6 +31,7 @@ from ..options import Option
 from ..registry import register_pass
 from .allocate import STANDARDIZE_CHOICES, plan_pruning
 from .apply import apply_keep_mask
+from .flops_budget import flops_budget
 from .importance import (
     ImportanceContext,
     default_standardize,
@@ -39,7 +40,6 @@ from .importance import (
     needs_gradients,
     needs_statistics,
 )
-from .flops_budget import flops_budget
 from .input_stats import collect_input_statistics
 from .latency import unit_latency_costs
 from .removed_inputs import record_removed_inputs, wants_recovery
