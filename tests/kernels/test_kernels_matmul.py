@@ -150,3 +150,25 @@ def test_pairs_are_offered_to_the_tuner_only_where_they_apply():
     assert any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132, paired_int4=True))
     assert not any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132))
     assert kernel_path(16, paired_int4=True) == "small-pairs" and kernel_path(128) == "gemm"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("rows, group, block_m, block_k, split", [(5, 64, 16, 32, 2), (16, 128, 16, 64, 1),
+                                                                  (33, 128, 64, 128, 1), (70, 64, 64, 64, 3)])
+def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
+    # swap_ab.py: out^T = W @ x^T with K renumbered inside each tile; ragged N and K, partial row blocks.
+    config = LaunchConfig(block_m=block_m, block_n=32, block_k=block_k, split_k=split, num_warps=4, num_stages=2,
+                          pairs=True, swap_ab=True)
+    for in_features, out_features in ((256, 48), (200, 64)):
+        error = _check(4, group, in_features, out_features, rows, config, dtype=dtype, seed=rows + group + block_k,
+                       meta_dtype=torch.float16)
+        assert error < MAX_RELATIVE_ERROR
+
+
+def test_swapped_operand_launches_are_offered_only_for_paired_int4():
+    small = candidate_configs(16, 4096, 4096, 128, 132, paired_int4=True)
+    large = candidate_configs(128, 4096, 4096, 128, 132, paired_int4=True)
+    assert any(c.swap_ab for c in small) and any(c.swap_ab and c.block_m == 128 for c in large)
+    assert all(c.pairs and c.block_k % 32 == 0 and 128 % c.block_k == 0 for c in small + large if c.swap_ab)
+    assert not any(c.swap_ab for c in candidate_configs(16, 4096, 4096, 128, 132))
+    assert not any(c.swap_ab for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))

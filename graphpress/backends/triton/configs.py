@@ -9,6 +9,10 @@ A path is picked from the number of activation rows M:
 * ``small`` (M = 2..64): tensor-core kernel with BLOCK_M = 16/32/64 and split-K, still bandwidth-bound.
 * ``gemm``  (M > 64): tensor-core kernel with large tiles, little or no split.
 
+Where the float16-pair decoding applies, both tensor-core paths also offer ``swap_ab`` launches
+(``swap_ab.py``: ``out^T = W @ x^T`` with the decoded weights fed to the tensor cores from registers); their
+``block_m`` is the activation-row tile, the ``wgmma`` N dimension.
+
 Each candidate keeps at most about 64 float32 accumulators per thread in the GEMV (registers, no spills)
 and is pruned when its BLOCK_K does not tile the quantization group.
 """
@@ -36,6 +40,14 @@ _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 
 _GEMM_TILES = ((64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                (64, 256, 64, 8, 3), (128, 128, 32, 4, 4))
 _SPLITS = (1, 2, 4, 8, 16, 32)
+# (BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M <= 64: BLOCK_N weight rows
+# per program (64 per warp group of four warps), BLOCK_K a multiple of 32 inside one group.
+_SWAP_SMALL_TILES = ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 4, 3), (256, 64, 8, 3), (128, 64, 8, 4),
+                     (64, 128, 4, 3))
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M > 64.
+_SWAP_GEMM_TILES = ((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
+                    (64, 256, 64, 8, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4), (64, 128, 128, 4, 3),
+                    (128, 128, 64, 8, 4), (64, 128, 64, 4, 4))
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class LaunchConfig:
     num_stages: int
     unpack_by_words: bool = True  # tensor-core paths: one load per packed word (see kernels.dot_kernel)
     pairs: bool = False  # tensor-core paths: float16-pair decoding (pairs.py; int4 with meta_pairs only)
+    swap_ab: bool = False  # tensor-core paths: weights as the register operand (swap_ab.py; implies pairs)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
@@ -103,7 +116,18 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
                     continue
                 for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
                     out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
-    elif path.startswith("small"):
+    else:
+        if paired_int4:
+            out.extend(_swap_ab_configs(m, n, padded_k, group, multiprocessors))
+        out.extend(_dot_configs(m, n, padded_k, group, multiprocessors, paired_int4))
+    return out
+
+
+def _dot_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
+                 paired_int4: bool) -> list[LaunchConfig]:
+    """Launches of ``kernels.dot_kernel`` (activations as the A operand) for M > 1."""
+    out: list[LaunchConfig] = []
+    if m <= SMALL_BATCH_MAX_ROWS:
         block_m = _small_block_m(m)
         for block_n, block_k, warps, stages in _SMALL_TILES:
             if not _block_k_fits(block_k, group, padded_k):
@@ -119,6 +143,24 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
             for split in _useful_splits(tiles, padded_k, block_k, multiprocessors)[:2]:
                 out.extend(_loader_variants(LaunchConfig(block_m, block_n, block_k, split, warps, stages),
                                             paired_int4 and group % block_k == 0))
+    return out
+
+
+def _swap_ab_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> list[LaunchConfig]:
+    """Launches of ``swap_ab.swap_ab_kernel`` (int4 pairs, weights as the register operand) for M > 1."""
+    if m <= SMALL_BATCH_MAX_ROWS:
+        block_m = _small_block_m(m)
+        tiles = [(block_m, *tile) for tile in _SWAP_SMALL_TILES]
+    else:
+        tiles = list(_SWAP_GEMM_TILES)
+    out = []
+    for block_m, block_n, block_k, warps, stages in tiles:
+        if group % block_k or block_k % 32 or block_k > padded_k:
+            continue
+        programs = -(-m // block_m) * -(-n // block_n)
+        splits = _useful_splits(programs, padded_k, block_k, multiprocessors)
+        for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:3]:
+            out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, pairs=True, swap_ab=True))
     return out
 
 

@@ -17,12 +17,10 @@ pairs instead, the way Marlin and FasterTransformer decode int4:
 About 22 instructions per 8 weights instead of about 48.  The scale and offset are rounded to float16
 (relative 2**-11); products stay far from float16's range for activations up to about 10^4.
 
-Split-K without a second launch: each program stores its float32 partial row, and the last program of
-a column block (an atomic arrival counter) adds the partials in split order and writes the output, then
-resets the counter.  One launch matters at decode sizes, where a reduction kernel costs as much as
-the product itself on a 4096 x 4096 weight.  The counters are one buffer per device, so two split-K
-launches must not run concurrently on different streams of one GPU (ops.py launches on the current
-stream; decode loops and CUDA graphs use one).
+Split-K without a second launch (``splitk.store_or_reduce``): the last program of a column block adds
+the partials.  The counters are one buffer per device, so two split-K launches must not run
+concurrently on different streams of one GPU (ops.py launches on the current stream; decode loops and
+CUDA graphs use one).
 
 ``USE_ASM=False`` runs the same arithmetic with Triton's float16 conversions instead of PTX, for the
 CPU interpreter (which cannot execute inline assembly); the tests compare it with the reference.
@@ -33,6 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
+from graphpress.backends.triton.splitk import store_or_reduce
 
 __all__ = ["gemv_int4_kernel"]
 
@@ -199,17 +198,4 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
         scale, offset = split_meta(meta, USE_ASM)
         acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
-    result = tl.sum(acc, axis=0)
-    if SPLIT_K == 1:
-        tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=mask_n)
-    else:
-        tl.store(part_ptr + pid_k * N + offs_n, result, mask=mask_n)
-        # Every thread's partial must be written before the arrival is counted (release, GPU scope).
-        tl.debug_barrier()
-        arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:
-            total = tl.zeros((BLOCK_N,), dtype=tl.float32)
-            for split in range(SPLIT_K):
-                total += tl.load(part_ptr + split * N + offs_n, mask=mask_n, other=0.0, cache_modifier=".cg")
-            tl.store(out_ptr + offs_n, total.to(out_ptr.dtype.element_ty), mask=mask_n)
-            tl.atomic_xchg(count_ptr + pid_n, 0)
+    store_or_reduce(tl.sum(acc, axis=0), out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K)

@@ -24,6 +24,7 @@ from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fa
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
 from graphpress.backends.triton.layout import KernelWeights, codes_per_word
+from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
 __all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "paired_int4_applies",
@@ -120,30 +121,45 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     m, k = x2d.shape
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
+    tiles_n = -(-n // config.block_n)
+    grid = (-(-m // config.block_m) * tiles_n, splits)
+    pairs = config.pairs and pairs_apply(x2d, w) and w.group % config.block_k == 0
+    if config.block_m > 1 and pairs and config.swap_ab:
+        _launch_swap_ab(x2d, w, config, out, grid, per_split)
+        return
     use_partials = splits > 1
     partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
-    one_group_per_tile = w.group % config.block_k == 0
-    common = dict(BITS=w.bits, CODES_PER_WORD=codes_per_word(w.bits), TILE_IN_ONE_GROUP=one_group_per_tile,
+    common = dict(BITS=w.bits, CODES_PER_WORD=codes_per_word(w.bits), TILE_IN_ONE_GROUP=w.group % config.block_k == 0,
                   BLOCK_N=config.block_n, BLOCK_K=config.block_k, USE_PARTIALS=use_partials,
                   num_warps=config.num_warps, num_stages=config.num_stages)
-    tiles_n = -(-n // config.block_n)
     if config.block_m == 1:
         for row in range(m):  # the GEMV path is only chosen for M == 1; the loop keeps misuse correct
             kernels.gemv_kernel[(tiles_n, splits)](
                 x2d[row], w.packed, w.scales, w.offsets, out[row], partials, n, k, kp, w.group, per_split, **common)
     else:
-        in_float32 = x2d.dtype == torch.float32 or interpreting()
-        grid = (-(-m // config.block_m) * tiles_n, splits)
-        pairs = config.pairs and pairs_apply(x2d, w) and w.group % config.block_k == 0
         kernels.dot_kernel[grid](
             x2d, w.packed, w.scales, w.offsets, w.meta_pairs if pairs else w.scales, out, partials, m, n, k, kp,
             w.group, per_split, x2d.stride(0),
-            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=in_float32,
+            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=x2d.dtype == torch.float32 or interpreting(),
             UNPACK_BY_WORDS=config.unpack_by_words, PAIRS=pairs, USE_ASM=not interpreting(), **common)
     if use_partials:
         numel = m * n
         kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
             partials, out, numel, SPLIT_K=splits, BLOCK=_REDUCE_BLOCK, num_warps=4)
+
+
+def _launch_swap_ab(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
+                    grid: tuple[int, int], per_split: int) -> None:
+    m, k = x2d.shape
+    splits = grid[1]
+    if grid[0] > _ARRIVAL_SLOTS:
+        raise ValueError(f"{grid[0]} output tiles exceed the {_ARRIVAL_SLOTS} split-K counters")
+    partials = torch.empty((splits, m, w.out_features), device=x2d.device, dtype=torch.float32) if splits > 1 else out
+    swap_ab_kernel[grid](
+        x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), m, w.out_features, k, per_split,
+        x2d.stride(0), splits, GROUP=w.group, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k, EVEN_K=k % config.block_k == 0, USE_ASM=not interpreting(),
+        DOT_IN_FLOAT32=interpreting(), num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True) -> LaunchConfig:
@@ -159,8 +175,7 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     name, sms = _device_facts(x2d.device)
     if x2d.device.type != "cuda":
         return default_config(m, w.out_features, kp, w.group, sms, paired)
-    if paired:
-        _counters(x2d.device)  # allocated now, not inside a graph capture
+    _counters(x2d.device)  # allocated now, not inside a graph capture (split-K launches count arrivals)
     dtype = str(x2d.dtype).removeprefix("torch.")
     key = tuning_key(name, kernel_path(m, paired), w.bits, w.group, m, w.out_features, kp, dtype)
     config = AUTOTUNE_CACHE.get(key)
@@ -177,7 +192,8 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
     """Time every candidate on copies of the weights (more than L2 holds) and store the fastest."""
     weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
     rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
-    copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone())
+    copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone(),
+                            meta_pairs=None if w.meta_pairs is None else w.meta_pairs.clone())
                     for _ in range(rotation - 1)]
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,

@@ -1,0 +1,100 @@
+"""Int4 tensor-core product with the weights as the *register* operand: ``out^T = W @ x^T``.
+
+Hopper's ``wgmma`` reads its B operand from shared memory but may take A from registers.  The
+straightforward ``x @ W`` puts the freshly decoded weights in B, so every tile is decoded in registers,
+written to shared memory and read back by the tensor cores; at M = 16 that round trip, not the decode,
+set the kernel's speed (KERNEL_NOTES run 8).  Swapping the operands makes the weights A and the small
+activation tile B (``out^T[N, M] = W[N, K] @ x^T[K, M]``), and the decoded float16 pairs can go straight
+into ``wgmma``, provided they already sit in the registers the instruction expects.
+
+They do, with one renumbering of K inside each tile.  In the A fragment a thread holds, for each 16-wide
+K step, the pairs ``2c, 2c+1`` and ``2c+8, 2c+9`` where ``c`` is its lane within a quad; one packed word
+of the kernel layout holds eight consecutive inputs as four float16 pairs.  Since a dot product may sum
+over K in any order, the kernel assigns the words of a tile so that the four pairs of word ``I c + i``
+(``I`` = words per thread) land on exactly that thread's fragment positions: logical index
+``32 i + 16 a + 8 b + 2 c + h`` for input ``8 (I c + i) + 4 a + 2 b + h``, and it loads the activations in
+the same order (:func:`_activation_order`).  Triton then derives the word loads' layout from the
+``wgmma`` fragment and emits no shared-memory conversion for the weights (checked in the PTX: no
+``st.shared`` of the weight tile).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from graphpress.backends.triton.pairs import _halves, dequantize_pairs, split_meta
+from graphpress.backends.triton.splitk import store_or_reduce
+
+__all__ = ["swap_ab_kernel"]
+
+
+@triton.jit
+def _fragment_order(tile, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``[BLOCK_N, BLOCK_K]`` from ``[BLOCK_N, words, half, pair % 2, pair // 2]`` (as the joins of the decoded
+    pairs leave it: ``join`` adds its axis last) in the fragment's K order."""
+    PER_THREAD: tl.constexpr = BLOCK_K // 32
+    tile = tl.reshape(tile, (BLOCK_N, 4, PER_THREAD, 2, 2, 2))  # [n, c, i, h, b, a]
+    tile = tl.permute(tile, (0, 2, 5, 4, 1, 3))  # [n, i, a, b, c, h]
+    return tl.reshape(tile, (BLOCK_N, BLOCK_K))
+
+
+@triton.jit
+def _activation_order(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The ``[BLOCK_K, BLOCK_M]`` B operand from an activation tile ``[BLOCK_M, BLOCK_K]`` read in input order.
+
+    Reading contiguously keeps the activation loads 16 bytes wide; the renumbering is a register and
+    shared-memory relabelling on the way into B, which goes through shared memory in any case.
+    """
+    PER_THREAD: tl.constexpr = BLOCK_K // 32
+    x = tl.reshape(x, (BLOCK_M, 4, PER_THREAD, 2, 2, 2))  # input 8 (I c + i) + 4 a + 2 b + h
+    x = tl.permute(x, (0, 2, 3, 4, 1, 5))
+    return tl.trans(tl.reshape(x, (BLOCK_M, BLOCK_K)))
+
+
+@triton.jit
+def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm, SPLIT_K,
+                   GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   EVEN_K: tl.constexpr, USE_ASM: tl.constexpr = True,
+                   DOT_IN_FLOAT32: tl.constexpr = False):
+    """``out[M, N] = x[M, K] @ W`` for int4 weights with ``meta_pairs`` (``m_ptr``); program (m x n block, k split).
+
+    ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile).  ``SPLIT_K`` > 1
+    programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).  ``DOT_IN_FLOAT32``
+    multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).
+    """
+    WORDS: tl.constexpr = BLOCK_K // 8
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    blocks_n = tl.cdiv(N, BLOCK_N)
+    pid_m = pid // blocks_n
+    pid_n = pid % blocks_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    mask_m = offs_m < M
+    k_begin = pid_k * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, tl.cdiv(K, BLOCK_K) * BLOCK_K)
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    for k_start in range(k_begin, k_end, BLOCK_K):
+        offs_k = k_start + tl.arange(0, BLOCK_K)
+        if EVEN_K:
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+        else:
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                        mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+        rows = k_start // 8 + tl.arange(0, WORDS)
+        words = tl.load(w_ptr + rows[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0,
+                        eviction_policy="evict_first")
+        meta = tl.load(m_ptr + (k_start // GROUP) * N + offs_n, mask=mask_n, other=0)[:, None]
+        scale, offset = split_meta(meta, USE_ASM)
+        p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
+        tile = tl.join(tl.join(_halves(p0), _halves(p1)), tl.join(_halves(p2), _halves(p3)))
+        w = _fragment_order(tile, BLOCK_N, BLOCK_K)
+        xt = _activation_order(x, BLOCK_M, BLOCK_K)
+        if DOT_IN_FLOAT32:
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float16).to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w, xt.to(tl.float16), acc)
+    store_or_reduce(acc, out_ptr, part_ptr, count_ptr, pid, offs_m[None, :] * N + offs_n[:, None],
+                    mask_n[:, None] & mask_m[None, :], M * N, pid_k, SPLIT_K)
