@@ -23,7 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from graphpress.backends.triton.pairs import _halves, dequantize_pairs, split_meta
+from graphpress.backends.triton.pairs import dequantize_pairs, dequantize_pairs_bf16, halves, split_meta, split_meta_bf16
 from graphpress.backends.triton.splitk import store_or_reduce
 
 __all__ = ["swap_ab_kernel"]
@@ -56,12 +56,14 @@ def _activation_order(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
 def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm, SPLIT_K,
                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    EVEN_K: tl.constexpr, USE_ASM: tl.constexpr = True,
-                   DOT_IN_FLOAT32: tl.constexpr = False):
+                   DOT_IN_FLOAT32: tl.constexpr = False, BF16: tl.constexpr = False):
     """``out[M, N] = x[M, K] @ W`` for int4 weights with ``meta_pairs`` (``m_ptr``); program (m x n block, k split).
 
     ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile).  ``SPLIT_K`` > 1
     programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).  ``DOT_IN_FLOAT32``
-    multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).
+    multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).  ``BF16``
+    (bfloat16 activations) decodes the weights into bfloat16 and multiplies in bfloat16, so the activation
+    tile is used as loaded; otherwise weights and activations are float16.
     """
     WORDS: tl.constexpr = BLOCK_K // 8
     pid = tl.program_id(0)
@@ -87,14 +89,18 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
         words = tl.load(w_ptr + rows[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0,
                         eviction_policy="evict_first")
         meta = tl.load(m_ptr + (k_start // GROUP) * N + offs_n, mask=mask_n, other=0)[:, None]
-        scale, offset = split_meta(meta, USE_ASM)
-        p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
-        tile = tl.join(tl.join(_halves(p0), _halves(p1)), tl.join(_halves(p2), _halves(p3)))
-        w = _fragment_order(tile, BLOCK_N, BLOCK_K)
-        xt = _activation_order(x, BLOCK_M, BLOCK_K)
-        if DOT_IN_FLOAT32:
-            acc = tl.dot(w.to(tl.float32), xt.to(tl.float16).to(tl.float32), acc, input_precision="ieee")
+        if BF16:
+            scale, offset = split_meta_bf16(meta, USE_ASM)
+            p0, p1, p2, p3 = dequantize_pairs_bf16(words, scale, offset, USE_ASM)
         else:
-            acc = tl.dot(w, xt.to(tl.float16), acc)
+            scale, offset = split_meta(meta, USE_ASM)
+            p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
+        tile = tl.join(tl.join(halves(p0, BF16), halves(p1, BF16)), tl.join(halves(p2, BF16), halves(p3, BF16)))
+        w = _fragment_order(tile, BLOCK_N, BLOCK_K)
+        xt = _activation_order(x, BLOCK_M, BLOCK_K).to(w.dtype)
+        if DOT_IN_FLOAT32:
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w, xt, acc)
     store_or_reduce(acc, out_ptr, part_ptr, count_ptr, pid, offs_m[None, :] * N + offs_n[:, None],
                     mask_n[:, None] & mask_m[None, :], M * N, pid_k, SPLIT_K)
