@@ -115,7 +115,7 @@ def dequantize_pairs(word, scale, offset, USE_ASM: tl.constexpr):
         fma.rn.f16x2 $2, $2, $5, $6;
         fma.rn.f16x2 $3, $3, $5, $6;
         }""",
-        "=r,=r,=r,=r,r,r,r", [word, scale, middle], dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
+        "=r,=r,=r,=r,r,r,r", [word, scale, offset], dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
         is_pure=True, pack=1)
 
 

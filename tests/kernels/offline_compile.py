@@ -1,0 +1,73 @@
+"""Compile graphpress's Triton kernels for Hopper (sm_90) without a GPU; print one JSON line per kernel.
+
+Run as a script, in a process without ``TRITON_INTERPRET=1`` (under the interpreter ``triton.jit`` makes
+interpreted functions that cannot be compiled).  ``test_kernels_compile.py`` drives it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel  # noqa: E402
+from graphpress.backends.triton.kernels import dot_kernel, gemv_kernel  # noqa: E402
+from graphpress.backends.triton.swap_ab import swap_ab_kernel  # noqa: E402
+
+_POINTERS = {"x_ptr": "*bf16", "w_ptr": "*i32", "m_ptr": "*i32", "out_ptr": "*bf16", "part_ptr": "*fp32",
+             "count_ptr": "*i32", "s_ptr": "*fp16", "o_ptr": "*fp16"}
+
+
+def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
+    names = list(inspect.signature(kernel.fn).parameters)
+    signature = {name: "constexpr" if name in constants else _POINTERS.get(name, "i32") for name in names}
+    # Sizes and pointers divisible by 16, as Triton specialises them at run time on real shapes.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)
+             if name not in constants and name not in ("M", "SPLIT_K", "k_per_split")}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+
+
+def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: str | None = None) -> dict:
+    try:
+        compiled = _compile(kernel, constants, stages=stages)
+    except Exception as err:  # noqa: BLE001 - reported to the test, which names the kernel
+        return {"name": name, "ok": False, "error": str(err)[-1500:]}
+    ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
+    stored = [line.strip() for line in ttgir.splitlines()
+              if weight_tile and re.search(r"ttg\.local_alloc %\S+ :", line) and weight_tile in line]
+    return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx,
+            "weight_tile_in_shared": stored}
+
+
+def main() -> None:
+    reports = []
+    for bf16 in (False, True):
+        for block_m, block_n, block_k in ((16, 128, 64), (64, 128, 128)):
+            reports.append(_report(
+                f"swap_ab m{block_m} n{block_n} k{block_k} bf16={bf16}", swap_ab_kernel,
+                dict(GROUP=128, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=True, USE_ASM=True,
+                     DOT_IN_FLOAT32=False, BF16=bf16),
+                weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}"))
+    reports.append(_report("gemv_int4", gemv_int4_kernel, dict(GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True,
+                                                               USE_ASM=True, EVEN_K=True, EVEN_N=True), stages=1))
+    for pairs in (False, True):
+        reports.append(_report(f"dot pairs={pairs}", dot_kernel, dict(
+            BITS=4, CODES_PER_WORD=8, TILE_IN_ONE_GROUP=True, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, USE_PARTIALS=True,
+            DOT_PRECISION="tf32", DOT_IN_FLOAT32=False, UNPACK_BY_WORDS=True, PAIRS=pairs, USE_ASM=True)))
+    reports.append(_report("gemv int8", gemv_kernel, dict(BITS=8, CODES_PER_WORD=4, TILE_IN_ONE_GROUP=True, BLOCK_N=128,
+                                                          BLOCK_K=64, USE_PARTIALS=False), stages=2))
+    for report in reports:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
