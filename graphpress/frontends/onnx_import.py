@@ -6,7 +6,8 @@ The steps, each in its own module:
    with :class:`~graphpress.errors.UnsafeFileError`), then loads external data from the model's folder.
 2. Model-local functions are inlined (``onnx.inliner``) so every op is visible to the passes.
 3. :mod:`.onnx_opset` upgrades older opsets to 18 (keeping the file's opset when conversion fails).
-4. :mod:`.onnx_reader` translates the protobuf into IR, keeping value names and initializer names.
+4. :mod:`.onnx_reader` translates the protobuf into IR, keeping value names and initializer names;
+   :mod:`.onnx_runtime_ops` rewrites (or refuses) onnxruntime-internal ops written into the default domain.
 5. Shapes: ONNX shape inference through the ONNX backend's :func:`~graphpress.backends.onnx.infer_shapes`.
 6. :mod:`.onnx_fold` folds ``Constant``/``ConstantOfShape``/shape arithmetic into IR constants.
 7. :mod:`.onnx_normalize` turns ``Sum`` into ``Add`` chains and Gemm/MatMul-by-constant into ``Linear``.
@@ -28,6 +29,7 @@ from .onnx_fold import DEFAULT_FOLD_LIMIT, fold_constants
 from .onnx_normalize import normalize
 from .onnx_opset import CANONICAL_OPSET, default_opset, upgrade_opset
 from .onnx_reader import proto_to_graph
+from .onnx_runtime_ops import lower_runtime_ops
 from .onnx_safety import ReadLimits, read_model
 
 __all__ = ["load_onnx", "ReadLimits"]
@@ -64,6 +66,7 @@ def load_onnx(
     model, opset, problem = upgrade_opset(model, target_opset)
     graph = proto_to_graph(model, opset)
     report: dict[str, object] = {"original_opset": original, "opset": opset}
+    report["runtime_ops_lowered"] = lower_runtime_ops(graph)
     if problem:
         report["conversion_problem"] = problem
     try:

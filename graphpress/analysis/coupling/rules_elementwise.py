@@ -19,8 +19,17 @@ __all__ = ["broadcast_labels", "elementwise"]
 
 
 def broadcast_labels(state: CouplingState, node: Node, inputs: list[Value], out_rank: int) -> Labels:
-    """Labels of the broadcast of ``inputs`` (numpy rules, right-aligned), coupling what meets."""
+    """Labels of the broadcast of ``inputs`` (numpy rules, right-aligned), coupling what meets.
+
+    An input of unknown rank (the output of an op no schema describes, in a file that declares no type
+    for it) could meet any axis, so every channel of the others is frozen rather than taken for a scalar."""
     out: Labels = [None] * out_rank
+    if any(value.shape is None for value in inputs):
+        for value in inputs:
+            for ids in state.get(value) if value.shape is not None else ():
+                if ids is not None:
+                    state.freeze(ids, f"channels meet a tensor of unknown shape in {node.qualified_op}", node)
+        return out
     for axis in range(out_rank):
         labeled: list[np.ndarray] = []
         fixed = False

@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from ...frontends.onnx_dtypes import torch_to_onnx_dtype
 from ...ir import GRAPHPRESS_DOMAIN, Node
 from ...quantization.packing import pack_codes, unpack_codes
 from .registry import EmitContext, register_emitter
@@ -32,6 +33,13 @@ def block_size_for(group: int) -> int | None:
     return block if block >= 16 else None
 
 
+def _float_dtype(value) -> torch.dtype:
+    """The float type the activations of ``value`` have (float32 when unknown): every constant that meets
+    them in an op must have it too, or onnxruntime refuses the model (float16 files)."""
+    dtype = getattr(value, "dtype", None)
+    return dtype if dtype is not None and dtype.is_floating_point else torch.float32
+
+
 def _weights(node: Node):
     x, qweight, scales, zeros = node.inputs[:4]
     a = node.attrs
@@ -44,10 +52,11 @@ def emit_qlinear(ctx: EmitContext, node: Node) -> None:
     x, codes, scales, zeros, a = _weights(node)
     k, group, bits = a["in_features"], a["group"], a["bits"]
     act_input = ctx.name(x)
+    dtype = _float_dtype(x)
     if a.get("act_bits"):
-        act_input = _per_token_fake_quant(ctx, act_input, a["act_bits"], node.name)
+        act_input = _per_token_fake_quant(ctx, act_input, a["act_bits"], node.name, dtype)
         if bits == 8 and torch.equal(zeros, zeros.round()) and group >= k:
-            return _emit_qdq_int8(ctx, node, act_input, codes, scales, zeros, k)
+            return _emit_qdq_int8(ctx, node, act_input, codes, scales.to(dtype), zeros, k)
     block = block_size_for(group)
     bias = node.input(4)
     out = node.outputs[0].name
@@ -55,7 +64,7 @@ def emit_qlinear(ctx: EmitContext, node: Node) -> None:
         log.warning("graphpress: %s has group %d, which no MatMulNBits block size divides; writing its "
                     "weight dequantized in float", node.scope or node.name, group)
         weight = ((codes[:, :k].float() - zeros.repeat_interleave(group, 1)[:, :k])
-                  * scales.repeat_interleave(group, 1)[:, :k])
+                  * scales.repeat_interleave(group, 1)[:, :k]).to(dtype)
         product = ctx.add_node("MatMul", [act_input, ctx.constant(weight.t().contiguous(), f"{node.name}_w")],
                                None if bias is not None else [out], hint=node.name)[0]
     else:
@@ -88,7 +97,7 @@ def _emit_matmul_nbits(ctx: EmitContext, node: Node, act_input: str, x, codes, s
     block_scales = scales.repeat_interleave(repeat, 1)[:, :n_blocks]
     block_zeros = zeros.repeat_interleave(repeat, 1)[:, :n_blocks]
     ctx.require_domain("com.microsoft", 1)
-    dtype = x.dtype if x.dtype is not None and x.dtype.is_floating_point else torch.float32
+    dtype = _float_dtype(x)
     inputs = [act_input, ctx.constant(packed.contiguous(), f"{node.name}_B"),
               ctx.constant(block_scales.reshape(-1).to(dtype), f"{node.name}_scales")]
     integral = torch.equal(block_zeros, block_zeros.round()) and bool(
@@ -117,17 +126,24 @@ def _packed_zero_points(block_zeros: torch.Tensor, bits: int) -> torch.Tensor:
     return pack_codes(zero_points, bits).reshape(-1).contiguous()
 
 
-def _per_token_fake_quant(ctx: EmitContext, x: str, bits: int, hint: str) -> str:
-    """x -> round(x / s) clipped to +-(2^(b-1)-1), times s, with s = max|x| over the last axis / top."""
+def _per_token_fake_quant(ctx: EmitContext, x: str, bits: int, hint: str, dtype: torch.dtype = torch.float32) -> str:
+    """x -> round(x / s) clipped to +-(2^(b-1)-1), times s, with s = max|x| over the last axis / top.
+
+    The constants have the activations' ``dtype``; the floor under ``s`` is 1e-8, or the smallest normal
+    number of a narrower type (1e-8 is zero in float16)."""
     top = float(2 ** (bits - 1) - 1)
-    absmax = ctx.add_node("ReduceMax", [ctx.add_node("Abs", [x], hint=hint)[0],
-                                        ctx.constant(torch.tensor([-1]), f"{hint}_axis")], hint=hint, keepdims=1)[0]
-    floor = ctx.constant(torch.tensor(1e-8), f"{hint}_eps")
+    magnitude = ctx.add_node("Abs", [x], hint=hint)[0]
+    if ctx.opset >= 18:  # axes became an input in opset 18 (a graph the converter could not upgrade is older)
+        absmax = ctx.add_node("ReduceMax", [magnitude, ctx.constant(torch.tensor([-1]), f"{hint}_axis")], hint=hint,
+                              keepdims=1)[0]
+    else:
+        absmax = ctx.add_node("ReduceMax", [magnitude], hint=hint, keepdims=1, axes=[-1])[0]
+    floor = ctx.constant(torch.tensor(max(1e-8, torch.finfo(dtype).tiny), dtype=dtype), f"{hint}_eps")
     scale = ctx.add_node("Div", [ctx.add_node("Max", [absmax, floor], hint=hint)[0],
-                                 ctx.constant(torch.tensor(top), f"{hint}_top")], hint=hint)[0]
+                                 ctx.constant(torch.tensor(top, dtype=dtype), f"{hint}_top")], hint=hint)[0]
     rounded = ctx.add_node("Round", [ctx.add_node("Div", [x, scale], hint=hint)[0]], hint=hint)[0]
-    clipped = ctx.add_node("Clip", [rounded, ctx.constant(torch.tensor(-top), f"{hint}_lo"),
-                                    ctx.constant(torch.tensor(top), f"{hint}_hi")], hint=hint)[0]
+    clipped = ctx.add_node("Clip", [rounded, ctx.constant(torch.tensor(-top, dtype=dtype), f"{hint}_lo"),
+                                    ctx.constant(torch.tensor(top, dtype=dtype), f"{hint}_hi")], hint=hint)[0]
     return ctx.add_node("Mul", [clipped, scale], hint=hint)[0]
 
 
@@ -136,8 +152,13 @@ def _emit_qdq_int8(ctx: EmitContext, node: Node, act: str, codes, scales, zeros,
     signed = (codes[:, :k].to(torch.int16) - 128).to(torch.int8)  # shift to int8 so zero points fit
     zero_points = (zeros[:, 0] - 128).round().to(torch.int8)
     wq = ctx.constant(signed.t().contiguous(), f"{node.name}_wq")
-    deq = ctx.add_node("DequantizeLinear", [wq, ctx.constant(scales[:, 0].contiguous(), f"{node.name}_wscale"),
+    dtype = scales.dtype
+    # DequantizeLinear takes float16/bfloat16 scales only from opset 19; before, dequantize in float32 and cast.
+    scale_dtype = dtype if ctx.opset >= 19 else torch.float32
+    deq = ctx.add_node("DequantizeLinear", [wq, ctx.constant(scales[:, 0].to(scale_dtype).contiguous(), f"{node.name}_wscale"),
                                             ctx.constant(zero_points, f"{node.name}_wzero")], hint=node.name, axis=1)[0]
+    if scale_dtype != dtype:
+        deq = ctx.add_node("Cast", [deq], hint=node.name, to=torch_to_onnx_dtype(dtype))[0]
     bias = node.input(4)
     out = node.outputs[0].name
     product = ctx.add_node("MatMul", [act, deq], None if bias is not None else [out], hint=node.name)[0]

@@ -67,6 +67,7 @@ class EmitContext:
         self._taken: set[str] = {v.name for v in graph.inputs} | {v.name for v in graph.constants}
         self._taken |= {out.name for node in graph.nodes for out in node.outputs}
         self._emitted: dict[tuple[int, bool], str] = {}
+        self._by_source: dict[tuple[str, bool], list[tuple[torch.Tensor, str]]] = {}
         self._counter = 0
 
     # -- names ---------------------------------------------------------------------------------------
@@ -100,15 +101,31 @@ class EmitContext:
             return self.add_node("Transpose", [value.name], hint=f"{value.name}_t", perm=[1, 0])[0]
         key = (id(value), transposed)
         if key not in self._emitted:
-            name = value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
             tensor = value.param.data
             if transposed:
                 if tensor.dim() != 2:
                     raise BackendError(f"constant %{value.name} of shape {tuple(tensor.shape)} is not a 2-D weight")
                 tensor = tensor.t()
-            self._write_constant(name, tensor)
-            self._emitted[key] = name
+            self._emitted[key] = self._shared(value, transposed, tensor) or self._write_weight(value, transposed, tensor)
         return self._emitted[key]
+
+    def _shared(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
+        """The initializer already written for an equal tensor of the same source parameter, if any.
+
+        A file's initializer read by two nodes (shared or tied weights) becomes one IR constant per
+        reader when the frontend turns each reader into a Linear; while pruning keeps them equal, they are
+        written back as the one initializer they were, so the output does not grow."""
+        for other, name in self._by_source.get((value.param.key, transposed), ()):
+            if other.shape == tensor.shape and other.dtype == tensor.dtype and "meta" not in \
+                    (other.device.type, tensor.device.type) and torch.equal(other, tensor):
+                return name
+        return None
+
+    def _write_weight(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str:
+        name = value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
+        self._write_constant(name, tensor)
+        self._by_source.setdefault((value.param.key, transposed), []).append((tensor, name))
+        return name
 
     def constant(self, tensor: torch.Tensor, hint: str) -> str:
         """A helper constant (a scale, a shape, a packed weight) written as an initializer (as a typed

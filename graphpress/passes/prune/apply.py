@@ -107,6 +107,11 @@ def _fix_split(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
         _set_ints(graph, node, 1, sizes, f"{node.name}_split")
     elif "split" in node.attrs:
         node.attrs["split"] = sizes
+    elif len(set(sizes)) > 1:
+        # Equal pieces (opset 18's num_outputs, or no sizes at all) whose widths pruning made unequal: the
+        # sizes become an explicit input, which replaces num_outputs (the two may not appear together).
+        node.attrs.pop("num_outputs", None)
+        node.set_inputs([node.input(0), graph.constant(torch.tensor(sizes, dtype=torch.int64), f"{node.name}_split")])
 
 
 def _fix_slice(graph: Graph, node: Node, result: CouplingResult, keep_id: np.ndarray) -> None:

@@ -19,6 +19,8 @@ shape constants already rewritten.
 from __future__ import annotations
 
 import fnmatch
+import logging
+from collections import Counter
 
 import numpy as np
 
@@ -154,7 +156,13 @@ class _StructuredPrune(Pass):
         groups = [g.index for g in result.groups if self._in_scope(g)]
         stats = {"groups_in_scope": len(groups), "groups_total": len(result.groups),
                  "uncovered_ops": len(result.uncovered)}
+        if result.uncovered:
+            stats["frozen_by"] = _frozen_by(result.uncovered)
+            _log.warning("graphpress: %s: channels that flow into ops without a coupling rule stay unpruned: %s%s",
+                         self.name, stats["frozen_by"],
+                         "; nothing else is prunable" if not groups else "")
         if ratio == 0 or not groups:
+            stats.update({"removed_params": 0, "achieved_ratio": 0.0})
             return PassResult(graph, False, stats)
         name = self.opts["importance"]
         imp_ctx = ImportanceContext(graph, result, ctx, seed=self.opts["seed"])
@@ -216,3 +224,17 @@ class PruneHeads(_StructuredPrune):
     name = "prune-heads"
     summary = "Structured pruning of attention heads only (whole KV heads with their query groups under GQA)."
     heads_only = True
+
+
+_log = logging.getLogger("graphpress")
+
+
+def _frozen_by(uncovered: dict[str, str]) -> str:
+    """The ops that froze channels, most frequent first: ``"com.microsoft::FusedConv x12, ..."``.
+
+    Fused runtime ops (onnxruntime's offline optimizer writes FusedConv, SkipLayerNormalization, Attention)
+    have no coupling rule, so every channel through them is frozen; the user reads here why a ratio was
+    not reached. Rule failures keep their reason after the op name.
+    """
+    counts = Counter(op.split(" (rule failed")[0] for op in uncovered.values())
+    return ", ".join(f"{op} x{n}" for op, n in counts.most_common(6)) + (", ..." if len(counts) > 6 else "")
