@@ -119,8 +119,9 @@ class TritonQuantLinear(nn.Module):
     def kernel(self) -> str:
         """Which path ``forward`` takes for the buffers' current device."""
         if triton_available(self.packed.device):
-            gemv = "paired-float16 gemv" if self.meta_pairs is not None else "gemv"
-            return f"triton int{self.kernel_bits} ({gemv} / split-K dot / gemm by batch size)"
+            if self.meta_pairs is not None:
+                return f"triton int{self.kernel_bits} (paired-float16 gemv at 1 row, swapped-operand wgmma above)"
+            return f"triton int{self.kernel_bits} (gemv / split-K dot / gemm by batch size)"
         return "torch fallback (dequantize + matmul)"
 
     def extra_repr(self) -> str:
