@@ -120,7 +120,7 @@ class TritonQuantLinear(nn.Module):
         """Which path ``forward`` takes for the buffers' current device."""
         if triton_available(self.packed.device):
             if self.meta_pairs is not None:
-                return f"triton int{self.kernel_bits} (paired-float16 gemv at 1 row, swapped-operand wgmma above)"
+                return f"triton int{self.kernel_bits} (paired-float16 gemv at 1 row; tuned tensor-core kernels, swapped-operand first, above)"
             return f"triton int{self.kernel_bits} (gemv / split-K dot / gemm by batch size)"
         return "torch fallback (dequantize + matmul)"
 
