@@ -21,6 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.pairs import load_tile_pairs
+from graphpress.backends.triton.tiles import program_tile
 
 __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
 
@@ -137,16 +138,8 @@ def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, m_ptr, out_ptr, part_ptr,
     ``DOT_IN_FLOAT32`` multiplies in float32 instead of the activation dtype: float32 activations, and
     Triton's CPU interpreter, whose bf16 ``tl.dot`` returns garbage (seen with Triton 3.9).
     """
-    pid = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    pid_m = pid // blocks_n
-    pid_n = pid % blocks_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n, k_begin, k_end = program_tile(N, k_per_split, Kp, BLOCK_M, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    k_begin = pid_k * k_per_split
-    k_end = tl.minimum(k_begin + k_per_split, Kp)
     for k_start in range(k_begin, k_end, BLOCK_K):
         offs_k = k_start + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
@@ -172,7 +165,7 @@ def dot_kernel(x_ptr, w_ptr, s_ptr, o_ptr, m_ptr, out_ptr, part_ptr,
     mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
     tile = offs_m[:, None] * N + offs_n[None, :]
     if USE_PARTIALS:
-        tl.store(part_ptr + pid_k * M * N + tile, acc, mask=mask)
+        tl.store(part_ptr + tl.program_id(1) * M * N + tile, acc, mask=mask)
     else:
         tl.store(out_ptr + tile, acc.to(out_ptr.dtype.element_ty), mask=mask)
 

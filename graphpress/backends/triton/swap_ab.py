@@ -25,6 +25,7 @@ import triton.language as tl
 
 from graphpress.backends.triton.pairs import dequantize_pairs, dequantize_pairs_bf16, halves, split_meta, split_meta_bf16
 from graphpress.backends.triton.splitk import store_or_reduce
+from graphpress.backends.triton.tiles import program_tile
 
 __all__ = ["swap_ab_kernel"]
 
@@ -60,23 +61,15 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
     """``out[M, N] = x[M, K] @ W`` for int4 weights with ``meta_pairs`` (``m_ptr``); program (m x n block, k split).
 
     ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile).  ``SPLIT_K`` > 1
-    programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).  ``DOT_IN_FLOAT32``
-    multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).  ``BF16``
+    programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).
+    ``DOT_IN_FLOAT32`` multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).  ``BF16``
     (bfloat16 activations) decodes the weights into bfloat16 and multiplies in bfloat16, so the activation
     tile is used as loaded; otherwise weights and activations are float16.
     """
     WORDS: tl.constexpr = BLOCK_K // 8
-    pid = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    blocks_n = tl.cdiv(N, BLOCK_N)
-    pid_m = pid // blocks_n
-    pid_n = pid % blocks_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n, k_begin, k_end = program_tile(N, k_per_split, tl.cdiv(K, BLOCK_K) * BLOCK_K, BLOCK_M, BLOCK_N)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    k_begin = pid_k * k_per_split
-    k_end = tl.minimum(k_begin + k_per_split, tl.cdiv(K, BLOCK_K) * BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k_start in range(k_begin, k_end, BLOCK_K):
         offs_k = k_start + tl.arange(0, BLOCK_K)
@@ -102,5 +95,5 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
             acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(w, xt, acc)
-    store_or_reduce(acc, out_ptr, part_ptr, count_ptr, pid, offs_m[None, :] * N + offs_n[:, None],
-                    mask_n[:, None] & mask_m[None, :], M * N, pid_k, SPLIT_K)
+    store_or_reduce(acc, out_ptr, part_ptr, count_ptr, tl.program_id(0), offs_m[None, :] * N + offs_n[:, None],
+                    mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K)
