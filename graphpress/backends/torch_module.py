@@ -117,10 +117,29 @@ def _fix_batchnorm(module: nn.modules.batchnorm._NormBase, path: str, graph: Gra
     module.num_features = sizes.pop()
 
 
-@register_module_fixup(nn.LayerNorm)
-def _fix_layernorm(module: nn.LayerNorm, path: str, graph: Graph) -> None:
-    if module.weight is not None:
-        module.normalized_shape = tuple(module.weight.shape)
+def _has_normalized_shape(module: nn.Module) -> bool:
+    # nn.LayerNorm, and layer norms written by hand that keep torch's attribute name (OLMo's weightless one).
+    shape = getattr(module, "normalized_shape", None)
+    return isinstance(shape, (tuple, list, torch.Size)) and all(isinstance(d, int) for d in shape)
+
+
+def _graph_normalized_shape(graph: Graph, path: str) -> tuple[int, ...] | None:
+    """The normalized dims of the graph's LayerNormalization for this module: value shapes follow pruning."""
+    for node in graph.nodes:
+        if node.scope == path and node.op == "LayerNormalization" and node.domain == "":
+            shape = node.inputs[0].shape
+            axis = int(node.attrs.get("axis", -1))
+            return tuple(int(d) for d in shape[axis:]) if all(isinstance(d, int) for d in shape[axis:]) else None
+    return None
+
+
+@register_module_fixup(_has_normalized_shape)
+def _fix_layernorm(module: nn.Module, path: str, graph: Graph) -> None:
+    # A weightless layer norm keeps its width only in normalized_shape: the graph knows the pruned width.
+    weight = getattr(module, "weight", None)
+    shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else _graph_normalized_shape(graph, path)
+    if shape is not None:
+        module.normalized_shape = shape if isinstance(module.normalized_shape, tuple) else list(shape)
 
 
 @register_module_fixup(nn.GroupNorm)

@@ -5,7 +5,8 @@ one IR node whose inputs are the module's own parameters: ``aten.linear`` -> ``g
 ``aten.convolution`` -> ``Conv`` /
 ``ConvTranspose``, ``batch_norm`` -> ``BatchNormalization``, ``layer_norm`` -> ``LayerNormalization``,
 ``embedding`` -> ``Gather(axis=0)`` on the table. A matrix product by a 2-D parameter stored ``[in, out]``
-(GPT-2's ``Conv1D`` uses ``addmm``) also becomes a Linear, through a transposed binding of that parameter.
+(GPT-2's ``Conv1D`` uses ``addmm``) also becomes a Linear, through a transposed binding of that parameter, and
+so does a product by a transposed ``[out, in]`` parameter (``x @ self.weight.T``).
 """
 
 from __future__ import annotations
@@ -42,12 +43,28 @@ def _transposed_parameter(ctx: LoweringContext, weight: Value) -> Value | None:
     return ctx.graph.add_constant(Parameter(binding, kind="parameter"), name=f"{param.key}.T")
 
 
+def _parameter_behind_transpose(w: Value) -> Value | None:
+    """The ``[out, in]`` module parameter when ``w`` is its transpose (``x @ self.weight.T``, as Falcon's
+    ``FalconLinear`` computes a linear), else None; the Transpose then goes unused and is dropped."""
+    node = w.producer
+    if node is None or node.op != "Transpose" or list(node.attrs.get("perm", ())) != [1, 0]:
+        return None
+    source = node.inputs[0]
+    param = source.param
+    if param is None or param.kind != "parameter" or len(param.shape) != 2:
+        return None
+    return source
+
+
 @lowers(aten.mm, aten.matmul, aten.bmm)
 def matmul(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     x, w = (ctx.env[n] for n in node.args[:2])
-    weight_t = _transposed_parameter(ctx, w) if node.target.overloadpacket is not aten.bmm else None
-    if weight_t is not None:
-        return ctx.emit("Linear", [x, weight_t], domain=GRAPHPRESS_DOMAIN)
+    if node.target.overloadpacket is not aten.bmm:
+        # A product by a 2-D parameter is a Linear: stored [in, out] (bound transposed), or [out, in] read
+        # through a transpose in the model's code.
+        weight = _parameter_behind_transpose(w) or _transposed_parameter(ctx, w)
+        if weight is not None:
+            return ctx.emit("Linear", [x, weight], domain=GRAPHPRESS_DOMAIN)
     return ctx.emit("MatMul", [x, w])
 
 
