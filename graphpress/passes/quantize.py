@@ -96,8 +96,11 @@ class Quantize(Pass):
             def tick(done: int, total: int) -> None:
                 bar.update(1)
 
+            # Only modules the graph computes as a Linear are swapped: the IR's nodes must follow the swap.
+            linears = sorted({n.scope for n in graph.nodes if n.op == "Linear" and n.domain == GRAPHPRESS_DOMAIN
+                              and n.scope})
             report = quantize_model(graph.module, bits=o["bits"], group=o["group"], method=o["method"],
-                                    sym=o["sym"], act_order=o["act_order"], ignore=o["ignore"],
+                                    sym=o["sym"], act_order=o["act_order"], ignore=o["ignore"], targets=linears,
                                     integer_zero=o["integer_zero"],
                                     calibration=ctx.calibration, tokenizer=ctx.tokenizer, progress=tick, **extra)
         converted = 0

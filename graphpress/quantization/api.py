@@ -60,7 +60,7 @@ class _Quantizer:
 
     def __init__(self, model: nn.Module, options: QuantOptions, report: QuantizationReport) -> None:
         self.model, self.options, self.report = model, options, report
-        self.selected = select_linears(model, options.ignore)
+        self.selected = select_linears(model, options.ignore, options.targets)
         self.input_scales: dict[int, torch.Tensor] = {}  # id(stats) -> scales folded into that input
 
     def replace(self, name: str, quantized: QuantizedWeight) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 from graphpress.errors import BackendError
 from graphpress.quantization.module import QuantizedLinear
 
-__all__ = ["CONFIG_KEY", "select_linears", "set_module", "quantization_config", "attach_quantization_config",
+__all__ = ["CONFIG_KEY", "select_linears", "keep_float_patterns", "is_plain_linear", "set_module", "quantization_config", "attach_quantization_config",
            "quantize_skeleton", "load_quantized"]
 
 CONFIG_KEY = "graphpress_quantization"
@@ -37,13 +37,45 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(suffix, pattern) for pattern in patterns for suffix in suffixes)
 
 
+def keep_float_patterns(model: nn.Module) -> tuple[str, ...]:
+    """Module names the model's class says must stay in float: Hugging Face's ``_keep_in_fp32_modules``.
+
+    Their forward code reads the float weight itself (T5's feed-forward checks ``wo.weight.dtype`` before
+    the projection), so swapping them would break the model; Hugging Face's own quantizers skip them too."""
+    return tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+
+
+def is_plain_linear(module: nn.Module) -> bool:
+    """True for an ``nn.Linear``, or a subclass whose forward still computes ``x @ weight.T + bias``.
+
+    Subclasses that only rewrite the product (Falcon's ``FalconLinear``) are linears to quantize; one that
+    adds anything (an adapter, a scale) is not. Probed once on a small random input, since the class's source
+    says nothing reliable; weights on the meta device can't be probed and only exact ``nn.Linear`` counts."""
+    if type(module) is nn.Linear:
+        return True
+    if not isinstance(module, nn.Linear) or module.weight.is_meta:
+        return False
+    weight = module.weight
+    probe = torch.randn(2, module.in_features, generator=torch.Generator().manual_seed(0)).to(weight)
+    with torch.no_grad():
+        try:
+            got = module(probe)
+        except Exception:  # noqa: BLE001 (a forward that needs more than one tensor is not a plain linear)
+            return False
+        want = nn.functional.linear(probe, weight, module.bias)
+    return isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-3,
+                                                                                       atol=1e-5)
+
+
 def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Linear]:
-    """``{name: nn.Linear}`` matching a ``targets`` glob and no ``ignore`` glob, in module order."""
-    ignore, targets = tuple(ignore), tuple(targets)
+    """``{name: nn.Linear}`` matching a ``targets`` glob and no ``ignore`` glob (nor the model's own
+    :func:`keep_float_patterns`), in module order; subclasses count where :func:`is_plain_linear`."""
+    ignore, targets = tuple(ignore) + keep_float_patterns(model), tuple(targets)
     return {
         name: module
         for name, module in model.named_modules()
-        if type(module) is nn.Linear and _matches(name, targets) and not _matches(name, ignore)
+        if isinstance(module, nn.Linear) and _matches(name, targets) and not _matches(name, ignore)
+        and is_plain_linear(module)
     }
 
 
