@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch.utils import _pytree as pytree
 
+from ..errors import BackendError
 from ..ir import Graph
 
 __all__ = ["evaluate", "is_meta_graph", "flatten_outputs", "relative_error"]
@@ -36,12 +37,51 @@ def evaluate(graph: Graph, inputs: tuple, kwargs: dict | None = None) -> list[to
 
         module = finalize_module(graph)
         with torch.no_grad():
-            out = module(*inputs, **(kwargs or {}))
+            try:
+                out = module(*inputs, **(kwargs or {}))
+            except RuntimeError as error:
+                raise _located(module, inputs, kwargs, error) from error
         return [t.detach().float().cpu() for t in flatten_outputs(out)]
     from .onnx import run_onnxruntime
 
     outs = run_onnxruntime(graph, list(inputs))
     return [torch.as_tensor(o).float() for o in outs]
+
+
+def _located(module: torch.nn.Module, inputs: tuple, kwargs: dict | None, error: RuntimeError) -> BackendError:
+    """``error`` as a :class:`BackendError` naming the innermost submodule it came from.
+
+    A torch error inside a model's forward (a reshape to a width read from another tensor) says nothing of
+    where; re-running with hooks that track the module stack finds it, so the user can leave it out
+    (``ignore=``). Only done after a failure, so a working model pays nothing."""
+    stack: list[str] = []
+    names = {id(m): name for name, m in module.named_modules()}
+    failed: list[str] = []
+
+    def enter(m, *_):
+        stack.append(names.get(id(m), "?"))
+
+    def leave(m, *_):
+        stack.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in module.modules()]
+    handles += [m.register_forward_hook(leave) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(*inputs, **(kwargs or {}))
+    except Exception:  # noqa: BLE001 (the same failure again: the stack now holds where it happened)
+        failed = list(stack)
+    finally:
+        for handle in handles:
+            handle.remove()
+    where = next((n for n in reversed(failed) if n), "")
+    if not where:
+        return BackendError(f"the edited {type(module).__name__} no longer runs: {error}")
+    kind = type(module.get_submodule(where)).__name__
+    return BackendError(
+        f"the edited {type(module).__name__} no longer runs: {where} ({kind}) failed: {error}. Its forward code "
+        f"probably computes a size the traced graph does not record (e.g. reshape to a width read from another "
+        f"tensor); leave it out of the pass with ignore={where}* (or report the pattern)")
 
 
 def relative_error(actual: list[torch.Tensor], expected: list[torch.Tensor]) -> float:

@@ -37,7 +37,7 @@ from .hf_moe import experts_widths, is_fused_experts, moe_config_updates
 from .torch_module import register_module_fixup
 
 __all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
-           "apply_recorded_shapes", "refresh_attributes"]
+           "apply_recorded_shapes", "refresh_attributes", "input_embeddings"]
 
 _Q_NAMES = ("q_proj", "query")
 _K_NAMES = ("k_proj", "key")
@@ -95,8 +95,9 @@ def fix_attention_heads(module: nn.Module, path: str, graph: Graph) -> None:
         if isinstance(getattr(module, name, None), int):
             setattr(module, name, value)
     config = getattr(module, "config", None)
-    if config is not None and (getattr(config, "num_attention_heads", heads) != heads or
-                               getattr(config, "num_key_value_heads", kv_heads) != kv_heads):
+    if not isinstance(getattr(config, "num_attention_heads", None), int):
+        return  # no config, or per-stage head lists (SegFormer): this module does not read its count there
+    if (config.num_attention_heads != heads or getattr(config, "num_key_value_heads", kv_heads) != kv_heads):
         # Phi-3 splits its fused qkv with self.config: give this layer its own view of the counts.
         module.config = copy.copy(config)
         module.config.num_attention_heads = heads
@@ -129,8 +130,22 @@ def layer_widths(model: nn.Module) -> list[dict[str, int]]:
     return [layers[i] for i in sorted(layers)]
 
 
+def input_embeddings(model: nn.Module) -> nn.Module | None:
+    """The model's token embedding module, or None where it has none.
+
+    Every ``PreTrainedModel`` has ``get_input_embeddings``, but vision and audio models (ResNet, SegFormer,
+    MobileViT...) raise ``NotImplementedError`` from it: having no token table is an answer, not an error."""
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is None:
+        return None
+    try:
+        return getter()
+    except NotImplementedError:
+        return None
+
+
 def _hidden_size(model: nn.Module) -> int | None:
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    embeddings = input_embeddings(model)
     weight = getattr(embeddings, "weight", None)
     return int(weight.shape[1]) if weight is not None else None
 
@@ -149,7 +164,7 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
     widths = layer_widths(module)
     hidden = _hidden_size(module)
     head_dim = next((_head_dim(m) for m in module.modules() if _is_attention(m)), None)
-    if hidden is not None and hasattr(config, "hidden_size"):
+    if hidden is not None and isinstance(getattr(config, "hidden_size", None), int):
         config.hidden_size = hidden
     if head_dim is not None and "head_dim" in config.to_dict():
         config.head_dim = head_dim
@@ -162,8 +177,9 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
             continue  # the config validator would refuse it: keep the old count, load with load_pruned()
         if len(values) == 1:
             for name in names:
-                if hasattr(config, name):
-                    setattr(config, name, values.pop() if len(names) == 1 else next(iter(values)))
+                # A per-stage list (SegFormer's num_attention_heads=[1, 2, 5, 8]) is not one width to overwrite.
+                if isinstance(getattr(config, name, None), int):
+                    setattr(config, name, next(iter(values)))
     for name, value in moe_config_updates(config, widths).items():
         setattr(config, name, value)
     fix_bias_switches(module)

@@ -3,14 +3,14 @@ check (prune 30% of the prunable parameters, shapes unchanged, ONNX export of th
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 
 import pytest
 import torch
 
+from graphpress.testing.arch_zoo import arch_case, arch_case_names
 from graphpress.testing.zoo import ZooCase, tiny_case
+from graphpress.testing.zoo_checks import call_case as call, onnx_matches, optimize_kwargs
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # the pass manager deep-copies graphs
 
@@ -44,43 +44,9 @@ HF_EXTRA = {
 
 def build_case(name: str) -> ZooCase:
     torch.manual_seed(0)
-    return HF_EXTRA[name]() if name in HF_EXTRA else tiny_case(name)
-
-
-def call(model: torch.nn.Module, case: ZooCase):
-    from graphpress.backends.evaluate import flatten_outputs
-
-    with torch.no_grad():
-        if isinstance(case.inputs, dict):
-            return flatten_outputs(model(**case.inputs, **case.call_kwargs))
-        return flatten_outputs(model(*case.inputs))
-
-
-def optimize_kwargs(case: ZooCase) -> dict:
-    if isinstance(case.inputs, dict):
-        return {"example_inputs": (), "example_kwargs": {**case.inputs, **case.call_kwargs}}
-    return {"example_inputs": case.inputs}
-
-
-def onnx_matches(model: torch.nn.Module, case: ZooCase) -> float:
-    """Export ``model`` through graphpress, run it in onnxruntime; the relative error of the first output."""
-    import graphpress
-    from graphpress.backends.onnx.runtime import run_onnxruntime
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.onnx")
-        kwargs = optimize_kwargs(case)
-        graphpress.export_onnx(model, path, kwargs["example_inputs"], example_kwargs=kwargs.get("example_kwargs"))
-        import onnx
-
-        proto = onnx.load(path)
-        inputs = case.inputs if isinstance(case.inputs, dict) else list(case.inputs)
-        if isinstance(inputs, dict):
-            names = [i.name for i in proto.graph.input]
-            inputs = {k: v for k, v in inputs.items() if k in names}
-        got = torch.as_tensor(run_onnxruntime(proto, inputs)[0]).float()
-    want = call(model, case)[0].float()
-    return float((got - want).abs().max() / want.abs().max())
+    if name in HF_EXTRA:
+        return HF_EXTRA[name]()
+    return arch_case(name) if name in arch_case_names() else tiny_case(name)
 
 
 @pytest.fixture

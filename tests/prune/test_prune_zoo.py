@@ -13,7 +13,9 @@ import graphpress
 from graphpress.backends.onnx.runtime import run_onnxruntime
 
 TORCH_CASES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3", "phi3", "gemma", "mixtral", "gpt2", "bert", "vit",
-               "resnet", "mobilenet", "segnet"]
+               "resnet", "mobilenet", "segnet",
+               # from benchmarks/arch_sweep.py: x @ weight.T linears, weightless LayerNorm, no token embeddings
+               "falcon", "olmo", "resnet_hf"]
 ONNX_CASES = ["llama", "mistral", "qwen2", "gemma", "llama_tied", "qwen3", "phi3", "mixtral", "gpt2", "bert", "vit",
               "resnet", "mobilenet", "segnet"]
 

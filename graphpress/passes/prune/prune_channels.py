@@ -79,6 +79,7 @@ def model_multiples(graph: Graph, groups: list[CouplingGroup]) -> dict[int, int]
     module = graph.module
     if graph.origin != "torch" or module is None:
         return {}
+    from ...backends.hf_fixups import input_embeddings
     from ...backends.hf_moe import experts_multiples
 
     multiples: dict[int, int] = {}
@@ -88,9 +89,9 @@ def model_multiples(graph: Graph, groups: list[CouplingGroup]) -> dict[int, int]
             if (m.key, m.axis) in aligned:
                 multiples[g.index] = int(np.lcm(multiples.get(g.index, 1), aligned[(m.key, m.axis)]))
     heads = getattr(getattr(module, "config", None), "num_attention_heads", None)
-    if not isinstance(heads, int) or not hasattr(module, "get_input_embeddings"):
+    embedding = input_embeddings(module)
+    if not isinstance(heads, int) or embedding is None:
         return multiples
-    embedding = module.get_input_embeddings()
     names = {name for name, p in module.named_parameters(remove_duplicate=False)
              if embedding is not None and p is getattr(embedding, "weight", None)}
     for g in groups:
