@@ -1,0 +1,194 @@
+"""Sweep graphpress over Hugging Face architectures nobody tuned it for: each one built tiny from its config class
+(random weights, 2 layers, small widths; ``graphpress.testing.arch_zoo``), then on the torch path
+
+1. ``prune-channels{ratio=0.3}``: the achieved ratio must be 0.27-0.33, the class and output shapes kept, the
+   pruned model must run, and its ONNX export (graphpress.export_onnx, onnxruntime) must match it to 1e-4;
+2. ``quantize{bits=8,group=0}`` (W8 weight-only RTN, per output channel): the model must run and its first
+   output stay within 3% (relative max error) of the original's.
+
+    PYTHONPATH=. python benchmarks/arch_sweep.py [--only opt,bloom] [--timeout 300]
+
+Each architecture runs in its own child process (``--one NAME``), so a crash or a hang is one row's error, not
+the sweep's end. Writes benchmarks/results/arch_sweep.md (``--output`` to write elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "arch_sweep.md")
+PRUNE = "prune-channels{ratio=0.3}"
+QUANT = "quantize{bits=8,group=0}"
+RATIO_RANGE = (0.27, 0.33)
+ONNX_TOLERANCE = 1e-4
+QUANT_TOLERANCE = 3e-2
+
+
+def _short(error: BaseException) -> str:
+    """``Type: first line of the message`` (the message's first line names the problem in graphpress errors)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _relative(got, want) -> float:
+    return float((got.float() - want.float()).abs().max() / want.float().abs().max())
+
+
+def sweep_one(name: str) -> dict:
+    """Trace, prune and quantize one architecture; a dict of what happened (the row of the table)."""
+    import torch
+
+    import graphpress
+    from graphpress.frontends.torch_export import trace
+    from graphpress.testing.arch_zoo import arch_case
+    from graphpress.testing.zoo_checks import call_case, onnx_matches, optimize_kwargs
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # the pass manager deep-copies graphs
+    torch.set_num_threads(1)
+    row: dict = {"name": name, "errors": []}
+    start = time.perf_counter()
+    try:
+        case = arch_case(name)
+    except Exception as error:  # noqa: BLE001 (a row's error, not the sweep's)
+        row["errors"].append("build: " + _short(error))
+        return row
+    row["model"] = type(case.model).__name__
+    kwargs = optimize_kwargs(case)
+    reference = call_case(case.model, case)
+    try:
+        trace(case.model, tuple(kwargs["example_inputs"]), example_kwargs=kwargs.get("example_kwargs"))
+        row["trace"] = True
+    except Exception as error:  # noqa: BLE001
+        row["trace"] = False
+        row["errors"].append("trace: " + _short(error))
+        return row
+    try:
+        pruned, report = graphpress.optimize(case.model, PRUNE, return_report=True, **kwargs)
+        stats = report.records[-1].stats
+        row["ratio"] = float(stats.get("achieved_ratio", 0.0))
+        row["frozen"] = _frozen_summary(stats)
+        problems = []
+        if type(pruned) is not type(case.model):
+            problems.append(f"class became {type(pruned).__name__}")
+        shapes = [tuple(o.shape) for o in call_case(pruned, case)]
+        if shapes != [tuple(o.shape) for o in reference]:
+            problems.append(f"output shapes changed to {shapes}")
+        if not RATIO_RANGE[0] <= row["ratio"] <= RATIO_RANGE[1]:
+            problems.append(f"ratio {row['ratio']:.3f} outside {RATIO_RANGE}")
+        row["parity"] = onnx_matches(pruned, case)
+        if not row["parity"] <= ONNX_TOLERANCE:
+            problems.append(f"onnx parity {row['parity']:.2e}")
+        row["prune_ok"] = not problems
+        row["errors"] += ["prune: " + p for p in problems]
+    except Exception as error:  # noqa: BLE001
+        row["prune_ok"] = False
+        row["errors"].append("prune: " + _short(error))
+        if os.environ.get("ARCH_SWEEP_TRACEBACK"):
+            traceback.print_exc()
+    try:
+        quantized, report = graphpress.optimize(case.model, QUANT, return_report=True, **kwargs)
+        row["quant_layers"] = int(report.records[-1].stats.get("layers", 0))
+        row["quant_error"] = _relative(call_case(quantized, case)[0], reference[0])
+        row["quant_ok"] = row["quant_error"] <= QUANT_TOLERANCE
+        if not row["quant_ok"]:
+            row["errors"].append(f"quant: relative error {row['quant_error']:.2e}")
+    except Exception as error:  # noqa: BLE001
+        row["quant_ok"] = False
+        row["errors"].append("quant: " + _short(error))
+        if os.environ.get("ARCH_SWEEP_TRACEBACK"):
+            traceback.print_exc()
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _frozen_summary(stats: dict) -> str:
+    """The pass's own words for groups it left alone (frozen/refused), if its stats name any."""
+    for key in ("frozen", "refused", "skipped"):
+        if stats.get(key):
+            value = stats[key]
+            return "; ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return ""
+
+
+def _run_child(name: str, timeout: float) -> dict:
+    command = [sys.executable, __file__, "--one", name]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"name": name, "errors": [f"timed out after {timeout:.0f} s"]}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"name": name, "errors": [f"child exited {done.returncode}: {tail[:300]}"]}
+
+
+def _mark(value) -> str:
+    return "-" if value is None else ("yes" if value else "**no**")
+
+
+def table(rows: list[dict]) -> list[str]:
+    from graphpress.testing.results import markdown_cell
+
+    lines = ["| architecture | model class | trace ok | prune ratio | prune ok | ONNX parity (rel) | quant W8 ok "
+             "(linears, rel err) | s | errors |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
+        parity = f"{r['parity']:.1e}" if "parity" in r else "-"
+        quant = _mark(r.get("quant_ok")) + (f" ({r['quant_layers']} linears, {r['quant_error']:.1e})"
+                                            if "quant_error" in r else "")
+        seconds = f"{r['seconds']:.0f}" if "seconds" in r else "-"
+        errors = markdown_cell("; ".join(r["errors"])) or ""
+        lines.append(f"| {r['name']} | {r.get('model', '-')} | {_mark(r.get('trace'))} | {ratio} | "
+                     f"{_mark(r.get('prune_ok'))} | {parity} | {quant} | {seconds} | {errors} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated architecture names (default: all)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per architecture")
+    parser.add_argument("--jobs", type=int, default=2, help="architectures swept at once (one process each)")
+    parser.add_argument("--output", default=RESULTS)
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one architecture, a JSON line on stdout
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(sweep_one(args.one)))
+        return
+    from graphpress.testing.arch_zoo import arch_case_names
+    from graphpress.testing.results import publish_lines
+
+    names = args.only.split(",") if args.only else arch_case_names()
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # the children do the work; threads only wait
+        futures = [pool.submit(_run_child, name, args.timeout) for name in names]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            print(table(rows[-1:])[-1], file=sys.stderr, flush=True)
+    passed = sum(bool(r.get("prune_ok") and r.get("quant_ok")) for r in rows)
+    header = [
+        "# Architecture sweep: prune-channels and W8 quantization on tiny Hugging Face models",
+        "",
+        f"Command: `PYTHONPATH=. python benchmarks/arch_sweep.py{' --only ' + args.only if args.only else ''}` "
+        f"(torch {__import__('torch').__version__}, transformers {__import__('transformers').__version__}, CPU).",
+        f"Each model: 2 layers, small widths, random weights (graphpress/testing/arch_zoo.py). Prune: `{PRUNE}` "
+        f"on the torch path; ok = ratio in {RATIO_RANGE[0]}-{RATIO_RANGE[1]}, class and output shapes kept, "
+        f"ONNX export of the pruned model within {ONNX_TOLERANCE:g} (relative max error). Quant: `{QUANT}`; "
+        f"ok = first output within {QUANT_TOLERANCE:g} of the original's (convolution-only models have no linears "
+        "to quantize).",
+        "",
+        f"{passed} of {len(rows)} architectures pass both checks.",
+        "",
+    ]
+    publish_lines(args.output, header + table(rows))
+
+
+if __name__ == "__main__":
+    main()
