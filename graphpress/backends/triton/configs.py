@@ -39,15 +39,16 @@ _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for the GEMM path.
 _GEMM_TILES = ((64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                (64, 256, 64, 8, 3), (128, 128, 32, 4, 4))
-_SPLITS = (1, 2, 4, 8, 16, 32)
+# Non-powers of two balance the last wave of programs on GPUs whose multiprocessor count is not one (132 on the H100).
+_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M <= 64: BLOCK_N weight rows
 # per program (64 per warp group of four warps), BLOCK_K a multiple of 32 inside one group.
 _SWAP_SMALL_TILES = ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 4, 3), (256, 64, 8, 3), (128, 64, 8, 4),
-                     (64, 128, 4, 3))
+                     (64, 128, 4, 3), (64, 128, 4, 5), (64, 64, 4, 6), (128, 128, 4, 4))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M > 64.
 _SWAP_GEMM_TILES = ((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                     (64, 256, 64, 8, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4), (64, 128, 128, 4, 3),
-                    (128, 128, 64, 8, 4), (64, 128, 64, 4, 4))
+                    (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (64, 64, 128, 4, 4))
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _swap_ab_configs(m: int, n: int, padded_k: int, group: int, multiprocessors:
             continue
         programs = -(-m // block_m) * -(-n // block_n)
         splits = _useful_splits(programs, padded_k, block_k, multiprocessors)
-        for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:3]:
+        for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:4]:
             out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, pairs=True, swap_ab=True))
     return out
 
