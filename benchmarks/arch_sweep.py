@@ -74,6 +74,7 @@ def sweep_one(name: str) -> dict:
         stats = report.records[-1].stats
         row["ratio"] = float(stats.get("achieved_ratio", 0.0))
         row["frozen"] = _frozen_summary(stats)
+        row["recover_trials"] = int(stats.get("recover_trials", 0))
         problems = []
         if type(pruned) is not type(case.model):
             problems.append(f"class became {type(pruned).__name__}")
@@ -151,6 +152,16 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def recovered(rows: list[dict]) -> list[str]:
+    """Notes on the architectures where prune-channels left groups unpruned because pruning them broke the
+    model's own forward code (``recover=``, on by default): which groups, and how many trial runs it took."""
+    notes = [f"- {r['name']} ({r.get('recover_trials', 0)} trial runs): {r['frozen']}" for r in rows if r.get("frozen")]
+    if not notes:
+        return []
+    return ["", "Groups `prune-channels` froze (`recover=`, on by default) because pruning them broke the model's "
+            "own forward code; the other groups carry the ratio:", ""] + notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated architecture names (default: all)")
@@ -187,7 +198,7 @@ def main() -> None:
         f"{passed} of {len(rows)} architectures pass both checks.",
         "",
     ]
-    publish_lines(args.output, header + table(rows))
+    publish_lines(args.output, header + table(rows) + recovered(rows))
 
 
 if __name__ == "__main__":

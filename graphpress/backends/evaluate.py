@@ -6,7 +6,8 @@ backend hands back actually computes.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch.utils import _pytree as pytree
@@ -14,7 +15,8 @@ from torch.utils import _pytree as pytree
 from ..errors import BackendError
 from ..ir import Graph
 
-__all__ = ["evaluate", "is_meta_graph", "flatten_outputs", "relative_error"]
+__all__ = ["evaluate", "is_meta_graph", "flatten_outputs", "relative_error", "submodule_stack",
+           "innermost_submodule"]
 
 
 def is_meta_graph(graph: Graph) -> bool:
@@ -48,15 +50,13 @@ def evaluate(graph: Graph, inputs: tuple, kwargs: dict | None = None) -> list[to
     return [torch.as_tensor(o).float() for o in outs]
 
 
-def _located(module: torch.nn.Module, inputs: tuple, kwargs: dict | None, error: RuntimeError) -> BackendError:
-    """``error`` as a :class:`BackendError` naming the innermost submodule it came from.
-
-    A torch error inside a model's forward (a reshape to a width read from another tensor) says nothing of
-    where; re-running with hooks that track the module stack finds it, so the user can leave it out
-    (``ignore=``). Only done after a failure, so a working model pays nothing."""
+@contextmanager
+def submodule_stack(module: torch.nn.Module) -> Iterator[list[str]]:
+    """While active, the list it yields holds the names of the submodules whose forward is running,
+    outermost first; after an exception it still holds where the failure happened (forward hooks that
+    would pop never ran). Hooks are removed on exit. Used to say which submodule of an edited model broke."""
     stack: list[str] = []
     names = {id(m): name for name, m in module.named_modules()}
-    failed: list[str] = []
 
     def enter(m, *_):
         stack.append(names.get(id(m), "?"))
@@ -67,14 +67,31 @@ def _located(module: torch.nn.Module, inputs: tuple, kwargs: dict | None, error:
     handles = [m.register_forward_pre_hook(enter) for m in module.modules()]
     handles += [m.register_forward_hook(leave) for m in module.modules()]
     try:
-        with torch.no_grad():
-            module(*inputs, **(kwargs or {}))
-    except Exception:  # noqa: BLE001 (the same failure again: the stack now holds where it happened)
-        failed = list(stack)
+        yield stack
     finally:
         for handle in handles:
             handle.remove()
-    where = next((n for n in reversed(failed) if n), "")
+
+
+def innermost_submodule(stack: list[str]) -> str:
+    """The innermost named submodule on a :func:`submodule_stack` ('' when only the root ran)."""
+    return next((n for n in reversed(stack) if n), "")
+
+
+def _located(module: torch.nn.Module, inputs: tuple, kwargs: dict | None, error: RuntimeError) -> BackendError:
+    """``error`` as a :class:`BackendError` naming the innermost submodule it came from.
+
+    A torch error inside a model's forward (a reshape to a width read from another tensor) says nothing of
+    where; re-running with hooks that track the module stack finds it, so the user can leave it out
+    (``ignore=``). Only done after a failure, so a working model pays nothing."""
+    failed: list[str] = []
+    with submodule_stack(module) as stack:
+        try:
+            with torch.no_grad():
+                module(*inputs, **(kwargs or {}))
+        except Exception:  # noqa: BLE001 (the same failure again: the stack now holds where it happened)
+            failed = list(stack)
+    where = innermost_submodule(failed)
     if not where:
         return BackendError(f"the edited {type(module).__name__} no longer runs: {error}")
     kind = type(module.get_submodule(where)).__name__

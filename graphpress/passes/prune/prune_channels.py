@@ -14,6 +14,11 @@ it removed from each linear's input for the recovery passes (``compensate-bias``
 the pipeline (:mod:`.removed_inputs`). The torch backend's module fix-ups (with :mod:`graphpress.backends.hf_fixups`) then make
 the user's class and its config agree with the new tensors; an ONNX graph is written out with its
 shape constants already rewritten.
+
+Before anything is applied, ``recover=true`` (the default) tries the plan on a copy with the example inputs:
+forward code that reads a width at run time (which the trace does not record) can make a pruned model fail.
+The groups responsible are found by bisection, left unpruned and named in the report (``frozen``), and
+the plan is made again over the other groups (:mod:`.recover`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from collections import Counter
 import numpy as np
 
 from ...analysis.coupling import CouplingGroup, analyze_coupling
+from ...backends.evaluate import is_meta_graph
 from ...errors import OptionError
 from ...ir import Graph
 from ..base import Pass, PassResult
 from ..context import PassContext
 from ..options import Option
 from ..registry import register_pass
-from .allocate import STANDARDIZE_CHOICES, plan_pruning
+from .allocate import STANDARDIZE_CHOICES, PruningPlan, plan_pruning
 from .apply import apply_keep_mask
 from .flops_budget import flops_budget
 from .importance import (
@@ -44,6 +50,7 @@ from .importance import (
 )
 from .input_stats import collect_input_statistics
 from .latency import unit_latency_costs
+from .recover import PlanTrials, recover_plan
 from .removed_inputs import record_removed_inputs, wants_recovery
 
 __all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
@@ -129,6 +136,10 @@ class _StructuredPrune(Pass):
         Option("ignore", "list", [], "module-name glob patterns never to prune, separated by | "
                "(e.g. lm_head|model.layers.0.*)"),
         Option("seed", "int", 0, "seed of importance=random"),
+        Option("recover", "bool", True, "test the plan on a copy with the example inputs first; groups whose "
+               "pruning makes the model fail or change its output shapes (forward code that reads a width at run "
+               "time, e.g. SegFormer's sequence reduction) are found by bisection, left unpruned and named in the "
+               "report (frozen), and the ratio goes to the other groups; false: refuse such a model instead"),
     )
     heads_only = False
 
@@ -188,11 +199,30 @@ class _StructuredPrune(Pass):
             unit_cost, profile = unit_latency_costs(graph, result, groups, ctx.example_inputs,
                                                     self.opts["profile_runs"], self.opts["threads"])
             stats.update(profile)
-        plan = plan_pruning(result, groups, scores, ratio, self.opts["scope"], round_to,
-                            model_multiples(graph, result.groups),
-                            default_standardize(name) if standardize == "auto" else standardize,
-                            unit_cost=unit_cost, budget=budget, target=target,
-                            max_fraction=self.opts["max_ratio"] or (0.75 if unit_cost is not None else 1.0))
+        multiples = model_multiples(graph, result.groups)
+
+        def plan_for(chosen: list[int]) -> PruningPlan:
+            chosen_budget = budget
+            if self.opts["flops"] and chosen != groups:  # the same FLOPs to remove, from fewer groups
+                chosen_budget, _, _ = flops_budget(graph, result, chosen, self.opts["flops"])
+            return plan_pruning(result, chosen, scores, ratio, self.opts["scope"], round_to, multiples,
+                                default_standardize(name) if standardize == "auto" else standardize,
+                                unit_cost=unit_cost, budget=chosen_budget, target=target,
+                                max_fraction=self.opts["max_ratio"] or (0.75 if unit_cost is not None else 1.0))
+
+        plan = plan_for(groups)
+        requested_scope = plan.in_scope_params
+        if self.opts["recover"] and plan.keep and ctx.example_inputs is not None and not is_meta_graph(graph):
+            trials = PlanTrials(graph, result, ctx.example_inputs, ctx.example_kwargs)
+            plan, frozen = recover_plan(plan, groups, plan_for, trials, self.name)
+            stats["recover_trials"] = trials.runs
+            if frozen:
+                stats["frozen"] = [f.message() for f in frozen]
+                stats["groups_in_scope"] = len(groups) - len(frozen)
+                stats["in_scope_params_before_recover"] = requested_scope
+                for message in stats["frozen"]:
+                    _log.warning("graphpress: %s: %s", self.name, message)
+                    ctx.log.append(f"{self.name}: {message}")
         if not plan.keep:
             return PassResult(graph, False, stats)
         if imp_ctx.statistics:

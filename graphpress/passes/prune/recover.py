@@ -1,0 +1,221 @@
+"""Recover from a pruning plan whose edited model no longer runs: find the groups that break it, freeze them.
+
+Why: the coupling analysis sees only what the trace recorded. Forward code that computes a size at run time
+from another tensor (SegFormer's sequence reduction reshapes a conv's output to the width of its *input*)
+ties two widths the graph never shows, so a plan can prune them apart and the edited model fails, or returns
+outputs of another shape. Rather than refusing the whole pass, the pass (``recover=true``) tests its plan
+first and leaves the offending groups unpruned.
+
+How: a *trial* applies the keep masks of some of the plan's groups to a fresh copy of the graph (the pass's
+own graph and the user's model are never touched), runs the example inputs, and fails when the forward
+raises or an output's shape differs from the unpruned model's. Culprits are found one at a time by bisection
+over an ordered list of the plan's groups: the prefix of length ``lo`` is known to run, the one of length
+``hi`` known to fail, so the shortest failing prefix ends with a culprit (assumed monotone: pruning more
+never repairs a model). Groups touching the submodule that failed go last, so the first probe (everything
+but them) usually confirms the suspects in one run. After freezing a culprit the rest is tried again, so
+``k`` culprits among ``G`` groups cost O(k log G) trial runs; :data:`MAX_TRIALS` caps the search, after
+which the pass gives up with the located error (``ignore=`` advice). The caller then plans again with the
+remaining groups, which take over the requested ratio.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...analysis.coupling import CouplingResult
+from ...backends.evaluate import evaluate, flatten_outputs, innermost_submodule, submodule_stack
+from ...errors import BackendError
+from ...ir import Graph
+from ...progress import progress
+from .allocate import PruningPlan
+from .apply import apply_keep_mask
+
+__all__ = ["MAX_TRIALS", "Breakage", "FrozenGroup", "PlanTrials", "find_culprits", "recover_plan"]
+
+MAX_TRIALS = 32
+_ERROR_CHARS = 240
+
+
+@dataclass
+class Breakage:
+    """How a trial failed: the innermost submodule that raised ('' when unknown) and the error text."""
+
+    where: str
+    error: str
+
+    def describe(self) -> str:
+        return f"{self.where or 'the model'}: {self.error}"
+
+
+@dataclass
+class FrozenGroup:
+    """A group left unpruned because pruning it broke the model."""
+
+    group: int
+    name: str
+    breakage: Breakage
+
+    def message(self) -> str:
+        return f"{self.name}: frozen because pruning them broke {self.breakage.describe()}"
+
+
+class _OutOfTrials(Exception):
+    pass
+
+
+def _twin(graph: Graph, result: CouplingResult) -> tuple[Graph, CouplingResult]:
+    """Independent copies of ``graph`` and of ``result`` pointing into the copy.
+
+    ``Graph.__deepcopy__`` clones values and nodes itself (not through the memo), so the memo is filled
+    with old-to-new pairs by walking both graphs in the same order before ``result`` is copied."""
+    twin = copy.deepcopy(graph)
+    memo: dict[int, object] = {}
+    for old, new in zip(graph.nodes, twin.nodes):
+        memo[id(old)] = new
+        for a, b in zip(list(old.inputs) + list(old.outputs), list(new.inputs) + list(new.outputs)):
+            if a is not None:
+                memo[id(a)] = b
+    for a, b in zip(list(graph.inputs) + list(graph.constants) + list(graph.outputs),
+                    list(twin.inputs) + list(twin.constants) + list(twin.outputs)):
+        memo[id(a)] = b
+    return twin, copy.deepcopy(result, memo)
+
+
+def _short(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    text = f"{type(error).__name__}: {text}" if not isinstance(error, BackendError) else text
+    return text if len(text) <= _ERROR_CHARS else text[:_ERROR_CHARS - 3] + "..."
+
+
+class _Broke(Exception):
+    def __init__(self, breakage: Breakage):
+        super().__init__(breakage.describe())
+        self.breakage = breakage
+
+
+class PlanTrials:
+    """Runs trials of keep masks on copies of ``graph``, at most ``max_trials`` of them (see module doc)."""
+
+    def __init__(self, graph: Graph, result: CouplingResult, inputs: tuple, kwargs: dict | None,
+                 max_trials: int | None = None):
+        self.graph, self.result = graph, result
+        self.inputs, self.kwargs = tuple(inputs), dict(kwargs or {})
+        self.max_trials = MAX_TRIALS if max_trials is None else max_trials
+        self.runs = 0
+        self.bar: object | None = None
+        self.reference = [tuple(t.shape) for t in evaluate(graph, self.inputs, self.kwargs)]
+
+    def run(self, keep: dict[int, np.ndarray], groups: list[int] | None = None) -> Breakage | None:
+        """None when the model pruned by ``keep`` (restricted to ``groups``) runs with the original output
+        shapes, else how it broke."""
+        if self.runs >= self.max_trials:
+            raise _OutOfTrials
+        self.runs += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        chosen = {gi: keep[gi] for gi in (keep if groups is None else groups)}
+        twin, twin_result = _twin(self.graph, self.result)
+        try:
+            apply_keep_mask(twin, twin_result, twin_result.keep_ids(chosen))
+            shapes = self._output_shapes(twin)
+        except _Broke as broke:
+            return broke.breakage
+        except Exception as error:  # noqa: BLE001 - any failure of the edited model is what a trial detects
+            return Breakage("", _short(error))
+        if shapes != self.reference:
+            return Breakage("the outputs", f"output shapes changed from {self.reference} to {shapes}")
+        return None
+
+    def _output_shapes(self, twin: Graph) -> list[tuple[int, ...]]:
+        if twin.origin != "torch" or twin.module is None:
+            return [tuple(t.shape) for t in evaluate(twin, self.inputs, self.kwargs)]
+        from ...backends.torch_module import finalize_module
+
+        module = finalize_module(twin)
+        with submodule_stack(module) as stack, torch.no_grad():
+            try:
+                out = module(*self.inputs, **self.kwargs)
+            except Exception as error:  # noqa: BLE001
+                raise _Broke(Breakage(innermost_submodule(stack), _short(error))) from error
+        return [tuple(t.shape) for t in flatten_outputs(out)]
+
+
+def _suspects(result: CouplingResult, groups: list[int], where: str) -> set[int]:
+    """Groups with a weight inside the submodule that failed: the likeliest culprits."""
+    if not where or where == "the outputs":
+        return set()
+    prefix = where + "."
+    return {gi for gi in groups if any(m.key.startswith(prefix) for m in result.groups[gi].members)}
+
+
+def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Breakage) -> list[FrozenGroup]:
+    """Groups of ``keep`` (a plan that fails with ``failure``) whose pruning breaks the model, by prefix
+    bisection (module doc). Raises ``_OutOfTrials`` when the trial budget runs out."""
+    result = trials.result
+    order = sorted(keep)
+    lo, hi, failing = 0, len(order), failure
+    culprits: list[FrozenGroup] = []
+    while True:
+        # Put suspects of the current failure at the end of the unknown region (the known-good prefix stays).
+        suspects = _suspects(result, order[lo:hi], failing.where)
+        order[lo:hi] = [g for g in order[lo:hi] if g not in suspects] + [g for g in order[lo:hi] if g in suspects]
+        boundary = hi - len(suspects) if suspects else None
+        while hi - lo > 1:
+            # The suspects' boundary first (one run confirms them when the hint is right), then halves.
+            mid = boundary if boundary is not None and lo < boundary < hi else (lo + hi) // 2
+            boundary = None
+            broke = trials.run(keep, order[:mid])
+            if broke is None:
+                lo = mid
+            else:
+                hi, failing = mid, broke
+        culprit = order.pop(hi - 1)
+        culprits.append(FrozenGroup(culprit, result.groups[culprit].name(), failing))
+        lo = hi - 1  # the prefix before the culprit ran
+        if lo >= len(order):
+            return culprits
+        broke = trials.run(keep, order)
+        if broke is None:
+            return culprits
+        hi, failing = len(order), broke
+
+
+def _ignore_hint(broke: Breakage | None) -> str:
+    where = broke.where if broke is not None else ""
+    return f"{where}*" if where and where != "the outputs" else "<module>*"
+
+
+def recover_plan(plan: PruningPlan, groups: list[int], replan: Callable[[list[int]], PruningPlan],
+                 trials: PlanTrials, desc: str) -> tuple[PruningPlan, list[FrozenGroup]]:
+    """``plan`` if its edited model runs; otherwise a plan over ``groups`` minus the groups found to break
+    the model (``replan`` plans for a list of group indices), and those groups. Raises
+    :class:`BackendError` naming the failing submodule when ``trials`` runs out first."""
+    frozen: list[FrozenGroup] = []
+    broke = trials.run(plan.keep) if plan.keep else None
+    if broke is None:
+        return plan, frozen
+    with progress(trials.max_trials, f"{desc}: finding groups that break the model") as bar:
+        trials.bar = bar
+        try:
+            while broke is not None:
+                frozen += find_culprits(trials, plan.keep, broke)
+                bar.set_postfix_str(f"{len(frozen)} frozen")
+                out = {f.group for f in frozen}
+                plan = replan([gi for gi in groups if gi not in out])
+                broke = trials.run(plan.keep) if plan.keep else None
+        except _OutOfTrials:
+            raise BackendError(
+                f"the edited {type(trials.graph.module).__name__ if trials.graph.module is not None else 'model'} "
+                f"no longer runs: {broke.describe() if broke else 'unknown'}; recover= found no working set of "
+                f"groups within {trials.max_trials} trial runs (frozen so far: "
+                f"{', '.join(f.name for f in frozen) or 'none'}). Its forward code probably computes a size the "
+                f"traced graph does not record; leave it out of the pass with ignore={_ignore_hint(broke)} "
+                f"(or report the pattern)") from None
+        finally:
+            trials.bar = None
+    return plan, frozen

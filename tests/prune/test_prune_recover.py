@@ -1,0 +1,93 @@
+"""``recover=``: a plan whose edited model no longer runs is repaired by freezing the groups that break it.
+
+The model here reshapes a conv's output to a width read at run time from another tensor (the pattern of
+SegFormer's sequence reduction, without transformers): the trace records the width as a constant, so the
+coupling analysis lets the conv's output channels be pruned on their own and the user's forward breaks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+import graphpress
+from graphpress.errors import PassError
+from graphpress.passes.prune import recover
+
+
+class _Reduction(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Conv1d(width, width, 1)
+
+    def forward(self, hidden: torch.Tensor, width_source: torch.Tensor) -> torch.Tensor:
+        batch = hidden.shape[0]
+        out = self.conv(hidden.transpose(1, 2))
+        return out.reshape(batch, width_source.shape[-1], -1).transpose(1, 2)  # width read at run time
+
+
+class RuntimeWidth(nn.Module):
+    def __init__(self, width: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.reduction = _Reduction(width)
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor, width_source: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = h + self.down(torch.relu(self.up(self.reduction(h, width_source))))
+        return self.head(h)
+
+
+def _case() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = RuntimeWidth().eval()
+    inputs = (torch.randn(2, 8, 8), torch.zeros(2, 32))
+    return model, inputs
+
+
+def _prune(pipeline: str):
+    model, inputs = _case()
+    pruned, report = graphpress.optimize(model, pipeline, example_inputs=inputs, return_report=True)
+    return model, inputs, pruned, report.records[-1].stats
+
+
+def test_groups_that_break_the_forward_are_frozen_and_named(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="graphpress"):
+        model, inputs, pruned, stats = _prune("prune-channels{ratio=0.3}")
+    assert len(stats["frozen"]) == 1
+    assert "reduction.conv.weight[0]" in stats["frozen"][0]
+    assert "frozen because pruning them broke reduction: RuntimeError" in stats["frozen"][0]
+    assert "frozen because pruning them broke reduction" in caplog.text
+    assert 0.27 <= stats["achieved_ratio"] <= 0.33  # the other groups carry the ratio
+    assert pruned.reduction.conv.out_channels == 32 and pruned.up.out_features < 64
+    assert 0 < stats["recover_trials"] <= recover.MAX_TRIALS
+    with torch.no_grad():
+        assert pruned(*inputs).shape == model(*inputs).shape
+
+
+def test_recover_false_keeps_the_refusal() -> None:
+    model, inputs = _case()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PassError, match=r"no longer runs: reduction \(_Reduction\) failed.*ignore=reduction\*"):
+        graphpress.optimize(model, "prune-channels{ratio=0.3,recover=false}", example_inputs=inputs)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the user's model untouched
+
+
+def test_search_gives_up_with_the_located_error_after_its_trial_budget(monkeypatch) -> None:
+    monkeypatch.setattr(recover, "MAX_TRIALS", 1)  # the first trial (the whole plan) fails: no room to search
+    with pytest.raises(PassError, match=r"reduction: RuntimeError.*within 1 trial runs.*ignore=reduction\*"):
+        _prune("prune-channels{ratio=0.3}")
+
+
+def test_a_working_plan_costs_one_trial_and_freezes_nothing() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    _, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(torch.randn(2, 8),),
+                                    return_report=True)
+    stats = report.records[-1].stats
+    assert stats["recover_trials"] == 1 and "frozen" not in stats
