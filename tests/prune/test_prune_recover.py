@@ -91,3 +91,21 @@ def test_a_working_plan_costs_one_trial_and_freezes_nothing() -> None:
                                     return_report=True)
     stats = report.records[-1].stats
     assert stats["recover_trials"] == 1 and "frozen" not in stats
+
+
+def test_no_trial_copy_when_the_weights_would_not_fit_twice(monkeypatch) -> None:
+    # The trial copies every weight; without room for that copy the pass prunes as before recover= existed,
+    # says so, and the manager's own output check remains the guard.
+    monkeypatch.setattr(recover, "_available_memory", lambda: 1024)
+    model, inputs = _case()
+    with pytest.raises(PassError, match="no longer runs"):
+        graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=inputs)
+
+
+def test_skip_reason_compares_the_copy_with_free_memory() -> None:
+    class _Weights:
+        def parameter_bytes(self) -> int:
+            return 3 * 2**30
+
+    assert recover.recover_skip_reason(_Weights(), available=8 * 2**30) is None
+    assert "3.0 GiB" in recover.recover_skip_reason(_Weights(), available=5 * 2**30)

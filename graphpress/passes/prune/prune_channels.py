@@ -50,7 +50,7 @@ from .importance import (
 )
 from .input_stats import collect_input_statistics
 from .latency import unit_latency_costs
-from .recover import PlanTrials, recover_plan
+from .recover import PlanTrials, recover_plan, recover_skip_reason
 from .removed_inputs import record_removed_inputs, wants_recovery
 
 __all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
@@ -212,7 +212,12 @@ class _StructuredPrune(Pass):
 
         plan = plan_for(groups)
         requested_scope = plan.in_scope_params
-        if self.opts["recover"] and plan.keep and ctx.example_inputs is not None and not is_meta_graph(graph):
+        skip = recover_skip_reason(graph) if self.opts["recover"] else None
+        if skip:
+            stats["recover"] = f"skipped: {skip}"
+            ctx.log.append(f"{self.name}: recover= skipped: {skip}")
+        if self.opts["recover"] and not skip and plan.keep and ctx.example_inputs is not None \
+                and not is_meta_graph(graph):
             trials = PlanTrials(graph, result, ctx.example_inputs, ctx.example_kwargs)
             plan, frozen = recover_plan(plan, groups, plan_for, trials, self.name)
             stats["recover_trials"] = trials.runs

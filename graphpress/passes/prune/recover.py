@@ -21,6 +21,7 @@ remaining groups, which take over the requested ratio.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +36,8 @@ from ...progress import progress
 from .allocate import PruningPlan
 from .apply import apply_keep_mask
 
-__all__ = ["MAX_TRIALS", "Breakage", "FrozenGroup", "PlanTrials", "find_culprits", "recover_plan"]
+__all__ = ["MAX_TRIALS", "Breakage", "FrozenGroup", "PlanTrials", "find_culprits", "recover_plan",
+           "recover_skip_reason"]
 
 MAX_TRIALS = 32
 _ERROR_CHARS = 240
@@ -62,6 +64,26 @@ class FrozenGroup:
 
     def message(self) -> str:
         return f"{self.name}: frozen because pruning them broke {self.breakage.describe()}"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the OS reports free for new allocations (None where it cannot say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def recover_skip_reason(graph: Graph, available: int | None = None) -> str | None:
+    """Why the up-front trial cannot run here, or None: each trial holds a full copy of the weights beside
+    the pass's own, so a model whose copy would not fit in half the free memory is not tried (the pass
+    manager's output check still catches a broken edit, with the failing submodule named)."""
+    needed = graph.parameter_bytes()
+    available = _available_memory() if available is None else available
+    if available is not None and 2 * needed > available:
+        return (f"a trial copy of {needed / 2**30:.1f} GiB of weights needs more than half of the "
+                f"{available / 2**30:.1f} GiB free")
+    return None
 
 
 class _OutOfTrials(Exception):
