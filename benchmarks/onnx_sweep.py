@@ -308,9 +308,14 @@ def main() -> None:
         "- `dynamic-reshape`: heads split by a Reshape whose shape is computed at run time "
         "(Shape/Gather/Concat) are recognised, but the merge Reshape's `-1` output dim is unknown to shape "
         "inference, so the head groups stay frozen.",
-        "- `shared-initializer`: an initializer read by two MatMuls becomes one weight per reader; pruning treats "
-        "them independently (not tied), so the pruned file holds two smaller copies (+64% parameters on this toy). "
-        "Unpruned, they are written back as one initializer.",
+        "- Shared weights: every reader of one initializer, directly or through a `Transpose` or "
+        "`Identity` node, reads one stored tensor, so pruning keeps the same channels for all of them and writes "
+        "the tensor once (`shared-block`, ALBERT-style layer sharing, and `tied-embedding` prune by the ratio). "
+        "`shared-initializer` stays `frozen`: both axes of its W reach the graph's input and output, so a tied "
+        "W cannot shrink (before the fix it grew the file by 64%). Still copied per reader, so pruned apart: a "
+        "shared weight a reader reads scaled (`Gemm` with alpha != 1 or beta != 1) or through any other "
+        "computation; and, on purpose, a shared tensor whose elements are all equal (the dynamo exporter writes "
+        "one initializer for all equal constants, e.g. the zero biases of a fresh model), whose copies are small.",
         "- `n/a` rows: the exporter or onnxruntime itself failed to produce or load the file (not graphpress).",
     ]
     publish_lines(args.output, lines)

@@ -9,7 +9,8 @@ Folding is guarded: an output larger than ``max_elements`` is not materialized (
 ``ConstantOfShape([10**12])`` must not allocate), random and quantize ops are never folded (folding
 ``DequantizeLinear`` would undo a quantized model), and nodes with subgraphs or foreign domains are left to
 the runtime. A weight that is only re-laid-out (``Transpose``/``Reshape``/``Cast`` of one initializer) keeps
-the initializer's name as its Parameter key, so reports still name it as the file does.
+the initializer's name as its Parameter key, so reports still name it as the file does; a 2-D
+``Transpose`` of a weight is a transposed view of it, not a copy (see :func:`_binding`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import onnx
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from ..ir import DetachedBinding, Graph, Node, Parameter, Value
+from ..ir import Binding, DetachedBinding, Graph, Node, Parameter, Value, transposed_binding
 from .onnx_attrs import ATTR_TYPES_META, python_to_attribute
 from .onnx_dtypes import tensor_from_proto, tensor_to_proto, torch_to_onnx_dtype
 from .onnx_reader import CAPTURES, ONNX_TYPE, parameter_kind
@@ -101,12 +102,25 @@ def _to_tensor(array: np.ndarray, like: Value) -> torch.Tensor:
     return tensor.to(like.dtype) if like.dtype is not None and tensor.dtype != like.dtype else tensor
 
 
-def _replace_by_constant(graph: Graph, node: Node, out: Value, tensor: torch.Tensor) -> None:
-    key, kind = out.name, parameter_kind(tensor)
+def _binding(node: Node, out: Value, tensor: torch.Tensor) -> tuple[Binding, str]:
+    """Where a folded output lives: a weight's ``Identity`` is the weight, its plain transpose a transposed
+    view of the weight itself
+    (one stored tensor, so a tied embedding read by Gather and, transposed, by the LM head MatMul stays
+    one tensor when pruned); other re-laid-out weights keep the weight's key; the rest are new constants."""
     source = node.inputs[0] if node.inputs else None
-    if node.op in _RELAYOUT and source is not None and source.param is not None and source.param.kind == "parameter":
-        key, kind = source.param.key, "parameter"  # still the same weight, only laid out differently
-    folded = Value(out.name, param=Parameter(DetachedBinding(key, tensor), kind=kind))
+    if node.op not in _RELAYOUT or source is None or source.param is None or source.param.kind != "parameter":
+        return DetachedBinding(out.name, tensor), parameter_kind(tensor)
+    if node.op == "Identity":
+        return source.param.binding, "parameter"  # the legacy exporter's Identity of a layer shared by blocks
+    if node.op == "Transpose" and source.param.data.dim() == 2 and list(node.attrs.get("perm", [1, 0])) == [1, 0] \
+            and source.param.dtype == tensor.dtype:
+        return transposed_binding(source.param.binding), "parameter"
+    return DetachedBinding(source.param.key, tensor), "parameter"  # the same weight, only laid out differently
+
+
+def _replace_by_constant(graph: Graph, node: Node, out: Value, tensor: torch.Tensor) -> None:
+    binding, kind = _binding(node, out, tensor)
+    folded = Value(out.name, param=Parameter(binding, kind=kind))
     graph.constants.append(folded)
     graph.replace_all_uses(out, folded)
 

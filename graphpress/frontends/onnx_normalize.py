@@ -10,14 +10,16 @@
 
 The rewritten node keeps the output value (and name) of the last node it replaces, so graph outputs and
 readers are untouched, and its ``scope`` names the original ONNX node. A weight read by anything else
-is copied rather than transposed in place, so the other readers keep what they read.
+is not transposed in place (the other readers keep what they read) nor copied: the Linear reads it
+through a transposed view of the same stored tensor, so shared and tied weights stay one tensor when
+pruned (see :func:`_weight`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..ir import GRAPHPRESS_DOMAIN, DetachedBinding, Graph, Node, Parameter, Value
+from ..ir import GRAPHPRESS_DOMAIN, DetachedBinding, Graph, Node, Parameter, Value, storage_binding, transposed_binding
 
 __all__ = ["normalize", "sum_to_add", "gemm_to_linear", "matmul_to_linear"]
 
@@ -31,13 +33,44 @@ def _replace(graph: Graph, old: list[Node], new: Node) -> None:
         node.graph = None
 
 
-def _weight(graph: Graph, value: Value, tensor: torch.Tensor, reader: Node) -> Value:
-    """A constant holding ``tensor`` for ``reader``: ``value`` itself, edited, when ``reader`` is its only
-    reader (keeping its name and Parameter key), else a new constant with the same key."""
-    if all(node is reader for node, _ in value.uses) and value not in graph.outputs:
+def _shared_storage(graph: Graph) -> set[int]:
+    """Ids of the stored tensors that more than one node reads (through any constant or view of them)."""
+    readers: dict[int, int] = {}
+    for value in graph.constants:
+        key = id(storage_binding(value.param.binding))
+        readers[key] = readers.get(key, 0) + len(value.uses) + (value in graph.outputs)
+    return {key for key, count in readers.items() if count > 1}
+
+
+def _uniform(tensor: torch.Tensor) -> bool:
+    """All elements equal: the dynamo exporter writes one initializer for every equal constant (the zero
+    biases, the unit norm weights of a freshly initialized model), which ties nothing; each reader gets
+    its own copy so pruning does not couple unrelated layers through a shared zero vector."""
+    flat = tensor.reshape(-1)
+    return flat.numel() > 1 and bool((flat == flat[0]).all())
+
+
+def _weight(graph: Graph, value: Value, tensor: torch.Tensor, shared: set[int], layout: str | None = None) -> Value:
+    """A constant holding ``tensor`` for the node being rewritten, which reads ``value``.
+
+    ``layout`` says how ``tensor`` derives from ``value``: "same" (the same data, maybe reshaped to the
+    same size), "transposed" (its 2-D transpose), or None (computed from it, e.g. scaled). When that node
+    is the only reader of a weight stored as is (not in ``shared``, see :func:`_shared_storage`), ``value``
+    itself is edited (keeping its name and key).
+    A weight other nodes also read (or a view of one) is never copied when a layout says how to read it:
+    the Linear reads the same stored tensor (through a transposed view), so the coupling analysis ties
+    every reader and pruning keeps one tensor. Only a computed tensor of a shared weight, or a shared
+    vector whose elements are all equal (see :func:`_uniform`), is a copy.
+    """
+    binding = value.param.binding
+    if id(storage_binding(binding)) not in shared and storage_binding(binding) is binding:
         value.param.data = tensor
         value.sync_from_param()
         return value
+    if layout == "same" and tuple(tensor.shape) == tuple(value.param.shape) and not _uniform(tensor):
+        return value
+    if layout == "transposed":
+        return graph.add_constant(Parameter(transposed_binding(binding), kind=value.param.kind), f"{value.name}_linear")
     param = Parameter(DetachedBinding(value.param.key, tensor), kind=value.param.kind)
     return graph.add_constant(param, f"{value.name}_linear")
 
@@ -78,7 +111,7 @@ def sum_to_add(graph: Graph) -> int:
 
 
 def gemm_to_linear(graph: Graph) -> int:
-    count = 0
+    count, shared = 0, _shared_storage(graph)
     for node in graph.find("Gemm"):
         a, b, c = node.inputs[0], node.inputs[1], node.input(2)
         if node.domain != "" or b.param is None or node.attrs.get("transA", 0) or b.param.data.dim() != 2:
@@ -88,10 +121,12 @@ def gemm_to_linear(graph: Graph) -> int:
         weight = (weight * alpha if alpha != 1.0 else weight).contiguous()
         bias = _bias_vector(c, weight.shape[0])
         out = node.outputs[0]
-        w_value = _weight(graph, b, weight, node)
+        w_layout = None if alpha != 1.0 else ("same" if node.attrs.get("transB", 0) else "transposed")
+        w_value = _weight(graph, b, weight, shared, w_layout)
         inputs = [a, w_value]
         if bias is not None:
-            inputs.append(_weight(graph, c, (bias * beta if beta != 1.0 else bias).contiguous(), node))
+            inputs.append(_weight(graph, c, (bias * beta if beta != 1.0 else bias).contiguous(), shared,
+                                  "same" if beta == 1.0 else None))
         if c is None or bias is not None:
             linear = Node("Linear", inputs, [out], domain=GRAPHPRESS_DOMAIN, name=graph.unique_name(node.name), scope=node.scope)
             node.outputs = []
@@ -113,7 +148,7 @@ def gemm_to_linear(graph: Graph) -> int:
 
 
 def matmul_to_linear(graph: Graph) -> int:
-    count = 0
+    count, shared = 0, _shared_storage(graph)
     for node in graph.find("MatMul"):
         x, w = node.inputs
         if node.domain != "" or w.param is None or w.param.data.dim() != 2:
@@ -128,9 +163,9 @@ def matmul_to_linear(graph: Graph) -> int:
             if bias is not None and add.outputs[0].shape == out.shape:
                 replaced, bias_value = [node, add], other
                 out = add.outputs[0]
-        inputs = [x, _weight(graph, w, w.param.data.t().contiguous(), node)]
+        inputs = [x, _weight(graph, w, w.param.data.t().contiguous(), shared, "transposed")]
         if bias_value is not None:
-            inputs.append(_weight(graph, bias_value, bias.contiguous(), replaced[-1]))
+            inputs.append(_weight(graph, bias_value, bias.contiguous(), shared, "same"))
         linear = Node("Linear", inputs, [out], domain=GRAPHPRESS_DOMAIN, name=graph.unique_name(node.name), scope=node.scope)
         for old in replaced:
             old.outputs = []

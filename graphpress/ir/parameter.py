@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Binding", "ModuleBinding", "DetachedBinding", "Parameter"]
+__all__ = ["Binding", "ModuleBinding", "DetachedBinding", "TransposedBinding", "Parameter", "storage_binding",
+           "transposed_binding"]
 
 
 @runtime_checkable
@@ -42,6 +43,45 @@ class DetachedBinding:
 
     def __repr__(self) -> str:
         return f"DetachedBinding({self.key!r})"
+
+
+class TransposedBinding:
+    """A 2-D tensor of another binding presented transposed: the IR's view of one stored weight that a file
+    reads in two layouts (an initializer read by ``Gather`` and, through ``Transpose``, by ``MatMul``; a
+    ``MatMul`` weight ``[in, out]`` that is also read as is). Reading gives ``stored.get().t()``, assigning
+    stores the transpose, so every reader keeps seeing one tensor and a pass that edits it edits them all.
+    """
+
+    layout = "transposed"
+
+    def __init__(self, stored: Binding):
+        self.key = stored.key
+        self.stored = stored
+
+    def get(self) -> torch.Tensor:
+        return self.stored.get().t()
+
+    def set(self, tensor: torch.Tensor) -> None:
+        self.stored.set(tensor.t().contiguous())
+
+    def __repr__(self) -> str:
+        return f"TransposedBinding({self.key!r})"
+
+
+def storage_binding(binding: Binding) -> Binding:
+    """The binding that holds the tensor behind ``binding`` (itself unless it presents another binding's
+    tensor in another layout, as :class:`TransposedBinding` does)."""
+    while getattr(binding, "stored", None) is not None:
+        binding = binding.stored
+    return binding
+
+
+def transposed_binding(binding: Binding) -> Binding:
+    """A binding reading ``binding``'s 2-D tensor transposed; the transpose of a transposed view is the
+    stored binding itself, so layouts compose instead of stacking."""
+    if getattr(binding, "layout", "") == "transposed" and getattr(binding, "stored", None) is not None:
+        return binding.stored
+    return TransposedBinding(binding)
 
 
 class ModuleBinding:

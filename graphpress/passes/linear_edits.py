@@ -11,7 +11,7 @@ from collections import Counter
 
 import torch
 
-from ..ir import GRAPHPRESS_DOMAIN, Graph, ModuleBinding, Node, Value
+from ..ir import GRAPHPRESS_DOMAIN, Graph, ModuleBinding, Node, Value, storage_binding
 
 __all__ = ["TensorOwners", "is_linear", "linear_is_editable", "constant_is_exclusive", "module_at",
            "scope_calls", "keep_output_name"]
@@ -23,13 +23,18 @@ def is_linear(node: Node) -> bool:
 
 
 class TensorOwners:
-    """How many attributes of the torch module hold each tensor object (tied weights count twice).
+    """How many attributes of the torch module hold each tensor object (tied weights count twice), and
+    how many nodes read each stored tensor of the graph (an initializer read by several nodes).
 
     Built once per pass call: walking ``named_parameters`` for every candidate would be quadratic.
     """
 
     def __init__(self, graph: Graph):
         self.counts: Counter[int] = Counter()
+        self.readers: Counter[int] = Counter()  # nodes reading each stored tensor, through any constant or view
+        for value in graph.constants:
+            if value.param is not None:
+                self.readers[id(storage_binding(value.param.binding))] += len(value.uses)
         if graph.origin == "torch" and graph.module is not None:
             for _, t in graph.module.named_parameters(remove_duplicate=False):
                 self.counts[id(t)] += 1
@@ -59,6 +64,8 @@ def constant_is_exclusive(graph: Graph, value: Value | None, owners: TensorOwner
     """A constant with data that only one node reads and no other module attribute holds."""
     if value is None or value.param is None or value.param.is_meta or len(value.uses) != 1:
         return False
+    if owners.readers.get(id(storage_binding(value.param.binding)), 0) > 1:
+        return False  # an ONNX initializer also read by other nodes (their constants view the same tensor)
     return not (graph.origin == "torch" and owners.shared(value.param.data))
 
 

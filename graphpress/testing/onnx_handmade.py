@@ -4,7 +4,12 @@ Each builder returns ``(model, inputs)``: a checked ModelProto (opset 18, random
 seed) and numpy inputs by name. They are the hand-built rows of benchmarks/onnx_sweep.py and the
 fixtures of the frontend's tests, so each form has one definition:
 
-* :func:`shared_initializer_mlp`: one initializer read by two MatMuls (weight sharing / tying);
+* :func:`shared_initializer_mlp`: one initializer read by two MatMuls (weight sharing / tying), chained so
+  that both of its axes meet the graph's input and output: a tied pruner must leave it whole;
+* :func:`shared_block_mlp`: one residual MLP block applied twice (ALBERT-style layer sharing), every
+  weight and bias read by two nodes;
+* :func:`tied_embedding_lm`: an embedding table read by ``Gather`` and, through ``Transpose``, by the LM
+  head ``MatMul`` (tied input and output embeddings);
 * :func:`constant_node_mlp`: weights and biases as ``Constant`` nodes instead of initializers;
 * :func:`transpose_matmul_mlp`: weights stored ``[out, in]`` and transposed by a ``Transpose`` node;
 * :func:`gemm_forms_mlp`: ``Gemm`` with ``transB`` 0 and 1, ``alpha``/``beta``, and ``Add(bias, MatMul)``;
@@ -20,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["HANDMADE", "shared_initializer_mlp", "constant_node_mlp", "transpose_matmul_mlp", "gemm_forms_mlp",
+__all__ = ["HANDMADE", "shared_initializer_mlp", "shared_block_mlp", "tied_embedding_lm", "constant_node_mlp", "transpose_matmul_mlp", "gemm_forms_mlp",
            "dynamic_reshape_attention", "constant_conv_net"]
 
 _OPSET = 18
@@ -65,6 +70,39 @@ def shared_initializer_mlp(hidden: int = 32) -> tuple[onnx.ModelProto, dict[str,
     inits = [_init("W", _w(rng, hidden, hidden)), _init("b1", _w(rng, hidden)), _init("b2", _w(rng, hidden))]
     model = _model(nodes, [_float_input("x", ["batch", hidden])], [_float_input("y", ["batch", hidden])], inits)
     return model, {"x": rng.standard_normal((4, hidden)).astype(np.float32)}
+
+
+def shared_block_mlp(hidden: int = 32, inner: int = 64) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``h = x + relu(x @ W1 + b1) @ W2 + b2``, then the same block (same initializers) on ``h``."""
+    rng = _rng(6)
+    nodes = []
+    for i, (src, dst) in enumerate((("x", "h"), ("h", "y"))):
+        t = lambda step: f"{step}_{i}"  # noqa: E731 - this block's intermediate names
+        nodes += [
+            helper.make_node("MatMul", [src, "W1"], [t("up")]), helper.make_node("Add", [t("up"), "b1"], [t("pre")]),
+            helper.make_node("Relu", [t("pre")], [t("act")]), helper.make_node("MatMul", [t("act"), "W2"], [t("down")]),
+            helper.make_node("Add", [t("down"), "b2"], [t("out")]), helper.make_node("Add", [src, t("out")], [dst]),
+        ]
+    inits = [_init("W1", _w(rng, hidden, inner)), _init("b1", _w(rng, inner)),
+             _init("W2", _w(rng, inner, hidden)), _init("b2", _w(rng, hidden))]
+    model = _model(nodes, [_float_input("x", ["batch", hidden])], [_float_input("y", ["batch", hidden])], inits)
+    return model, {"x": rng.standard_normal((4, hidden)).astype(np.float32)}
+
+
+def tied_embedding_lm(vocab: int = 50, hidden: int = 32, inner: int = 64) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``logits = (e + relu(e @ W1) @ W2) @ E^T`` with ``e = Gather(E, ids)``: ``E`` is read by the Gather and,
+    through a ``Transpose`` node, by the LM head."""
+    rng = _rng(7)
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["e"]),
+        helper.make_node("MatMul", ["e", "W1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("MatMul", ["b", "W2"], ["c"]), helper.make_node("Add", ["e", "c"], ["h"]),
+        helper.make_node("Transpose", ["E"], ["Et"], perm=[1, 0]), helper.make_node("MatMul", ["h", "Et"], ["logits"]),
+    ]
+    inits = [_init("E", _w(rng, vocab, hidden)), _init("W1", _w(rng, hidden, inner)), _init("W2", _w(rng, inner, hidden))]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])
+    model = _model(nodes, [ids], [_float_input("logits", ["batch", 8, vocab])], inits)
+    return model, {"ids": rng.integers(0, vocab, (2, 8)).astype(np.int64)}
 
 
 def constant_node_mlp(hidden: int = 32, inner: int = 64) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -176,6 +214,8 @@ def constant_conv_net(channels: int = 16) -> tuple[onnx.ModelProto, dict[str, np
 
 HANDMADE = {
     "shared-initializer": shared_initializer_mlp,
+    "shared-block": shared_block_mlp,
+    "tied-embedding": tied_embedding_lm,
     "constant-nodes": constant_node_mlp,
     "transpose-matmul": transpose_matmul_mlp,
     "gemm-forms": gemm_forms_mlp,

@@ -94,3 +94,32 @@ def test_initializer_shared_by_two_matmuls_is_written_once():
     weights = [t for t in result.graph.initializer if list(t.dims) == [32, 32]]
     assert len(weights) == 1
     np.testing.assert_allclose(run_onnxruntime(result, inputs)[0], run_onnxruntime(model, inputs)[0], rtol=1e-5, atol=1e-5)
+
+
+def _storages(graph, op: str, index: int) -> set:
+    from graphpress.ir import storage_binding
+
+    return {id(storage_binding(n.inputs[index].param.binding)) for n in graph.nodes if n.op == op}
+
+
+def test_readers_of_one_initializer_read_one_stored_tensor():
+    # MatMul readers become Linears reading a transposed view, not a copy per reader; a Transpose node of
+    # the tied embedding folds into a view of the Gather's table; an Identity of a weight is the weight.
+    from graphpress.testing.onnx_handmade import shared_block_mlp, tied_embedding_lm
+
+    assert len(_storages(load_onnx(shared_block_mlp()[0]), "Linear", 1)) == 2  # W1 and W2, each read twice
+    graph = load_onnx(tied_embedding_lm()[0])
+    assert _storages(graph, "Gather", 0) <= _storages(graph, "Linear", 1)
+    model, _ = shared_initializer_mlp()
+    model.graph.node.insert(0, helper.make_node("Identity", ["W"], ["W_again"]))
+    model.graph.node[4].input[1] = "W_again"  # the second MatMul, as the legacy exporter writes shared layers
+    assert len(_storages(load_onnx(model), "Linear", 1)) == 1
+
+
+def test_tied_embedding_is_written_once():
+    from graphpress.testing.onnx_handmade import tied_embedding_lm
+
+    model, inputs = tied_embedding_lm()
+    result = graphpress.optimize(model, "dce")
+    assert sorted(tuple(t.dims) for t in result.graph.initializer if len(t.dims) == 2) == [(32, 64), (50, 32), (64, 32)]
+    np.testing.assert_allclose(run_onnxruntime(result, inputs)[0], run_onnxruntime(model, inputs)[0], rtol=1e-5, atol=1e-5)

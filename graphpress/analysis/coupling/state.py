@@ -22,9 +22,9 @@ from typing import Optional
 
 import numpy as np
 
-from ...ir import Node, Value
+from ...ir import Node, Value, storage_binding
 
-__all__ = ["Labels", "ParamAxis", "FrozenRecord", "CouplingState", "tie_key"]
+__all__ = ["Labels", "ParamAxis", "FrozenRecord", "CouplingState", "tie_key", "layout_perm"]
 
 Labels = list  # list[np.ndarray | None], one entry per axis of a value
 
@@ -49,11 +49,22 @@ class FrozenRecord:
 
 def tie_key(value: Value) -> tuple[int, str]:
     """Identity of the tensor behind a constant: tied weights share one tensor object. A binding that
-    presents a stored tensor in another layout (GPT-2's Conv1D, stored [in, out]) is keyed by the stored
-    tensor and the layout, since its ``get()`` builds a new view each time."""
+    presents a stored tensor in another layout (GPT-2's Conv1D, stored [in, out]; an ONNX initializer read
+    as is and through a Transpose) is keyed by the stored tensor and the layout, since its ``get()`` builds
+    a new view each time; :meth:`CouplingState.param_labels` gives every layout of one tensor the same ids."""
     binding = value.param.binding
-    stored = getattr(binding, "stored", binding)
-    return id(stored.get()), getattr(binding, "layout", "")
+    return id(storage_binding(binding).get()), getattr(binding, "layout", "")
+
+
+def layout_perm(value: Value) -> tuple[int, ...]:
+    """Axis i of ``value``'s tensor is axis ``perm[i]`` of the stored tensor (reversed for a transposed
+    view; views of views compose)."""
+    rank = len(value.param.shape)
+    flips, binding = 0, value.param.binding
+    while getattr(binding, "stored", None) is not None:
+        flips += getattr(binding, "layout", "") == "transposed"
+        binding = binding.stored
+    return tuple(reversed(range(rank))) if flips % 2 else tuple(range(rank))
 
 
 class CouplingState:
@@ -68,6 +79,7 @@ class CouplingState:
         self.seen: list[np.ndarray] = []
         self.param_axes: dict[tuple[tuple[int, str], int], ParamAxis] = {}
         self._param_labels: dict[tuple[int, str], Labels] = {}
+        self._stored_labels: dict[int, Labels] = {}  # ids per axis of each stored tensor, in its own layout
         self.node_ids: dict[Node, dict[str, np.ndarray]] = {}
         self.uncovered: dict[str, str] = {}
 
@@ -120,18 +132,19 @@ class CouplingState:
         self.labels[value] = labels[:rank]
 
     def param_labels(self, value: Value) -> Labels:
-        """Ids for every axis of a weight (shared between tied weights), created on first use."""
+        """Ids for every axis of a weight, created on first use.
+
+        Every reader of one stored tensor gets the same ids along each of its axes, whatever constant and
+        layout it reads it through (tied weights, a layer shared by several blocks, an initializer read
+        by several nodes), so pruning keeps them one tensor instead of slicing a copy per reader. Each
+        layout is its own parameter axis (its values hold the tensor in that layout), sharing those ids."""
         key = tie_key(value)
         labels = self._param_labels.get(key)
         if labels is None:
-            labels = []
-            for axis, size in enumerate(value.param.shape):
-                if size > 1:
-                    ids = self.fresh(size)
+            labels = self._labels_in_layout(value, key[0])
+            for axis, ids in enumerate(labels):
+                if ids is not None:
                     self.param_axes[(key, axis)] = ParamAxis(value.param.key, axis, ids, [value])
-                    labels.append(ids)
-                else:
-                    labels.append(None)
             self._param_labels[key] = labels
         else:
             for axis in range(len(labels)):
@@ -140,6 +153,17 @@ class CouplingState:
                     entry.values.append(value)
         self.labels[value] = labels
         return labels
+
+    def _labels_in_layout(self, value: Value, tensor_id: int) -> Labels:
+        """The stored tensor's ids (created on first use) permuted into ``value``'s layout."""
+        perm = layout_perm(value)
+        shape = value.param.shape
+        stored = self._stored_labels.get(tensor_id)
+        if stored is None or len(stored) != len(perm):
+            stored_shape = [shape[perm.index(axis)] for axis in range(len(perm))]
+            stored = [self.fresh(size) if size > 1 else None for size in stored_shape]
+            self._stored_labels.setdefault(tensor_id, stored)
+        return [stored[perm[axis]] for axis in range(len(perm))]
 
     def freeze_value(self, value: Value | None, reason: str, node: Node | None) -> None:
         for ids in self.get(value):

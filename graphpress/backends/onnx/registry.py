@@ -11,7 +11,8 @@ one IR node into ONNX nodes through an :class:`EmitContext`::
 
 The context hands out names (IR value names are kept; helper values get fresh ones), turns constants into
 initializers on first use (or into typed graph inputs when only shapes are wanted, see ``with_data``), and
-keeps one initializer per (value, layout) so a weight read transposed and plain is written twice only then.
+keeps one initializer per (value, layout); a weight read transposed and plain is written once, the other
+layout read through a ``Transpose`` node.
 """
 
 from __future__ import annotations
@@ -106,8 +107,21 @@ class EmitContext:
                 if tensor.dim() != 2:
                     raise BackendError(f"constant %{value.name} of shape {tuple(tensor.shape)} is not a 2-D weight")
                 tensor = tensor.t()
-            self._emitted[key] = self._shared(value, transposed, tensor) or self._write_weight(value, transposed, tensor)
+            self._emitted[key] = self._shared(value, transposed, tensor) or self._relaid(value, transposed, tensor) \
+                or self._write_weight(value, transposed, tensor)
         return self._emitted[key]
+
+    def _relaid(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
+        """A ``Transpose`` of the initializer already written for the other layout of the same tensor, if
+        any: a tied embedding is read by Gather as is and by the LM head transposed, and writing both
+        layouts would store it twice (onnxruntime folds the Transpose when it loads the model)."""
+        if tensor.dim() != 2:
+            return None
+        for other, name in self._by_source.get((value.param.key, not transposed), ()):
+            if other.shape == tensor.shape[::-1] and other.dtype == tensor.dtype and "meta" not in \
+                    (other.device.type, tensor.device.type) and torch.equal(other.t(), tensor):
+                return self.add_node("Transpose", [name], hint=f"{name}_t", perm=[1, 0])[0]
+        return None
 
     def _shared(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
         """The initializer already written for an equal tensor of the same source parameter, if any.

@@ -15,17 +15,20 @@ import numpy as np
 import torch
 
 from ...analysis.coupling import CouplingResult
-from ...ir import Graph, ModuleBinding, Node, Value
+from ...ir import Graph, ModuleBinding, Node, Value, storage_binding
 
 __all__ = ["apply_keep_mask"]
 
 
 def _slice_weights(result: CouplingResult, keep_id: np.ndarray) -> int:
-    by_tensor: dict[int, list] = {}
+    """Slice every stored tensor once. Its layouts (a weight read as is and transposed) share ids, so the
+    axes of the first layout say it all; every constant of every layout then gets the sliced tensor."""
+    by_tensor: dict[int, dict[str, list]] = {}
     for (tensor_key, axis), entry in result.state.param_axes.items():
-        by_tensor.setdefault(tensor_key, []).append((axis, entry))
+        by_tensor.setdefault(tensor_key[0], {}).setdefault(tensor_key[1], []).append((axis, entry))
     changed = 0
-    for entries in by_tensor.values():
+    for layouts in by_tensor.values():
+        entries = next(iter(layouts.values()))
         values = entries[0][1].values
         data = values[0].param.data
         new = data
@@ -36,21 +39,25 @@ def _slice_weights(result: CouplingResult, keep_id: np.ndarray) -> int:
         if new is data:
             continue
         changed += 1
-        _store(values, new.contiguous())
+        readers = list(dict.fromkeys(v for group in layouts.values() for _, e in group for v in e.values))
+        _store(readers, new.contiguous())
     return changed
 
 
 def _store(values: list[Value], tensor: torch.Tensor) -> None:
-    """Write a sliced weight to every constant holding it, keeping tied module attributes one object."""
+    """Write a sliced weight (in ``values[0]``'s layout) to every constant holding it, keeping tied module
+    attributes one object; views of the stored tensor in another layout see it through their binding."""
     first = values[0].param
     first.data = tensor
-    shared = first.binding.get()
+    shared = storage_binding(first.binding).get()
     for value in values[1:]:
-        binding = value.param.binding
+        binding = storage_binding(value.param.binding)
+        if binding.get() is shared:
+            continue
         if isinstance(binding, ModuleBinding) and isinstance(shared, torch.nn.Parameter):
             setattr(binding.owner, binding.attr, shared)
-        elif binding.get() is not shared:
-            binding.set(tensor)
+        else:
+            binding.set(shared)
     for value in values:
         value.sync_from_param()
 
