@@ -19,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from ..ir import ModuleBinding
+from ..ir import ModuleBinding, TransposedBinding
 
 __all__ = ["AliasedModuleBinding", "TransposedModuleBinding", "tensor_aliases"]
 
@@ -56,23 +56,17 @@ class AliasedModuleBinding(ModuleBinding):
         return f"AliasedModuleBinding({self.key!r}, aliases={list(self.aliases)})"
 
 
-class TransposedModuleBinding(ModuleBinding):
+class TransposedModuleBinding(TransposedBinding, ModuleBinding):
     """A 2-D module parameter stored ``[in, out]`` and presented to the IR as ``[out, in]``.
 
-    It wraps the parameter's own binding, so a tied parameter stays tied when edited through it.
+    It wraps the parameter's own binding, so a tied parameter stays tied when edited through it; reading and
+    assigning are :class:`~graphpress.ir.TransposedBinding`'s, and it still is a module binding (``root``,
+    ``path``) for the code that maps IR tensors back to the module.
     """
 
-    layout = "transposed"
-
     def __init__(self, stored: ModuleBinding):
-        super().__init__(stored.root, stored.key)
-        self.stored = stored
-
-    def get(self) -> torch.Tensor:
-        return self.stored.get().t()
-
-    def set(self, tensor: torch.Tensor) -> None:
-        self.stored.set(tensor.t().contiguous())
+        ModuleBinding.__init__(self, stored.root, stored.key)
+        TransposedBinding.__init__(self, stored)
 
     def __repr__(self) -> str:
         return f"TransposedModuleBinding({self.key!r})"
