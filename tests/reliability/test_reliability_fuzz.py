@@ -89,10 +89,19 @@ class HardCodedSplit(nn.Module):
 
 def test_fuzz_regression_hard_coded_split_is_rolled_back_not_silently_broken():
     # Found by the fuzzer (spec sequence/width 24/split, seed 854, with `split([self.half, ...])`): the
-    # pruned module's forward still splits at 12. The numeric check must refuse it and name the pass.
+    # pruned module's forward still splits at 12. With recover=false the numeric check must refuse it and
+    # name the pass; by default (recover=true) the offending group is frozen and named instead, and the
+    # model stays correct (here nothing else is prunable, so it is unchanged and says so).
     model = HardCodedSplit().eval()
+    x = torch.randn(2, 12)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(PassError, match="prune-channels") as info:
-        optimize(model, "prune-channels{ratio=0.5,round_to=1}", example_inputs=(torch.randn(2, 12),))
+        optimize(model, "prune-channels{ratio=0.5,round_to=1,recover=false}", example_inputs=(x,))
     assert "rolled back" in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    pruned, report = optimize(model, "prune-channels{ratio=0.5,round_to=1}", example_inputs=(x,),
+                              return_report=True)
+    stats = report.records[-1].stats
+    assert stats["achieved_ratio"] == 0.0 and "split_with_sizes" in stats["frozen"][0]
+    assert torch.allclose(pruned(x), model(x))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

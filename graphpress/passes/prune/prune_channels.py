@@ -229,6 +229,10 @@ class _StructuredPrune(Pass):
                     _log.warning("graphpress: %s: %s", self.name, message)
                     ctx.log.append(f"{self.name}: {message}")
         if not plan.keep:
+            stats.update({"removed_params": 0, "achieved_ratio": 0.0})
+            if stats.get("frozen"):
+                _log.warning("graphpress: %s: nothing left to prune after freezing the groups that broke the "
+                             "model; the model is unchanged", self.name)
             return PassResult(graph, False, stats)
         if imp_ctx.statistics:
             stats["linears_recorded"] = record_removed_inputs(result, plan.keep, imp_ctx.statistics, ctx.extras)
