@@ -300,11 +300,14 @@ def main() -> None:
         "",
         "## Known limitations (not fixed yet)",
         "",
-        "- onnxruntime `extended` files from the legacy exporter: channels through `com.microsoft` fused ops "
-        "(FusedConv, FusedMatMul, SkipLayerNormalization, QuickGelu, Gelu) are frozen, since those ops have no "
-        "coupling rule and no ONNX shape inference; the pass reports `frozen_by` and a warning names them. "
-        "Quantization works on them. `SimplifiedLayerNormalization` (default domain) is rewritten to standard ops; "
-        "any other default-domain op ONNX does not define is refused at load with its name.",
+        "- onnxruntime `extended` files: the `com.microsoft` fused ops FusedConv, FusedGemm, FusedMatMul, Gelu, "
+        "FastGelu, BiasGelu, QuickGelu, BiasAdd and Skip(Simplified)LayerNormalization couple like the ops they "
+        "fuse and are sized by standard stand-ins for shape inference, so these files prune like their sources "
+        "and the written file keeps the fused ops. Fused attention (Attention, MultiHeadAttention, "
+        "GroupQueryAttention, ...) packs heads into one weight: it stays whole, named in `frozen_by`; other "
+        "com.microsoft ops have no rule and freeze what flows through them (also named). "
+        "`SimplifiedLayerNormalization` (default domain) is rewritten to standard ops; any other default-domain "
+        "op ONNX does not define is refused at load with its name.",
         "- `dynamic-reshape`: heads split by a Reshape whose shape is computed at run time "
         "(Shape/Gather/Concat) are recognised, but the merge Reshape's `-1` output dim is unknown to shape "
         "inference, so the head groups stay frozen.",

@@ -28,6 +28,7 @@ _RULE_MODULES = (
     "graphpress.analysis.coupling.rules_slicing",
     "graphpress.analysis.coupling.rules_reduce",
     "graphpress.analysis.coupling.rules_attention",
+    "graphpress.analysis.coupling.rules_runtime_fused",
 )
 _loaded = False
 

@@ -15,7 +15,7 @@ from ...ir import GRAPHPRESS_DOMAIN, Node, Value
 from .rules import coupling_rule, freeze_uncovered
 from .state import CouplingState
 
-__all__ = ["linear", "conv", "matmul", "gather", "couple_input"]
+__all__ = ["linear", "conv", "matmul", "matmul_transposed", "gemm", "gather", "couple_input"]
 
 
 def couple_input(state: CouplingState, node: Node, activation_ids, weight_ids) -> None:
@@ -111,11 +111,20 @@ def conv(state: CouplingState, node: Node) -> None:
 @coupling_rule("MatMul")
 def matmul(state: CouplingState, node: Node) -> None:
     """[..., m, k] @ [..., k, n]: batch axes broadcast, k is contracted, m and n pass through."""
+    matmul_transposed(state, node, False, False)
+
+
+def matmul_transposed(state: CouplingState, node: Node, trans_a: bool, trans_b: bool) -> None:
+    """The MatMul rule for operands whose last two axes are read swapped when ``trans_a``/``trans_b``
+    (onnxruntime's FusedMatMul): the labels are swapped the same way, so a weight stored [n, k] is
+    coupled on its axis 1."""
     a, b = node.input(0), node.input(1)
     ra, rb = len(a.shape or ()), len(b.shape or ())
     if ra < 2 or rb < 2:
         return freeze_uncovered(state, node)
     la, lb = state.get(a), state.get(b)
+    la = list(la[:-2]) + list(reversed(la[-2:])) if trans_a else la
+    lb = list(lb[:-2]) + list(reversed(lb[-2:])) if trans_b else lb
     couple_input(state, node, la[-1], lb[-2])
     out = node.outputs[0]
     rank = len(out.shape)

@@ -5,7 +5,9 @@ re-implementing shape rules for every op, :func:`infer_shapes` writes the graph 
 (weights become typed graph inputs, so this is cheap for large models and works for parameters on the
 meta device), runs ``onnx.shape_inference`` with data propagation, and maps the result back by value name.
 Values of ops no ONNX schema knows keep their current shape, which is also given to inference as a hint so
-that what follows them can still be inferred.
+that what follows them can still be inferred. onnxruntime's fused ``com.microsoft`` ops (FusedConv,
+FusedMatMul, SkipLayerNormalization, the Gelu family, ...) are sized by standard stand-ins instead (see
+:mod:`.shape_proxies`); a graph without them is inferred exactly as before.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from ...errors import BackendError
 from ...frontends.onnx_reader import UNKNOWN_OP, set_type
 from ...ir import GRAPHPRESS_DOMAIN, Graph, Value
 from .emit import emit_model
+from .shape_proxies import replace_with_proxies
 
 __all__ = ["infer_shapes"]
+
+
+_MAX_ROUNDS = 4  # FusedMatMul stand-ins need their operands' ranks, which a first round may supply
 
 
 def _opaque_outputs(graph: Graph) -> list[Value]:
@@ -31,6 +37,13 @@ def _opaque_outputs(graph: Graph) -> list[Value]:
     ]
 
 
+def _rank_of(graph: Graph):
+    """Name -> rank of every value whose shape is known (what FusedMatMul's stand-in needs)."""
+    ranks = {v.name: len(v.shape) for v in list(graph.inputs) + list(graph.constants) if v.shape is not None}
+    ranks.update({out.name: len(out.shape) for node in graph.nodes for out in node.outputs if out.shape is not None})
+    return ranks.get
+
+
 def infer_shapes(graph: Graph, *, strict: bool = True) -> Graph:
     """Update ``shape`` and ``dtype`` of every value of ``graph`` in place; returns the graph.
 
@@ -42,7 +55,19 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Graph:
     """
     for value in graph.constants:
         value.sync_from_param()
+    waiting = None
+    for _ in range(_MAX_ROUNDS):
+        before, waiting = waiting, _infer_round(graph, strict)
+        if not waiting or waiting == before:
+            break  # nothing waits for a rank, or the last round sized none of those that did
+    return graph
+
+
+def _infer_round(graph: Graph, strict: bool) -> int:
+    """One run of ONNX inference over the graph; returns how many fused nodes had no stand-in yet because
+    an operand's rank was unknown (inferring again may now size them)."""
     model = emit_model(graph, with_data=False, hint_values=_opaque_outputs(graph))
+    _, waiting = replace_with_proxies(model, _rank_of(graph))
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
     except Exception as exc:  # InferenceError, or a C++ RuntimeError on malformed input
@@ -63,7 +88,7 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Graph:
             previous = out.shape
             set_type(out, found)
             out.shape = _keep_known_dims(out.shape, previous)
-    return graph
+    return waiting
 
 
 def _keep_known_dims(inferred: tuple | None, previous: tuple | None) -> tuple | None:

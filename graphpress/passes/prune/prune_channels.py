@@ -272,9 +272,10 @@ _log = logging.getLogger("graphpress")
 def _frozen_by(uncovered: dict[str, str]) -> str:
     """The ops that froze channels, most frequent first: ``"com.microsoft::FusedConv x12, ..."``.
 
-    Fused runtime ops (onnxruntime's offline optimizer writes FusedConv, SkipLayerNormalization, Attention)
-    have no coupling rule, so every channel through them is frozen; the user reads here why a ratio was
-    not reached. Rule failures keep their reason after the op name.
+    Ops without a coupling rule (custom domains; onnxruntime's fused attention, kept whole on purpose) freeze
+    every channel through them; the user reads here why a ratio was not reached. A deliberate freeze keeps
+    its reason after the op name ("com.microsoft::Attention (fused attention: ...)"); a rule failure is
+    counted under its op.
     """
     counts = Counter(op.split(" (rule failed")[0] for op in uncovered.values())
     return ", ".join(f"{op} x{n}" for op, n in counts.most_common(6)) + (", ..." if len(counts) > 6 else "")
