@@ -12,10 +12,12 @@ from ...ir import Node
 from .rules import coupling_rule
 from .state import CouplingState
 
-__all__ = ["channel_norm", "layer_norm", "group_norm"]
+__all__ = ["channel_norm", "layer_norm", "group_norm", "couple_norm_weights"]
 
 
-def _couple_weights(state: CouplingState, node: Node, channel_ids, weights: list, axis_of: int) -> None:
+def couple_norm_weights(state: CouplingState, node: Node, channel_ids, weights: list, axis_of: int) -> None:
+    """Tie axis ``axis_of`` of each normalization weight (scale, shift, bias) to the normalized channels, or
+    freeze it when the channels come from a tensor of fixed width (``channel_ids`` None)."""
     for value in weights:
         if value is None:
             continue
@@ -36,7 +38,7 @@ def channel_norm(state: CouplingState, node: Node) -> None:
     x = node.input(0)
     labels = state.get(x)
     channel = labels[1] if len(labels) > 1 else None
-    _couple_weights(state, node, channel, list(node.inputs[1:]), 0)
+    couple_norm_weights(state, node, channel, list(node.inputs[1:]), 0)
     state.set(node.outputs[0], list(labels))
     for extra in node.outputs[1:]:  # training-mode running statistics
         state.set(extra, [channel] if len(extra.shape or ()) == 1 else [None] * len(extra.shape or ()))

@@ -18,6 +18,7 @@ from ...ir.fused_ops import FUSED_ATTENTION, FUSED_ELEMENTWISE, MS_DOMAIN, SKIP_
 from .rules import coupling_rule
 from .rules_elementwise import broadcast_labels, elementwise
 from .rules_layers import conv, gemm, matmul_transposed
+from .rules_norms import couple_norm_weights
 from .state import CouplingState
 
 __all__ = ["fused_conv", "fused_matmul", "skip_norm", "fused_attention"]
@@ -58,15 +59,7 @@ def skip_norm(state: CouplingState, node: Node) -> None:
     summed = [v for v in (node.input(0), node.input(1), node.input(bias)) if v is not None]
     labels = broadcast_labels(state, node, summed, rank)
     channel = labels[-1] if labels else None
-    for index in (gamma, beta):
-        weight = node.input(index) if index is not None else None
-        ids = state.get(weight)[-1] if weight is not None and state.get(weight) else None
-        if ids is None:
-            continue
-        if channel is None:
-            state.freeze(ids, "normalized axis of fixed width", node)
-        else:
-            state.equate(channel, ids)
+    couple_norm_weights(state, node, channel, [node.input(i) if i is not None else None for i in (gamma, beta)], -1)
     state.set(out, labels)
     for k, extra in enumerate(node.outputs[1:], start=1):
         state.set(extra, labels if k == 3 else list(labels[:-1]) + [None])
