@@ -31,13 +31,13 @@ ONNX_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 3e-2
 
 
-def _short(error: BaseException) -> str:
+def short(error: BaseException) -> str:
     """``Type: first line of the message`` (the message's first line names the problem in graphpress errors)."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:500]
 
 
-def _relative(got, want) -> float:
+def relative(got, want) -> float:
     return float((got.float() - want.float()).abs().max() / want.float().abs().max())
 
 
@@ -57,7 +57,7 @@ def sweep_one(name: str) -> dict:
     try:
         case = arch_case(name)
     except Exception as error:  # noqa: BLE001 (a row's error, not the sweep's)
-        row["errors"].append("build: " + _short(error))
+        row["errors"].append("build: " + short(error))
         return row
     row["model"] = type(case.model).__name__
     kwargs = optimize_kwargs(case)
@@ -67,7 +67,7 @@ def sweep_one(name: str) -> dict:
         row["trace"] = True
     except Exception as error:  # noqa: BLE001
         row["trace"] = False
-        row["errors"].append("trace: " + _short(error))
+        row["errors"].append("trace: " + short(error))
         return row
     try:
         pruned, report = graphpress.optimize(case.model, PRUNE, return_report=True, **kwargs)
@@ -90,19 +90,19 @@ def sweep_one(name: str) -> dict:
         row["errors"] += ["prune: " + p for p in problems]
     except Exception as error:  # noqa: BLE001
         row["prune_ok"] = False
-        row["errors"].append("prune: " + _short(error))
+        row["errors"].append("prune: " + short(error))
         if os.environ.get("ARCH_SWEEP_TRACEBACK"):
             traceback.print_exc()
     try:
         quantized, report = graphpress.optimize(case.model, QUANT, return_report=True, **kwargs)
         row["quant_layers"] = int(report.records[-1].stats.get("layers", 0))
-        row["quant_error"] = _relative(call_case(quantized, case)[0], reference[0])
+        row["quant_error"] = relative(call_case(quantized, case)[0], reference[0])
         row["quant_ok"] = row["quant_error"] <= QUANT_TOLERANCE
         if not row["quant_ok"]:
             row["errors"].append(f"quant: relative error {row['quant_error']:.2e}")
     except Exception as error:  # noqa: BLE001
         row["quant_ok"] = False
-        row["errors"].append("quant: " + _short(error))
+        row["errors"].append("quant: " + short(error))
         if os.environ.get("ARCH_SWEEP_TRACEBACK"):
             traceback.print_exc()
     row["seconds"] = time.perf_counter() - start
@@ -118,8 +118,10 @@ def _frozen_summary(stats: dict) -> str:
     return ""
 
 
-def _run_child(name: str, timeout: float) -> dict:
-    command = [sys.executable, __file__, "--one", name]
+def run_child(name: str, timeout: float, script: str = __file__, extra: tuple[str, ...] | list[str] = ()) -> dict:
+    """Run ``script --one name [extra...]`` in a child process (a crash or hang is one row's error); its JSON
+    row, or a row whose error says why there is none. Shared with the sibling sweeps."""
+    command = [sys.executable, script, "--one", name, *extra]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -131,7 +133,7 @@ def _run_child(name: str, timeout: float) -> dict:
     return {"name": name, "errors": [f"child exited {done.returncode}: {tail[:300]}"]}
 
 
-def _mark(value) -> str:
+def mark(value) -> str:
     return "-" if value is None else ("yes" if value else "**no**")
 
 
@@ -143,12 +145,12 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else "-"
         parity = f"{r['parity']:.1e}" if "parity" in r else "-"
-        quant = _mark(r.get("quant_ok")) + (f" ({r['quant_layers']} linears, {r['quant_error']:.1e})"
+        quant = mark(r.get("quant_ok")) + (f" ({r['quant_layers']} linears, {r['quant_error']:.1e})"
                                             if "quant_error" in r else "")
         seconds = f"{r['seconds']:.0f}" if "seconds" in r else "-"
         errors = markdown_cell("; ".join(r["errors"])) or ""
-        lines.append(f"| {r['name']} | {r.get('model', '-')} | {_mark(r.get('trace'))} | {ratio} | "
-                     f"{_mark(r.get('prune_ok'))} | {parity} | {quant} | {seconds} | {errors} |")
+        lines.append(f"| {r['name']} | {r.get('model', '-')} | {mark(r.get('trace'))} | {ratio} | "
+                     f"{mark(r.get('prune_ok'))} | {parity} | {quant} | {seconds} | {errors} |")
     return lines
 
 
@@ -178,7 +180,7 @@ def main() -> None:
 
     names = args.only.split(",") if args.only else arch_case_names()
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # the children do the work; threads only wait
-        futures = [pool.submit(_run_child, name, args.timeout) for name in names]
+        futures = [pool.submit(run_child, name, args.timeout) for name in names]
         rows = []
         for future in futures:
             rows.append(future.result())

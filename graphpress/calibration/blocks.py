@@ -19,7 +19,7 @@ from torch import nn
 
 from graphpress.errors import GraphpressError
 
-__all__ = ["find_blocks", "BlockCall", "capture_block_inputs", "run_block", "to_device"]
+__all__ = ["find_blocks", "BlockCall", "capture_block_inputs", "check_replayable", "run_block", "to_device"]
 
 # Where common architectures keep their blocks; checked before the generic search.
 KNOWN_BLOCK_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "encoder.layer", "bert.encoder.layer",
@@ -116,6 +116,79 @@ def capture_block_inputs(
     finally:
         handle.remove()
     return hidden_states, calls
+
+
+def _signature(value: Any) -> Any:
+    """What must agree for block 0's captured arguments to stand in for another block's: tensors by shape and
+    dtype (their values may differ, e.g. per-layer masks), plain values by value, anything else by type."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (tuple, list)):
+        return tuple(_signature(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _signature(item)) for key, item in value.items()))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return type(value).__name__
+
+
+@torch.no_grad()
+def check_replayable(model: nn.Module, path: str, blocks: nn.ModuleList, batch: dict[str, Any],
+                     *, shape_preserving: bool = False) -> None:
+    """Raise :class:`GraphpressError` unless every block of ``blocks`` gets hidden states of block 0's shape and
+    extra arguments that agree with block 0's, on one full forward pass of ``batch``.
+
+    Block-by-block calibration replays every block with block 0's captured arguments on the previous block's
+    outputs. A list of *stages* breaks that: Swin's stages take their own ``input_dimensions``, ConvNeXt's and
+    SegFormer's change the width or resolution. Refusing here, before any callback edits a block, gives the
+    user a clear error instead of a shape error halfway through a model. ``shape_preserving`` also demands
+    that each block return hidden states of its input's shape (depth passes compare and skip blocks).
+    """
+    seen: dict[int, Any] = {}
+    outputs: dict[int, Any] = {}
+
+    def record(index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            if index not in seen:
+                kwargs = dict(kwargs)
+                hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states", None), ())
+                seen[index] = (_signature(hidden), _signature(rest), _signature(kwargs))
+        return hook
+
+    def record_output(index: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            outputs.setdefault(index, _signature(output[0] if isinstance(output, (tuple, list)) else output))
+        return hook
+
+    handles = [block.register_forward_pre_hook(record(i), with_kwargs=True) for i, block in enumerate(blocks)]
+    handles += [block.register_forward_hook(record_output(i)) for i, block in enumerate(blocks)]
+    extra = {"use_cache": False} if _accepts_use_cache(model) else {}
+    try:
+        model(**to_device(batch, next(model.parameters()).device), **extra)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if 0 not in seen:
+        raise GraphpressError(f"the forward pass of {type(model).__name__} never reached its first block ({path}.0)")
+    kind = type(blocks[0]).__name__
+    for index in sorted(seen):
+        if shape_preserving and outputs.get(index) != seen[index][0]:
+            raise GraphpressError(
+                f"block {index} of {path} ({kind}) changes the shape of the hidden states: these are stages, "
+                f"not layers of one residual stream, so they cannot be compared, dropped or merged")
+        # Block i is replayed on block i-1's outputs: something in between that reshapes them cannot be replayed.
+        if index and index - 1 in outputs and seen[index][0] != outputs[index - 1]:
+            raise GraphpressError(
+                f"calibration feeds each block of {path} ({kind}) the outputs of the block before, but the model "
+                f"turns block {index - 1}'s outputs {outputs[index - 1]} into {seen[index][0]} before block {index}: "
+                f"that code between blocks cannot be replayed")
+        for name, want, got in zip(("positional arguments", "keyword arguments"), seen[0][1:], seen[index][1:]):
+            if got != want:
+                raise GraphpressError(
+                    f"calibration replays every block of {path} ({kind}) with the extra arguments of block 0, but "
+                    f"block {index} receives other {name} ({got} instead of {want}): blocks that take per-block "
+                    f"arguments (Swin's per-stage sizes, T5's position bias made by block 0) are not supported by the calibration-based "
+                    f"methods (quantize rtn/hqq and sparsify method=magnitude need no calibration)")
 
 
 @torch.no_grad()

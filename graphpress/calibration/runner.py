@@ -21,7 +21,14 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from graphpress.calibration.blocks import BlockCall, capture_block_inputs, find_blocks, run_block, to_device
+from graphpress.calibration.blocks import (
+    BlockCall,
+    capture_block_inputs,
+    check_replayable,
+    find_blocks,
+    run_block,
+    to_device,
+)
 from graphpress.calibration.inputs import CalibrationData, calibration_batches
 from graphpress.calibration.statistics import LinearInputRecorder, LinearInputStats, linear_modules
 
@@ -77,6 +84,7 @@ def run_blockwise(
     try:
         batches = calibration_batches(calibration, tokenizer=tokenizer, batch_size=batch_size)
         prefix, block_list = find_blocks(model, blocks)
+        check_replayable(model, prefix, block_list, batches[0])  # before any callback edits a block
         hidden_states, calls = capture_block_inputs(model, block_list[0], batches)
         if device is not None:
             hidden_states = [h.to(device) for h in hidden_states]

@@ -23,7 +23,7 @@ from graphpress.quantization.grid import QuantizedWeight
 from graphpress.quantization.hqq import hqq_quantize
 from graphpress.quantization.module import QuantizedLinear
 from graphpress.quantization.options import QuantOptions
-from graphpress.quantization.scaling import fold_scales, scaling_pairs
+from graphpress.quantization.scaling import exact_pairs, fold_scales, scaling_pairs
 from graphpress.quantization.smoothquant import DEFAULT_ALPHA, smooth_pair
 from graphpress.quantization.swap import attach_quantization_config, select_linears, set_module
 
@@ -117,7 +117,9 @@ class _Quantizer:
 
     def _scale_block(self, context: BlockContext) -> None:
         o = self.options
-        for pair in scaling_pairs(context.block):
+        # Only folds proven exact on this block's calibration inputs (the first batch suffices).
+        first = BlockContext(context.index, context.name, context.block, {}, context.inputs[:1], context.calls[:1])
+        for pair in exact_pairs(context.block, scaling_pairs(context.block), first.run):
             consumers = [f"{context.name}.{c}" for c in pair.consumers]
             if not all(c in self.selected for c in consumers):
                 continue

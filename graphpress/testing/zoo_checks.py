@@ -10,7 +10,7 @@ import torch
 
 from .zoo import ZooCase
 
-__all__ = ["call_case", "optimize_kwargs", "onnx_matches"]
+__all__ = ["call_case", "optimize_kwargs", "onnx_matches", "random_calibration"]
 
 
 def call_case(model: torch.nn.Module, case: ZooCase) -> list[torch.Tensor]:
@@ -49,3 +49,28 @@ def onnx_matches(model: torch.nn.Module, case: ZooCase) -> float:
         got = torch.as_tensor(run_onnxruntime(proto, inputs)[0]).float()
     want = call_case(model, case)[0].float()
     return float((got - want).abs().max() / want.abs().max())
+
+
+def random_calibration(case: ZooCase, batches: int = 3, seed: int = 10) -> list[dict[str, torch.Tensor]]:
+    """``batches`` calibration input dicts shaped like ``case``'s inputs with fresh random values.
+
+    Float inputs (pixels, audio features) are redrawn from a normal distribution, token ids uniformly below
+    the largest id of the example, and masks (integer inputs named ``*mask*``) are kept, so calibration walks
+    the same code paths (padding included) as the example without repeating it.
+    """
+    if not isinstance(case.inputs, dict):
+        raise TypeError(f"{case.name}: calibration needs keyword inputs, got a positional tuple")
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batches):
+        batch = {}
+        for key, value in case.inputs.items():
+            if value.is_floating_point():
+                batch[key] = torch.randn(value.shape, generator=generator, dtype=value.dtype)
+            elif "mask" in key:
+                batch[key] = value.clone()
+            else:
+                batch[key] = torch.randint(0, int(value.max()) + 1, value.shape, generator=generator,
+                                           dtype=value.dtype)
+        out.append(batch)
+    return out

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...calibration import BlockCall, calibration_batches, capture_block_inputs, run_block
+from ...calibration.blocks import check_replayable
 from ...errors import PassError
 from ..context import PassContext
 from .hf_layers import decoder_layers
@@ -48,10 +49,11 @@ class LayerInputs:
 @torch.no_grad()
 def capture_layer_inputs(model: nn.Module, batches: list[dict[str, Any]]) -> LayerInputs:
     """Run the model up to its first decoder layer on ``batches`` and keep what that layer receives."""
-    _, layers = decoder_layers(model)
+    path, layers = decoder_layers(model)
     was_training = model.training
     model.eval()
     try:
+        check_replayable(model, path, layers, batches[0], shape_preserving=True)  # stage lists (Swin, ConvNeXt) cannot be replayed
         hidden, calls = capture_block_inputs(model, layers[0], batches)
     finally:
         model.train(was_training)

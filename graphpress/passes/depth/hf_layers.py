@@ -161,10 +161,22 @@ def replace_linear(parent: nn.Module, name: str, weight: torch.Tensor, bias: tor
     setattr(parent, name, linear)
 
 
+def _is_llama_layer(layer: nn.Module) -> bool:
+    attention, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    return (all(isinstance(getattr(attention, n, None), nn.Linear) for n in _ATTENTION_PROJECTIONS)
+            and all(isinstance(getattr(mlp, n, None), nn.Linear) for n in _MLP_PROJECTIONS)
+            and hasattr(attention, "head_dim"))
+
+
 def record_layer_widths(model: nn.Module) -> None:
-    """Write ``config.graphpress_layer_widths`` when layers differ from the config sizes, else clear it."""
+    """Write ``config.graphpress_layer_widths`` when layers differ from the config sizes, else clear it.
+
+    Only Llama-style layers can have been resized (merging refuses the others), so models with other
+    layouts (OPT, BERT, GPT-NeoX, ... after prune-depth) keep uniform layers and record nothing."""
     _, layers = decoder_layers(model)
     config = model.config
+    if not all(_is_llama_layer(layer) for layer in layers):
+        return
     widths = [layer_width(layer) for layer in layers]
     uniform = {"num_attention_heads": config.num_attention_heads,
                "num_key_value_heads": getattr(config, "num_key_value_heads", config.num_attention_heads),
