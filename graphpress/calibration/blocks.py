@@ -19,7 +19,8 @@ from torch import nn
 
 from graphpress.errors import GraphpressError
 
-__all__ = ["find_blocks", "BlockCall", "capture_block_inputs", "check_replayable", "run_block", "to_device"]
+__all__ = ["find_blocks", "BlockCall", "capture_block_inputs", "capture_block_calls", "check_replayable", "run_block",
+           "to_device"]
 
 # Where common architectures keep their blocks; checked before the generic search.
 KNOWN_BLOCK_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "encoder.layer", "bert.encoder.layer",
@@ -134,18 +135,22 @@ def _signature(value: Any) -> Any:
 
 @torch.no_grad()
 def check_replayable(model: nn.Module, path: str, blocks: nn.ModuleList, batch: dict[str, Any],
-                     *, shape_preserving: bool = False) -> None:
-    """Raise :class:`GraphpressError` unless every block of ``blocks`` gets hidden states of block 0's shape and
-    extra arguments that agree with block 0's, on one full forward pass of ``batch``.
+                     *, shape_preserving: bool = False) -> bool:
+    """Whether blocks need their own extra arguments (see :func:`capture_block_calls`); raise
+    :class:`GraphpressError` when the blocks cannot be replayed one after another, on one full forward pass of
+    ``batch``.
 
-    Block-by-block calibration replays every block with block 0's captured arguments on the previous block's
-    outputs. A list of *stages* breaks that: Swin's stages take their own ``input_dimensions``, ConvNeXt's and
-    SegFormer's change the width or resolution. Refusing here, before any callback edits a block, gives the
-    user a clear error instead of a shape error halfway through a model. ``shape_preserving`` also demands
-    that each block return hidden states of its input's shape (depth passes compare and skip blocks).
+    Block-by-block calibration replays every block on the previous block's outputs. A list of *stages*
+    breaks that: ConvNeXt's, SegFormer's and Swin's stages change the width or resolution in code between
+    blocks. Refusing here, before any callback edits a block, gives the user a clear error instead of a
+    shape error halfway through a model. Blocks that receive other masks or biases than block 0 (Gemma's
+    alternating sliding-window masks, T5's position bias) return True: the runner then records each block's
+    own arguments. ``shape_preserving`` (depth passes, which compare, drop and merge layers) demands
+    interchangeable layers: same output shape as input, same extra arguments.
     """
     seen: dict[int, Any] = {}
     outputs: dict[int, Any] = {}
+    arguments: dict[int, tuple] = {}
 
     def record(index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -153,6 +158,7 @@ def check_replayable(model: nn.Module, path: str, blocks: nn.ModuleList, batch: 
                 kwargs = dict(kwargs)
                 hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states", None), ())
                 seen[index] = (_signature(hidden), _signature(rest), _signature(kwargs))
+                arguments[index] = (rest, kwargs)
         return hook
 
     def record_output(index: int):
@@ -182,13 +188,66 @@ def check_replayable(model: nn.Module, path: str, blocks: nn.ModuleList, batch: 
                 f"calibration feeds each block of {path} ({kind}) the outputs of the block before, but the model "
                 f"turns block {index - 1}'s outputs {outputs[index - 1]} into {seen[index][0]} before block {index}: "
                 f"that code between blocks cannot be replayed")
-        for name, want, got in zip(("positional arguments", "keyword arguments"), seen[0][1:], seen[index][1:]):
-            if got != want:
-                raise GraphpressError(
-                    f"calibration replays every block of {path} ({kind}) with the extra arguments of block 0, but "
-                    f"block {index} receives other {name} ({got} instead of {want}): blocks that take per-block "
-                    f"arguments (Swin's per-stage sizes, T5's position bias made by block 0) are not supported by the calibration-based "
-                    f"methods (quantize rtn/hqq and sparsify method=magnitude need no calibration)")
+    differing = [index for index in sorted(seen) if index and not _same_values(arguments[0], arguments[index])]
+    if differing and shape_preserving:
+        index = differing[0]
+        raise GraphpressError(
+            f"block {index} of {path} ({kind}) receives other extra arguments than block 0 (per-layer attention "
+            f"masks, Swin's per-stage sizes, T5's position bias made by block 0): layers that are compared, "
+            f"dropped or merged must be interchangeable")
+    return bool(differing)
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """Whether two captured argument structures hold the same values (tensors by identity, else by value)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_values(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_values(a[k], b[k]) for k in a)
+    if a is None or b is None or isinstance(a, (bool, int, float, str)):
+        return a == b
+    return type(a) is type(b)
+
+
+@torch.no_grad()
+def capture_block_calls(model: nn.Module, blocks: nn.ModuleList, batches: list[dict[str, Any]]
+                        ) -> tuple[list[torch.Tensor], list[list[BlockCall]]]:
+    """Hidden states entering block 0 per batch, and *each* block's own extra arguments per batch.
+
+    For models whose blocks get different masks or biases (Gemma-2/3 alternate sliding-window and full
+    attention masks; T5's later blocks get the position bias block 0 made): replaying them with block 0's
+    arguments would calibrate on the wrong attention, silently.  This runs the whole forward pass per batch
+    (not only up to block 0) and keeps references to what each block received; the arguments do not depend
+    on the hidden states being edited, so they stay valid while earlier blocks change.
+    """
+    hidden_states: list[torch.Tensor] = []
+    per_block: list[list[BlockCall]] = [[] for _ in blocks]
+
+    def record(index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+            kwargs = dict(kwargs)
+            hidden, rest = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+            if index == 0:
+                hidden_states.append(hidden)
+            per_block[index].append(BlockCall(rest, kwargs))
+        return hook
+
+    handles = [block.register_forward_pre_hook(record(i), with_kwargs=True) for i, block in enumerate(blocks)]
+    extra = {"use_cache": False} if _accepts_use_cache(model) else {}
+    device = next(model.parameters()).device
+    try:
+        for batch in batches:
+            model(**to_device(batch, device), **extra)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if any(len(calls) != len(batches) for calls in per_block):
+        raise GraphpressError(f"not every block of {type(model).__name__} ran once per calibration batch")
+    return hidden_states, per_block
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from torch import nn
 
 from graphpress.calibration.blocks import (
     BlockCall,
+    capture_block_calls,
     capture_block_inputs,
     check_replayable,
     find_blocks,
@@ -84,13 +85,20 @@ def run_blockwise(
     try:
         batches = calibration_batches(calibration, tokenizer=tokenizer, batch_size=batch_size)
         prefix, block_list = find_blocks(model, blocks)
-        check_replayable(model, prefix, block_list, batches[0])  # before any callback edits a block
-        hidden_states, calls = capture_block_inputs(model, block_list[0], batches)
+        if check_replayable(model, prefix, block_list, batches[0]):  # before any callback edits a block
+            hidden_states, calls_by_block = capture_block_calls(model, block_list, batches)
+        else:
+            hidden_states, calls = capture_block_inputs(model, block_list[0], batches)
+            calls_by_block = [calls] * len(block_list)
         if device is not None:
             hidden_states = [h.to(device) for h in hidden_states]
-            calls = [BlockCall(to_device(c.args, device), to_device(c.kwargs, device)) for c in calls]
+            moved: dict[int, list[BlockCall]] = {}  # blocks sharing block 0's calls share one moved copy
+            calls_by_block = [moved.setdefault(id(calls), [BlockCall(to_device(c.args, device),
+                                                                     to_device(c.kwargs, device)) for c in calls])
+                              for calls in calls_by_block]
         collected: dict[str, LinearInputStats] = {}
         for index, block in enumerate(block_list):
+            calls = calls_by_block[index]
             home = next(block.parameters()).device
             if device is not None:
                 block.to(device)

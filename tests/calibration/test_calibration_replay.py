@@ -1,4 +1,5 @@
-"""Block lists that cannot be replayed with block 0's arguments are refused with a clear error, up front."""
+"""Block lists are replayed with each block's own extra arguments where they differ from block 0's; lists that
+cannot be replayed block after block are refused with a clear error, up front."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Stage(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, hidden: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self.proj(hidden.reshape(hidden.shape[0], size[0] * size[1], -1))
+        return self.proj(hidden.reshape(hidden.shape[0], size[0] * size[1], -1)) * size[0]
 
 
 class StagedModel(nn.Module):
@@ -60,12 +61,29 @@ def batches(width: int = 8) -> list[dict]:
     return [{"x": torch.randn(2, 4, width)} for _ in range(2)]
 
 
-def test_per_stage_arguments_are_refused_before_any_block_is_edited():
-    model = StagedModel(((2, 2), (4, 1)))
-    edited = []
-    with pytest.raises(GraphpressError, match="block 1 receives other positional arguments"):
-        run_blockwise(model, batches(), callback=lambda context: edited.append(context.index))
-    assert edited == []
+def test_per_block_arguments_are_replayed_with_each_blocks_own():
+    # Swin-like per-stage sizes, like Gemma's alternating attention masks: replaying block 1 with block 0's
+    # arguments would compute something else, silently. Each block must see what it saw in the real forward.
+    model = StagedModel(((2, 2), (4, 1))).eval()
+    data = batches()
+    expected = []
+    hook = model.layers[1].register_forward_hook(lambda module, args, out: expected.append(out))
+    with torch.no_grad():
+        for batch in data:
+            model(**batch)
+    hook.remove()
+    got = []
+    run_blockwise(model, data, callback=lambda context: got.extend(context.run()) if context.index == 1 else None)
+    assert len(got) == 2 and all(torch.allclose(a, b) for a, b in zip(got, expected))
+
+
+def test_layers_with_their_own_arguments_are_not_interchangeable_for_depth_passes():
+    model = StagedModel(((2, 2), (4, 1))).eval()
+    with pytest.raises(GraphpressError, match="receives other extra arguments than block 0"):
+        check_replayable(model, "layers", model.layers, batches()[0], shape_preserving=True)
+    assert check_replayable(model, "layers", model.layers, batches()[0]) is True
+    uniform = StagedModel(((2, 2), (2, 2))).eval()
+    assert check_replayable(uniform, "layers", uniform.layers, batches()[0], shape_preserving=True) is False
 
 
 def test_uniform_arguments_replay():
