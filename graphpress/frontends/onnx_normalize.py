@@ -35,11 +35,7 @@ def _replace(graph: Graph, old: list[Node], new: Node) -> None:
 
 def _shared_storage(graph: Graph) -> set[int]:
     """Ids of the stored tensors that more than one node reads (through any constant or view of them)."""
-    readers: dict[int, int] = {}
-    for value in graph.constants:
-        key = id(storage_binding(value.param.binding))
-        readers[key] = readers.get(key, 0) + len(value.uses) + (value in graph.outputs)
-    return {key for key, count in readers.items() if count > 1}
+    return {key for key, count in graph.storage_readers().items() if count > 1}
 
 
 def _uniform(tensor: torch.Tensor) -> bool:

@@ -5,8 +5,15 @@ from .graph import Graph
 from .node import Node
 from .nx_view import to_networkx
 from .ops import GRAPHPRESS_DOMAIN, is_elementwise
-from .parameter import (Binding, DetachedBinding, ModuleBinding, Parameter, TransposedBinding, storage_binding,
-                        transposed_binding)
+from .parameter import (
+                        Binding,
+                        DetachedBinding,
+                        ModuleBinding,
+                        Parameter,
+                        TransposedBinding,
+                        storage_binding,
+                        transposed_binding,
+)
 from .printer import format_graph, format_node
 from .value import Dim, Shape, Value
 from .verifier import verify

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
 from typing import Any, Iterable, Iterator
 
 import torch
 
 from .node import Node
-from .parameter import DetachedBinding, Parameter
+from .parameter import DetachedBinding, Parameter, storage_binding
 from .value import Shape, Value
 
 __all__ = ["Graph"]
@@ -165,6 +166,16 @@ class Graph:
         old = getattr(parent, attr)
         setattr(parent, attr, new_module)
         return old
+
+    def storage_readers(self) -> Counter[int]:
+        """How many nodes (and graph outputs) read each stored tensor, keyed by ``id`` of its storage binding:
+        every constant of it and every layout view of it counts (an initializer read by several nodes, a
+        weight read as is and transposed), so a pass can tell whether editing one constant edits others."""
+        readers: Counter[int] = Counter()
+        for value in self.constants:
+            if value.param is not None:
+                readers[id(storage_binding(value.param.binding))] += len(value.uses) + (value in self.outputs)
+        return readers
 
     def parameter_count(self) -> int:
         """Stored parameter elements (a packed int4 byte counts once, not as two weights)."""

@@ -31,10 +31,7 @@ class TensorOwners:
 
     def __init__(self, graph: Graph):
         self.counts: Counter[int] = Counter()
-        self.readers: Counter[int] = Counter()  # nodes reading each stored tensor, through any constant or view
-        for value in graph.constants:
-            if value.param is not None:
-                self.readers[id(storage_binding(value.param.binding))] += len(value.uses)
+        self.readers = graph.storage_readers()  # nodes reading each stored tensor, through any constant or view
         if graph.origin == "torch" and graph.module is not None:
             for _, t in graph.module.named_parameters(remove_duplicate=False):
                 self.counts[id(t)] += 1

@@ -24,8 +24,8 @@ from torch import nn
 from graphpress.errors import BackendError
 from graphpress.quantization.module import QuantizedLinear
 
-__all__ = ["CONFIG_KEY", "select_linears", "keep_float_patterns", "is_plain_linear", "set_module", "quantization_config", "attach_quantization_config",
-           "quantize_skeleton", "load_quantized"]
+__all__ = ["CONFIG_KEY", "select_linears", "keep_float_patterns", "is_plain_linear", "set_module",
+           "quantization_config", "attach_quantization_config", "quantize_skeleton", "load_quantized"]
 
 CONFIG_KEY = "graphpress_quantization"
 

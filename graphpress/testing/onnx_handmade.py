@@ -77,7 +77,7 @@ def shared_block_mlp(hidden: int = 32, inner: int = 64) -> tuple[onnx.ModelProto
     rng = _rng(6)
     nodes = []
     for i, (src, dst) in enumerate((("x", "h"), ("h", "y"))):
-        t = lambda step: f"{step}_{i}"  # noqa: E731 - this block's intermediate names
+        t = lambda step, i=i: f"{step}_{i}"  # noqa: E731 - this block's intermediate names
         nodes += [
             helper.make_node("MatMul", [src, "W1"], [t("up")]), helper.make_node("Add", [t("up"), "b1"], [t("pre")]),
             helper.make_node("Relu", [t("pre")], [t("act")]), helper.make_node("MatMul", [t("act"), "W2"], [t("down")]),

@@ -10,7 +10,8 @@ import torch
 
 from graphpress.testing.arch_zoo import arch_case, arch_case_names
 from graphpress.testing.zoo import ZooCase, tiny_case
-from graphpress.testing.zoo_checks import call_case as call, onnx_matches, optimize_kwargs
+from graphpress.testing.zoo_checks import call_case as call
+from graphpress.testing.zoo_checks import onnx_matches, optimize_kwargs
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # the pass manager deep-copies graphs
 

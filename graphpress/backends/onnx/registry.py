@@ -115,13 +115,8 @@ class EmitContext:
         """A ``Transpose`` of the initializer already written for the other layout of the same tensor, if
         any: a tied embedding is read by Gather as is and by the LM head transposed, and writing both
         layouts would store it twice (onnxruntime folds the Transpose when it loads the model)."""
-        if tensor.dim() != 2:
-            return None
-        for other, name in self._by_source.get((value.param.key, not transposed), ()):
-            if other.shape == tensor.shape[::-1] and other.dtype == tensor.dtype and "meta" not in \
-                    (other.device.type, tensor.device.type) and torch.equal(other.t(), tensor):
-                return self.add_node("Transpose", [name], hint=f"{name}_t", perm=[1, 0])[0]
-        return None
+        name = self._written(value, not transposed, tensor.t()) if tensor.dim() == 2 else None
+        return self.add_node("Transpose", [name], hint=f"{name}_t", perm=[1, 0])[0] if name else None
 
     def _shared(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
         """The initializer already written for an equal tensor of the same source parameter, if any.
@@ -129,6 +124,11 @@ class EmitContext:
         A file's initializer read by two nodes (shared or tied weights) becomes one IR constant per
         reader when the frontend turns each reader into a Linear; while pruning keeps them equal, they are
         written back as the one initializer they were, so the output does not grow."""
+        return self._written(value, transposed, tensor)
+
+    def _written(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
+        """The name of an initializer written from ``value``'s source parameter in that layout and equal to
+        ``tensor`` (real data only: meta tensors compare nothing)."""
         for other, name in self._by_source.get((value.param.key, transposed), ()):
             if other.shape == tensor.shape and other.dtype == tensor.dtype and "meta" not in \
                     (other.device.type, tensor.device.type) and torch.equal(other, tensor):

@@ -1,4 +1,4 @@
-"""Decoding int4 words into float16 weights two at a time, for the batch-1 and the tensor-core kernels.
+"""Decoding int4 words into float16 (or bfloat16) weights two at a time, for the batch-1 and tensor-core kernels.
 
 :func:`dequantize_pairs` turns one int32 word of the kernel layout into four float16 pairs of weights;
 the batch-1 kernel (``gemv_int4.py``) multiplies those pairs with activation pairs directly and never

@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-from graphpress.backends.triton.pairs import dequantize_pairs, dequantize_pairs_bf16, halves, split_meta, split_meta_bf16
+from graphpress.backends.triton.pairs import (
+    dequantize_pairs,
+    dequantize_pairs_bf16,
+    halves,
+    split_meta,
+    split_meta_bf16,
+)
 from graphpress.backends.triton.splitk import store_or_reduce
 from graphpress.backends.triton.tiles import program_tile
 
