@@ -31,7 +31,7 @@ def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
     signature = {name: "constexpr" if name in constants else _POINTERS.get(name, "i32") for name in names}
     # Sizes and pointers divisible by 16, as Triton specialises them at run time on real shapes.
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)
-             if name not in constants and name not in ("M", "SPLIT_K", "k_per_split")}
+             if name not in constants and name not in ("M", "k_per_split")}
     source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
 
@@ -45,7 +45,20 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
     stored = [line.strip() for line in ttgir.splitlines()
               if weight_tile and re.search(r"ttg\.local_alloc %\S+ :", line) and weight_tile in line]
     return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx,
-            "weight_tile_in_shared": stored}
+            "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx)}
+
+
+def _pdl_order(ptx: str) -> dict:
+    """Where the grid-dependency instructions sit: how many global loads come before the wait (the
+    prefetched weights), and whether ``launch_dependents`` precedes every load."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    loads = [i for i, line in enumerate(lines) if line.startswith(("ld.global", "@%p")) and "ld.global" in line]
+    waits = [i for i, line in enumerate(lines) if line.startswith("griddepcontrol.wait")]
+    launches = [i for i, line in enumerate(lines) if line.startswith("griddepcontrol.launch_dependents")]
+    if not waits:
+        return {"wait": False}
+    return {"wait": True, "loads_before_wait": sum(i < waits[0] for i in loads),
+            "launch_first": bool(launches) and all(launches[0] < i for i in loads)}
 
 
 def main() -> None:
@@ -55,16 +68,23 @@ def main() -> None:
             reports.append(_report(
                 f"swap_ab m{block_m} n{block_n} k{block_k} bf16={bf16}", swap_ab_kernel,
                 dict(GROUP=128, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=True, USE_ASM=True,
-                     DOT_IN_FLOAT32=False, BF16=bf16),
+                     DOT_IN_FLOAT32=False, BF16=bf16, SPLIT_K=4),
                 weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}"))
-    reports.append(_report("gemv_int4", gemv_int4_kernel, dict(GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True,
-                                                               USE_ASM=True, EVEN_K=True, EVEN_N=True), stages=1))
+    for pdl in (0, 1, 2):
+        reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_int4_kernel, dict(
+            GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, PDL=pdl,
+            SPLIT_K=16),
+            stages=1))
     for pairs in (False, True):
         reports.append(_report(f"dot pairs={pairs}", dot_kernel, dict(
             BITS=4, CODES_PER_WORD=8, TILE_IN_ONE_GROUP=True, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, USE_PARTIALS=True,
             DOT_PRECISION="tf32", DOT_IN_FLOAT32=False, UNPACK_BY_WORDS=True, PAIRS=pairs, USE_ASM=True)))
-    reports.append(_report("gemv int8", gemv_kernel, dict(BITS=8, CODES_PER_WORD=4, TILE_IN_ONE_GROUP=True, BLOCK_N=128,
-                                                          BLOCK_K=64, USE_PARTIALS=False), stages=2))
+    reports.append(_report("gemv_int4 glu", gemv_int4_kernel, dict(
+        GROUP=128, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=6, GLU=True),
+        stages=1))
+    for pdl in (0, 2):
+        reports.append(_report(f"gemv int8 pdl={pdl}", gemv_kernel, dict(
+            BITS=8, CODES_PER_WORD=4, TILE_IN_ONE_GROUP=True, BLOCK_N=128, BLOCK_K=64, PDL=pdl, SPLIT_K=8), stages=2))
     for report in reports:
         print(json.dumps(report))
 

@@ -34,7 +34,7 @@ def reports() -> dict[str, dict]:
 
 
 def test_every_kernel_compiles_for_sm90(reports):
-    assert len(reports) == 8
+    assert len(reports) == 12
     failed = {name: r["error"] for name, r in reports.items() if not r["ok"]}
     assert not failed, failed
 
@@ -48,4 +48,16 @@ def test_swapped_kernel_feeds_the_weights_to_wgmma_from_registers(reports):
 
 
 def test_inline_assembly_reaches_the_ptx(reports):
-    assert reports["gemv_int4"]["lop3"] and reports["dot pairs=True"]["lop3"]
+    assert reports["gemv_int4 pdl=0"]["lop3"] and reports["dot pairs=True"]["lop3"]
+
+
+def test_batch1_kernels_wait_for_the_previous_kernel_only_where_asked(reports):
+    """PDL mode 2 issues the first weight loads before ``griddepcontrol.wait`` (the point of it), mode 1 none;
+    both signal ``launch_dependents`` before any load; mode 0 has no grid-dependency instruction at all."""
+    assert reports["gemv_int4 pdl=0"]["pdl"] == {"wait": False}
+    assert reports["gemv int8 pdl=0"]["pdl"] == {"wait": False}
+    waiting_first = reports["gemv_int4 pdl=1"]["pdl"]
+    assert waiting_first["wait"] and waiting_first["loads_before_wait"] == 0 and waiting_first["launch_first"]
+    for name in ("gemv_int4 pdl=2", "gemv int8 pdl=2"):
+        prefetching = reports[name]["pdl"]
+        assert prefetching["wait"] and prefetching["loads_before_wait"] > 0 and prefetching["launch_first"], name

@@ -31,6 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
+from graphpress.backends.triton.pdl import start_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 
 __all__ = ["gemv_int4_kernel"]
@@ -153,17 +154,22 @@ def _load_x_pairs(x_pairs, word_rows, half_k, last_row, X_IS_BF16: tl.constexpr,
 @triton.jit
 def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                      N, K, Kp, k_per_split, GROUP: tl.constexpr,
-                     BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K,
+                     BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
                      X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
-                     EVEN_N: tl.constexpr):
+                     EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = False):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     Requires an even K (activation pairs), a group that is a multiple of ``8 * WORDS`` (one metadata
     row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16;
     ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
     metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and
-    ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).
+    ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
+    requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
+    ``GLU``: the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives ``silu(gate) * up``.
     """
+    start_program(PDL)
+    if PDL == 1:
+        wait_for_producers(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -185,6 +191,8 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     word_rows = k_begin // 8 + rows
     words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
     meta = _load_meta(m_ptr, (k_begin // GROUP) * N, offs_n, mask_n, WORDS, EVEN_N)
+    if PDL == 2:
+        wait_for_producers(PDL)
     x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K)
     for k_start in range(k_begin, k_end, tile_words):
         # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
@@ -198,4 +206,5 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
         scale, offset = split_meta(meta, USE_ASM)
         acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
-    store_or_reduce(tl.sum(acc, axis=0), out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K)
+    store_or_reduce(tl.sum(acc, axis=0), out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
+                    GLU)

@@ -5,10 +5,11 @@ of 8 codes along K, metadata ``[Kp/group, N]`` with precomputed offsets).  Three
 
 * :func:`gemv_kernel` (M = 1): no tensor cores; each program multiplies a ``[BLOCK_K, BLOCK_N]`` tile
   element-wise into a register accumulator and reduces over K once at the end.  The grid is split
-  along K (``SPLIT_K`` programs per column block) so that narrow layers still fill every multiprocessor.
+  along K (``SPLIT_K`` programs per column block) so that narrow layers still fill every multiprocessor;
+  the last program of a column block sums the splits in the same launch.
 * :func:`dot_kernel` with small ``BLOCK_M`` (M = 2..64) and split-K, or large ``BLOCK_M`` (GEMM):
   the dequantized tile is cast to the activation dtype and fed to ``tl.dot`` (tensor cores).
-* :func:`splitk_reduce_kernel`: sums the float32 partial products of a split-K launch and casts them
+* :func:`splitk_reduce_kernel`: sums the float32 partial products of a split-K ``dot_kernel`` launch and casts them
   to the output dtype in one pass (deterministic, unlike float atomics).
 
 Decoding a code: ``(word >> shift) & mask`` gives an integer in [0, 255]; OR-ing it into the mantissa
@@ -21,6 +22,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.pairs import load_tile_pairs
+from graphpress.backends.triton.pdl import start_program, wait_for_producers
+from graphpress.backends.triton.splitk import store_or_reduce
 from graphpress.backends.triton.tiles import program_tile
 
 __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
@@ -99,27 +102,41 @@ def _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
 
 
 @triton.jit
-def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr,
-                N, K, Kp, group, k_per_split,
+def _load_x(x_ptr, offs_k, K):
+    return tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0, eviction_policy="evict_last").to(tl.float32)
+
+
+@triton.jit
+def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr, count_ptr,
+                N, K, Kp, group, k_per_split, SPLIT_K: tl.constexpr,
                 BITS: tl.constexpr, CODES_PER_WORD: tl.constexpr, TILE_IN_ONE_GROUP: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, USE_PARTIALS: tl.constexpr):
-    """One output row: ``out[N] = x[K] @ W``; program (n-block, k-split) covers ``k_per_split`` columns of K."""
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = 0):
+    """One output row: ``out[N] = x[K] @ W``; program (n-block, k-split) covers ``k_per_split`` columns of K.
+
+    K splits are summed in this launch (``splitk.store_or_reduce``).  With ``PDL`` (``pdl.py``) the first
+    tile's weights are requested before waiting for the previous kernel (mode 2) or after (mode 1); the
+    activations are always read after the wait.
+    """
+    start_program(PDL)
+    if PDL == 1:
+        wait_for_producers(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros((BLOCK_K // CODES_PER_WORD, CODES_PER_WORD, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, Kp)
-    for k_start in range(k_begin, k_end, BLOCK_K):
+    # The first tile is peeled off the loop so that its weight loads can be issued before the wait.
+    w, offs_k = _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_begin, offs_n, N, Kp, group,
+                                    BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP, BLOCK_K)
+    if PDL == 2:
+        wait_for_producers(PDL)
+    acc = w * _load_x(x_ptr, offs_k, K)
+    for k_start in range(k_begin + BLOCK_K, k_end, BLOCK_K):
         w, offs_k = _load_tile_by_words(w_ptr, s_ptr, o_ptr, k_start, offs_n, N, Kp, group,
                                         BITS, CODES_PER_WORD, TILE_IN_ONE_GROUP, BLOCK_K)
-        x = tl.load(x_ptr + offs_k, mask=offs_k < K, other=0.0, eviction_policy="evict_last").to(tl.float32)
-        acc += w * x
+        acc += w * _load_x(x_ptr, offs_k, K)
     result = tl.sum(tl.sum(acc, axis=0), axis=0)
-    if USE_PARTIALS:
-        tl.store(part_ptr + pid_k * N + offs_n, result, mask=offs_n < N)
-    else:
-        tl.store(out_ptr + offs_n, result.to(out_ptr.dtype.element_ty), mask=offs_n < N)
+    store_or_reduce(result, out_ptr, part_ptr, count_ptr, pid_n, offs_n, offs_n < N, N, pid_k, SPLIT_K)
 
 
 @triton.jit

@@ -59,7 +59,8 @@ def _activation_order(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm, SPLIT_K,
+def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
+                   SPLIT_K: tl.constexpr,
                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    EVEN_K: tl.constexpr, USE_ASM: tl.constexpr = True,
                    DOT_IN_FLOAT32: tl.constexpr = False, BF16: tl.constexpr = False):
