@@ -28,6 +28,8 @@ def node_flops(node: Node) -> int:
     out = node.outputs[0] if node.outputs else None
     if node.op in ("Linear", "QLinear") and node.domain == "graphpress":
         return 2 * _numel(out) * _dim(node.input(0), -1)
+    if node.op == "TritonMatMul" and node.domain == "graphpress":  # a gated one computes twice its output width
+        return 2 * _numel(out) * _dim(node.input(0), -1) * (2 if node.attrs.get("glu") else 1)
     if node.op == "MatMul":
         return 2 * _numel(out) * _dim(node.input(0), -1)
     if node.op == "Gemm":

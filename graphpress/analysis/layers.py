@@ -12,7 +12,7 @@ from ..ir import GRAPHPRESS_DOMAIN, Graph, Node
 __all__ = ["LayerInfo", "layer_summary"]
 
 _WEIGHTED = {("", "Conv"), ("", "ConvTranspose"), ("", "Gemm"), ("", "MatMul"),
-             (GRAPHPRESS_DOMAIN, "Linear"), (GRAPHPRESS_DOMAIN, "QLinear")}
+             (GRAPHPRESS_DOMAIN, "Linear"), (GRAPHPRESS_DOMAIN, "QLinear"), (GRAPHPRESS_DOMAIN, "TritonMatMul")}
 
 
 @dataclass
@@ -30,9 +30,9 @@ class LayerInfo:
 
 
 def _weight_facts(node: Node) -> tuple[int, int, int, float, int] | None:
-    if node.op == "QLinear":
+    if node.op in ("QLinear", "TritonMatMul"):
         k = int(node.attrs.get("in_features", 0))
-        n = int(node.attrs.get("out_features", 0))
+        n = int(node.attrs.get("product_features", node.attrs.get("out_features", 0)))
         return k, n, k * n, 0.0, int(node.attrs.get("bits", 4))
     weight = node.input(1)
     if weight is None or weight.param is None:

@@ -35,6 +35,7 @@ _RULE_MODULES = (
     "graphpress.frontends.torch_rules_math",
     "graphpress.frontends.torch_rules_regions",
     "graphpress.frontends.torch_rules_quant",
+    "graphpress.frontends.torch_rules_triton",
     "graphpress.frontends.torch_rules_routing",
 )
 _loaded = False

@@ -44,3 +44,82 @@ def test_every_candidate_launch_is_correct(dtype, m, n, k, group):
         assert torch.isfinite(out).all(), f"{config}: an output was never written"
         error = float((out.double() - reference.double()).norm() / reference.double().norm())
         assert error < 5e-3, f"{config}: relative error {error:.2e}"
+
+
+def test_int8_gemv_candidates_sum_their_k_splits_in_one_launch():
+    gen = torch.Generator(device="cuda").manual_seed(8)
+    weight = torch.randn(4096, 4096, device="cuda", generator=gen) * 0.02
+    q = rtn_quantize(weight, 8, None)  # per channel
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, 8, q.group, 4096)
+    group = q.group
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16) + 0.1
+    reference = x.float() @ dequantize_kernel_weights(w)
+    configs = candidate_configs(1, 4096, w.padded_in_features, group, 132)
+    assert any(c.split_k > 1 for c in configs)
+    for config in configs[:24]:
+        out = torch.full((1, 4096), float("nan"), device="cuda", dtype=torch.bfloat16)
+        ops._launch(x, w, config, out)
+        error = float((out.double() - reference.double()).norm() / reference.double().norm())
+        assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("mode", ["off", "wait", "prefetch"])
+def test_programmatic_dependent_launch_reads_what_the_previous_kernel_wrote(mode, monkeypatch):
+    """A chain in one CUDA graph where every product reads the output of the kernel just before it (an
+    elementwise kernel, then graphpress's own GEMVs back to back), replayed with new inputs: with PDL the
+    next kernel starts early, and must still see its producer's writes."""
+    monkeypatch.setenv("GRAPHPRESS_PDL", mode)
+    first = _weights(4096, 4096, 128, seed=1)
+    second = _weights(11008, 4096, 128, seed=2)
+    third = _weights(4096, 11008, 128, seed=3)
+    source = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def chain():
+        h = ops.launch_quant_matmul(source * 2.0, first)
+        return ops.launch_quant_matmul(torch.nn.functional.silu(ops.launch_quant_matmul(h, second)), third)
+
+    for w in (first, second, third):
+        ops.tune(w, (1,))
+    chain()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = chain()
+    for seed in range(3):
+        source.copy_(torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16, generator=torch.Generator(
+            device="cuda").manual_seed(seed)))
+        graph.replay()
+        h = (source.float() * 2.0) @ dequantize_kernel_weights(first)
+        h = torch.nn.functional.silu((h.bfloat16().float() @ dequantize_kernel_weights(second)).bfloat16().float())
+        reference = h.bfloat16().float() @ dequantize_kernel_weights(third)
+        error = float((out.double() - reference.double()).norm() / reference.double().norm())
+        assert error < 1e-2, f"replay {seed}: relative error {error:.2e}"
+
+
+def test_lower_triton_runs_gated_mlps_as_one_product_with_the_same_outputs():
+    """quantize + lower-triton on a small Llama on the GPU: every MLP becomes a GatedMLP (SiLU in the int4
+    batch-1 kernel's epilogue), and decoding gives the outputs of the one-for-one lowering."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import graphpress
+    from graphpress.backends.gated_mlp import GatedMLP
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 256, (1, 8), device="cuda")
+    kw = {"use_cache": False}
+    quantized = graphpress.optimize(model, "quantize{bits=4,group=64}", example_inputs=(ids,), example_kwargs=kw)
+    plain = graphpress.optimize(copy.deepcopy(quantized), "lower-triton{gated_mlp=false}", example_inputs=(ids,),
+                                example_kwargs=kw)
+    gated, report = graphpress.optimize(quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw,
+                                        return_report=True)
+    assert report.records[-1].stats["gated_mlps"] == 2
+    assert isinstance(gated.model.layers[0].mlp, GatedMLP)
+    for tokens in (ids, ids[:, :1]):  # the prompt (torch epilogue) and one decode row (the kernel's)
+        with torch.no_grad():
+            expected, got = plain(tokens, **kw).logits.float(), gated(tokens, **kw).logits.float()
+        assert float((got - expected).norm() / expected.norm()) < 2e-2

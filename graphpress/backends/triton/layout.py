@@ -28,7 +28,7 @@ import torch
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
 __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
-           "nibble_of", "interleave_nibbles", "pack_meta_pairs"]
+           "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns"]
 
 #: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
 KERNEL_BITS = (4, 8)
@@ -149,3 +149,18 @@ def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch
     scales = weights.scales.to(dtype).repeat_interleave(weights.group, dim=0)
     offsets = weights.offsets.to(dtype).repeat_interleave(weights.group, dim=0)
     return (codes.to(dtype) * scales + offsets)[: weights.in_features]
+
+
+def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Rows ``gate[0], up[0], gate[1], up[1], ...``: the output-channel order of a gated weight, so that one
+    program of the batch-1 kernel holds each ``(gate, up)`` pair and can apply the activation itself."""
+    if gate.shape != up.shape:
+        raise ValueError(f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+    return torch.stack([gate, up], dim=1).flatten(0, 1)
+
+
+def gated_columns(y: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of interleaved ``(gate, up)`` columns, computed in float32 and cast back (what
+    the kernel's epilogue computes; the path for every other kernel and device)."""
+    gate, up = y[..., 0::2].float(), y[..., 1::2].float()
+    return (torch.nn.functional.silu(gate) * up).to(y.dtype)

@@ -20,7 +20,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from graphpress.backends.triton.layout import KernelWeights, dequantize_kernel_weights, repack_for_kernels
+from graphpress.backends.triton.layout import (
+    KernelWeights,
+    dequantize_kernel_weights,
+    gated_columns,
+    interleave_rows,
+    repack_for_kernels,
+)
+from graphpress.backends.triton.reference import PackedLinearWeight
 from graphpress.errors import BackendError
 
 __all__ = ["TritonQuantLinear", "triton_available"]
@@ -69,15 +76,21 @@ class TritonQuantLinear(nn.Module):
     """A weight-only quantized linear layer (int4/int8 kernels; 2/3-bit codes run on the int8 kernel).
 
     ``split_sizes`` (one entry per fused projection) makes ``forward`` return a tuple of outputs.
+    ``gated`` (built by :meth:`gated_from_quantized`): the weight holds a gated MLP's gate and up projections
+    with interleaved rows, and ``forward`` returns ``silu(x @ gate^T) * (x @ up^T)``; at one row the int4
+    kernel applies the activation in its epilogue (no separate elementwise kernel, half the output written).
     Buffers: ``packed``, ``scales``, ``offsets`` (and ``meta_pairs`` for int4) in kernel layout, and ``bias``;
     they move with ``.to()``.
     """
 
     def __init__(self, weights: KernelWeights, bias: torch.Tensor | None = None,
-                 split_sizes: Sequence[int] | None = None) -> None:
+                 split_sizes: Sequence[int] | None = None, gated: bool = False) -> None:
         super().__init__()
+        if gated and (split_sizes or weights.out_features % 2):
+            raise BackendError("a gated layer needs an even number of interleaved (gate, up) rows and no split")
+        self.gated = gated
         self.in_features = weights.in_features
-        self.out_features = weights.out_features
+        self.out_features = weights.out_features // 2 if gated else weights.out_features
         self.bits = weights.source_bits
         self.kernel_bits = weights.bits
         self.group = weights.group
@@ -110,10 +123,26 @@ class TritonQuantLinear(nn.Module):
         split = [p.out_features for p in parts] if len(parts) > 1 else None
         return cls(weights, bias, split)
 
+    @classmethod
+    def gated_from_quantized(cls, gate: Any, up: Any, meta_dtype: torch.dtype | None = None) -> TritonQuantLinear:
+        """One layer computing ``silu(gate(x)) * up(x)`` from two packed-format weights of one shape."""
+        if (gate.out_features, gate.in_features, gate.bits, gate.group) != (up.out_features, up.in_features, up.bits, up.group):
+            raise BackendError("gate and up must share out_features, in_features, bits and group")
+        bias = None
+        if getattr(gate, "bias", None) is not None or getattr(up, "bias", None) is not None:
+            zeros = torch.zeros(gate.out_features, device=gate.qweight.device)
+            bias = interleave_rows(*(b if b is not None else zeros for b in (getattr(gate, "bias", None),
+                                                                              getattr(up, "bias", None))))
+        interleaved = PackedLinearWeight(
+            interleave_rows(gate.qweight, up.qweight), interleave_rows(gate.scales, up.scales),
+            interleave_rows(gate.zeros, up.zeros), gate.bits, gate.group, gate.in_features, 2 * gate.out_features, bias)
+        built = cls.from_quantized(interleaved, meta_dtype)
+        return cls(built.kernel_weights(), built.bias, gated=True)
+
     def kernel_weights(self) -> KernelWeights:
         """The buffers as a :class:`KernelWeights` (what the kernels and the fallback consume)."""
         return KernelWeights(self.packed, self.scales, self.offsets, self.kernel_bits, self.bits, self.group,
-                             self.in_features, self.out_features, self.meta_pairs)
+                             self.in_features, self.packed.shape[1], self.meta_pairs)
 
     @property
     def kernel(self) -> str:
@@ -126,6 +155,7 @@ class TritonQuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         fused = f", split_sizes={self.split_sizes}" if len(self.split_sizes) > 1 else ""
+        fused += ", gated=silu(gate) * up" if self.gated else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group={self.group}, bias={self.bias is not None}{fused}, kernel={self.kernel}")
 
@@ -141,13 +171,17 @@ class TritonQuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if x.shape[-1] != self.in_features:
             raise BackendError(f"expected input with {self.in_features} features, got shape {list(x.shape)}")
+        epilogue = self.gated and self.bias is None  # a bias comes before the activation
         if triton_available(x.device):
             out = torch.ops.graphpress.quant_matmul(x, self.packed, self.scales, self.offsets, self.kernel_bits,
-                                                    self.group, self.in_features, self.meta_pairs)
+                                                    self.group, self.in_features, self.meta_pairs, glu=epilogue)
         else:
             out = self._fallback(x)
+            out = gated_columns(out) if epilogue else out
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
+        if self.gated and not epilogue:
+            out = gated_columns(out)
         if len(self.split_sizes) == 1:
             return out
         return tuple(out.split(self.split_sizes, dim=-1))

@@ -23,13 +23,13 @@ from graphpress.backends.triton import kernels
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
-from graphpress.backends.triton.layout import KernelWeights, codes_per_word
+from graphpress.backends.triton.layout import KernelWeights, codes_per_word, gated_columns
+from graphpress.backends.triton.pdl import pdl_mode, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
-__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "paired_int4_applies",
-           "pairs_apply",
-           "AUTOTUNE_CACHE"]
+__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting",
+           "paired_int4_applies", "pairs_apply", "AUTOTUNE_CACHE"]
 
 _log = logging.getLogger("graphpress")
 _warned: set[str] = set()
@@ -98,7 +98,8 @@ def _counters(device: torch.device) -> torch.Tensor:
     return counters
 
 
-def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
+def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
+                   glu: bool = False) -> None:
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
@@ -109,13 +110,17 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
         x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
-        EVEN_N=n % config.block_n == 0,
+        EVEN_N=n % config.block_n == 0, GLU=glu, **_pdl_launch(x2d.device),
         num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
+    return config.block_m == 1 and paired_int4_applies(x2d, w) and w.group % config.block_k == 0
 
 
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
     """Run one configuration: ``out[M, N] = x2d[M, K] @ W`` (out must not alias x2d)."""
-    if config.block_m == 1 and paired_int4_applies(x2d, w) and w.group % config.block_k == 0:
+    if _takes_paired_gemv(x2d, w, config):
         _launch_paired(x2d, w, config, out)
         return
     m, k = x2d.shape
@@ -127,25 +132,36 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     if config.block_m > 1 and pairs and config.swap_ab:
         _launch_swap_ab(x2d, w, config, out, grid, per_split)
         return
-    use_partials = splits > 1
-    partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
     common = dict(BITS=w.bits, CODES_PER_WORD=codes_per_word(w.bits), TILE_IN_ONE_GROUP=w.group % config.block_k == 0,
-                  BLOCK_N=config.block_n, BLOCK_K=config.block_k, USE_PARTIALS=use_partials,
-                  num_warps=config.num_warps, num_stages=config.num_stages)
+                  BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+                  num_stages=config.num_stages)
     if config.block_m == 1:
+        if tiles_n > _ARRIVAL_SLOTS:
+            raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
+        partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
         for row in range(m):  # the GEMV path is only chosen for M == 1; the loop keeps misuse correct
             kernels.gemv_kernel[(tiles_n, splits)](
-                x2d[row], w.packed, w.scales, w.offsets, out[row], partials, n, k, kp, w.group, per_split, **common)
-    else:
-        kernels.dot_kernel[grid](
-            x2d, w.packed, w.scales, w.offsets, w.meta_pairs if pairs else w.scales, out, partials, m, n, k, kp,
-            w.group, per_split, x2d.stride(0),
-            BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=x2d.dtype == torch.float32 or interpreting(),
-            UNPACK_BY_WORDS=config.unpack_by_words, PAIRS=pairs, USE_ASM=not interpreting(), **common)
+                x2d[row], w.packed, w.scales, w.offsets, out[row], partials, _counters(x2d.device), n, k, kp,
+                w.group, per_split, splits, **common, **_pdl_launch(x2d.device))
+        return
+    use_partials = splits > 1
+    partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
+    kernels.dot_kernel[grid](
+        x2d, w.packed, w.scales, w.offsets, w.meta_pairs if pairs else w.scales, out, partials, m, n, k, kp,
+        w.group, per_split, x2d.stride(0),
+        BLOCK_M=config.block_m, DOT_PRECISION="tf32", DOT_IN_FLOAT32=x2d.dtype == torch.float32 or interpreting(),
+        UNPACK_BY_WORDS=config.unpack_by_words, PAIRS=pairs, USE_ASM=not interpreting(), USE_PARTIALS=use_partials,
+        **common)
     if use_partials:
         numel = m * n
         kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
             partials, out, numel, SPLIT_K=splits, BLOCK=_REDUCE_BLOCK, num_warps=4)
+
+
+def _pdl_launch(device: torch.device) -> dict:
+    """Launch arguments of the batch-1 kernels for programmatic dependent launch (``pdl.py``)."""
+    mode = pdl_mode(device)
+    return dict(PDL=mode, launch_pdl=True) if mode else {}
 
 
 def _bf16_product(x2d: torch.Tensor, config: LaunchConfig) -> bool:
@@ -208,21 +224,34 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
                                    paired)
-    config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
+    with plain_launches():
+        config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
     _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, us, len(candidates))
     AUTOTUNE_CACHE.put(key, config)
     return config
 
 
-def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig | None = None) -> torch.Tensor:
-    """``x[..., K] @ W`` through the Triton kernels (the body of the custom op; callable directly too)."""
+def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig | None = None,
+                        glu: bool = False) -> torch.Tensor:
+    """``x[..., K] @ W`` through the Triton kernels (the body of the custom op; callable directly too).
+
+    ``glu``: W's columns are interleaved ``(gate, up)`` pairs and the result is ``silu(gate) * up``
+    (``N / 2`` columns), in the batch-1 kernel's epilogue where it runs, else after the product."""
     x2d = x.reshape(-1, x.shape[-1])
     if x2d.stride(-1) != 1:
         x2d = x2d.contiguous()
-    out = torch.empty((x2d.shape[0], w.out_features), device=x.device, dtype=x.dtype)
-    if x2d.shape[0] > 0:
-        _launch(x2d, w, config or chosen_config(x2d, w), out)
-    return out.reshape(*x.shape[:-1], w.out_features)
+    width = w.out_features // 2 if glu else w.out_features
+    if x2d.shape[0] == 0:
+        return x.new_empty((*x.shape[:-1], width))
+    config = config or chosen_config(x2d, w)
+    if glu and _takes_paired_gemv(x2d, w, config):
+        out = torch.empty((x2d.shape[0], width), device=x.device, dtype=x.dtype)
+        _launch_paired(x2d, w, config, out, glu=True)
+    else:
+        out = torch.empty((x2d.shape[0], w.out_features), device=x.device, dtype=x.dtype)
+        _launch(x2d, w, config, out)
+        out = gated_columns(out) if glu else out
+    return out.reshape(*x.shape[:-1], width)
 
 
 def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, source_bits: int,
@@ -232,14 +261,17 @@ def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, 
 
 @torch.library.custom_op("graphpress::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
-                 bits: int, group: int, in_features: int, meta_pairs: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`)."""
-    return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features, meta_pairs))
+                 bits: int, group: int, in_features: int, meta_pairs: Optional[torch.Tensor] = None,
+                 glu: bool = False) -> torch.Tensor:
+    """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`); with ``glu``,
+    ``silu(gate) * up`` of its interleaved ``(gate, up)`` columns."""
+    return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features, meta_pairs),
+                               glu=glu)
 
 
 @quant_matmul.register_fake
-def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None):
-    return x.new_empty((*x.shape[:-1], packed.shape[1]))
+def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None, glu=False):
+    return x.new_empty((*x.shape[:-1], packed.shape[1] // 2 if glu else packed.shape[1]))
 
 
 def tune(w: KernelWeights, rows: Iterable[int], dtype: torch.dtype = torch.bfloat16) -> dict[int, LaunchConfig]:

@@ -1,0 +1,162 @@
+"""Gated MLPs as one gate-up product with SiLU in the kernel's epilogue (backends/gated_mlp.py)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+pytest.importorskip("triton")
+
+from graphpress.backends.gated_mlp import GatedMLP, gated_mlp_layout, install_gated_mlps  # noqa: E402
+from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize  # noqa: E402
+from graphpress.backends.triton.configs import LaunchConfig  # noqa: E402
+from graphpress.backends.triton.layout import dequantize_kernel_weights  # noqa: E402
+from graphpress.backends.triton.ops import interpreting, launch_quant_matmul  # noqa: E402
+from graphpress.errors import BackendError  # noqa: E402
+
+if not interpreting():
+    pytest.skip("these tests run the kernels under TRITON_INTERPRET=1", allow_module_level=True)
+
+
+class _GeluGated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.gate(x)) * self.up(x))
+
+
+class _SiluGatedWithDropout(_GeluGated):
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return self.down(self.drop(F.silu(self.gate(x)) * self.up(x)))
+
+
+class _SiluGatedReordered(_GeluGated):
+    def forward(self, x):
+        return self.down(self.up(x) * F.silu(self.gate(x)))
+
+
+class _Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(8, 16), nn.SiLU(), nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _llama_mlp():
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    return LlamaMLP(LlamaConfig(hidden_size=64, intermediate_size=128, hidden_act="silu"))
+
+
+def test_layout_accepts_exactly_the_silu_gated_product():
+    assert gated_mlp_layout(_llama_mlp()) == ("gate_proj", "up_proj", "down_proj")
+    assert gated_mlp_layout(_SiluGatedReordered()) == ("gate", "up", "down")
+    assert gated_mlp_layout(_GeluGated()) is None  # GELU is not SiLU: checked numerically
+    assert gated_mlp_layout(_SiluGatedWithDropout()) is None  # one op more than the pattern
+    assert gated_mlp_layout(_Plain()) is None
+
+
+def _gated_reference(x, gate_q, up_q):
+    return F.silu(x.float() @ _dense(gate_q)) * (x.float() @ _dense(up_q))
+
+
+def _dense(q):
+    return dequantize_kernel_weights(TritonQuantLinear.from_quantized(q).kernel_weights())
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_kernel_epilogue_applies_silu_to_interleaved_pairs(split):
+    torch.manual_seed(split)
+    gate_q, up_q = rtn_quantize(torch.randn(48, 384), 4, 128), rtn_quantize(torch.randn(48, 384), 4, 128)
+    layer = TritonQuantLinear.gated_from_quantized(gate_q, up_q)
+    assert layer.out_features == 48 and layer.gated and "gated" in repr(layer)
+    x = (torch.randn(1, 384) + 0.1).bfloat16()
+    config = LaunchConfig(block_m=1, block_n=32, block_k=128, split_k=split, num_warps=2, num_stages=1)
+    out = launch_quant_matmul(x, layer.kernel_weights(), config, glu=True)  # the batch-1 kernel's epilogue
+    reference = _gated_reference(x, gate_q, up_q)
+    assert out.shape == (1, 48)
+    assert float((out.float() - reference).norm() / reference.norm()) < 1e-2
+
+
+def test_gated_layer_with_bias_and_several_rows_takes_the_torch_epilogue():
+    torch.manual_seed(4)
+    gate_q = rtn_quantize(torch.randn(40, 96), 4, 32, bias=torch.randn(40))
+    up_q = rtn_quantize(torch.randn(40, 96), 4, 32)
+    layer = TritonQuantLinear.gated_from_quantized(gate_q, up_q)
+    x = torch.randn(2, 3, 96)
+    reference = F.silu(x @ _dense(gate_q) + gate_q.bias) * (x @ _dense(up_q))
+    got = layer(x)
+    assert got.shape == (2, 3, 40)
+    assert float((got - reference).norm() / reference.norm()) < 5e-3
+
+
+def test_gate_and_up_must_match():
+    with pytest.raises(BackendError, match="share"):
+        TritonQuantLinear.gated_from_quantized(rtn_quantize(torch.randn(8, 64), 4, 32),
+                                               rtn_quantize(torch.randn(16, 64), 4, 32))
+
+
+def test_installed_gated_mlps_keep_the_model_output():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(config).eval()
+    quantize = lambda linear: rtn_quantize(linear.weight.data, 4, 32)  # noqa: E731
+    tokens = torch.randint(0, 97, (1, 5))
+    one_for_one = LlamaForCausalLM(config).eval()
+    one_for_one.load_state_dict(model.state_dict())
+    lower_linear_modules(one_for_one, quantizer=quantize)
+    replaced = install_gated_mlps(model, lambda g, u: TritonQuantLinear.gated_from_quantized(quantize(g), quantize(u)))
+    assert replaced == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    assert isinstance(model.model.layers[0].mlp, GatedMLP)
+    lower_linear_modules(model, quantizer=quantize)
+    with torch.no_grad():
+        expected = one_for_one(tokens).logits
+        got = model(tokens).logits
+    assert float((got - expected).norm() / expected.norm()) < 1e-4
+
+
+def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
+    """The pass's GPU path, run on the interpreter: the model is re-traced (its kernel calls become
+    ``graphpress::TritonMatMul`` layers) and its outputs stay those of the one-for-one lowering."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import graphpress
+    from graphpress.passes import lower_triton
+
+    monkeypatch.setattr(lower_triton, "_device_of", lambda module: "cuda")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    ids = torch.randint(0, 128, (1, 6))
+    kw = {"use_cache": False}
+    quantized = graphpress.optimize(LlamaForCausalLM(config).eval(), "quantize{bits=4,group=64}",
+                                    example_inputs=(ids,), example_kwargs=kw)
+    plain = graphpress.optimize(copy.deepcopy(quantized), "lower-triton{gated_mlp=false}", example_inputs=(ids,),
+                                example_kwargs=kw)
+    gated, report = graphpress.optimize(quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw,
+                                        return_report=True)
+    record = report.records[-1]
+    assert record.stats == {"lowered": 14, "gated_mlps": 2}
+    assert record.error_vs_previous < 5e-3
+    layers = {layer.scope: layer for layer in report.layers_after}
+    assert layers["model.layers.0.mlp.gate_up"].op == "TritonMatMul"
+    assert layers["model.layers.0.mlp.gate_up"].out_features == 512  # gate and up rows, interleaved
+    assert isinstance(plain.model.layers[0].mlp.down_proj, TritonQuantLinear)
+    with torch.no_grad():
+        for tokens in (ids, ids[:, :1]):
+            expected, got = plain(tokens, **kw).logits, gated(tokens, **kw).logits
+            assert float((got - expected).norm() / expected.norm()) < 1e-4
