@@ -8,10 +8,13 @@ Sections (``--sections``, default all):
   weight bandwidth (bytes of weights and their metadata over time), ratios, and the relative error of
   every kernel against a float32 product with its own dequantized weights.  Also the autotune time
   and the first-call time of a second process that reads the on-disk autotune cache.
+* ``pdl``: the batch-1 int4 and int8 products with programmatic dependent launch off, waiting first, and
+  prefetching their first weight tile before the wait (``GRAPHPRESS_PDL``), side by side.
 * ``sparse``: 2:4 semi-structured sparse (``to_sparse_semi_structured``) vs dense bf16 at M = 1, 128, 2048.
 * ``e2e``: a Llama-2-7B-shaped ``LlamaForCausalLM`` with random bf16 weights built on the GPU, decoding
   128 tokens at batch 1 with a static cache and ``torch.compile(mode="reduce-overhead")``: bf16, then
-  every linear RTN-quantized to int4 g128 and lowered to ``TritonQuantLinear``.
+  every linear RTN-quantized to int4 g128 and lowered to ``TritonQuantLinear``: one for one, with q/k/v and
+  gate/up fused, and with q/k/v fused and each MLP a ``GatedMLP`` (SiLU in the gate-up kernel's epilogue).
 
 Run from the repository root: ``python3 benchmarks/bench_kernels.py`` (tables also go to ``--out``).
 """
@@ -190,6 +193,59 @@ def kernels_section(results: dict) -> None:
     emit(second_process_first_call())
 
 
+PDL_MODES = ("off", "wait", "prefetch")
+
+
+def pdl_section(results: dict) -> None:
+    """Batch-1 products with programmatic dependent launch off / waiting first / prefetching the first weight
+    tile (graphpress/backends/triton/pdl.py), side by side with bf16 and tinygemm, one launch config each."""
+    emit("")
+    emit("| shape | M=1 bf16 us | tinygemm us | gp int4 off / wait / prefetch us | gp int8 off / wait / prefetch us | "
+         "int4 prefetch vs tinygemm | int4 prefetch % copy | int8 prefetch vs bf16 | max rel err int4 / int8 |")
+    emit("|---|---|---|---|---|---|---|---|---|")
+    bandwidth = results.get("copy_gbs") or copy_bandwidth_gbs()
+    rows = []
+    for name, n, k in SHAPES:
+        torch.manual_seed(0)
+        weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+        int4 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 4, 128))
+        int8 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 8, None))
+        tg_packed, tg_scales_zeros, _ = tinygemm_pack(weight, 128)
+        dense4 = dequantize_kernel_weights(int4.kernel_weights())
+        dense8 = dequantize_kernel_weights(int8.kernel_weights())
+        tune(int4, (1,))
+        tune(int8, (1,))
+        copies = Rotation(weight, int4, int8, tg_packed, tg_scales_zeros)
+        x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+        bf16 = timed_us(lambda i: lambda: F.linear(x, copies.bf16(i)), weight.numel() * 2)
+        tg = timed_us(lambda i: copies.tinygemm_call(x, i), tg_packed.numel() * 4 + tg_scales_zeros.numel() * 2)
+        times: dict[str, dict[str, float]] = {"gp4": {}, "gp8": {}}
+        errors = {"gp4": 0.0, "gp8": 0.0}
+        previous = os.environ.get("GRAPHPRESS_PDL")
+        try:
+            for mode in PDL_MODES:
+                os.environ["GRAPHPRESS_PDL"] = mode
+                for key, module_of, dense, nbytes in (("gp4", copies.int4, dense4, weight_bytes(int4)),
+                                                      ("gp8", copies.int8, dense8, weight_bytes(int8))):
+                    errors[key] = max(errors[key], relative_error(module_of(0)(x), x.float() @ dense))
+                    times[key][mode] = timed_us(lambda i, module_of=module_of: lambda: module_of(i)(x), nbytes)
+        finally:
+            if previous is None:
+                os.environ.pop("GRAPHPRESS_PDL", None)
+            else:
+                os.environ["GRAPHPRESS_PDL"] = previous
+        gbs = weight_bytes(int4) / (times["gp4"]["prefetch"] * 1e-6) / 1e9
+        rows.append(dict(shape=name, bf16=bf16, tinygemm=tg, **times, err=errors))
+        int4_us = " / ".join(f"{times['gp4'][m]:.1f}" for m in PDL_MODES)
+        int8_us = " / ".join(f"{times['gp8'][m]:.1f}" for m in PDL_MODES)
+        emit(f"| {name} {n}x{k} | {bf16:.1f} | {tg:.1f} | {int4_us} | {int8_us} | {tg / times['gp4']['prefetch']:.2f}x | "
+             f"{100 * gbs / bandwidth:.0f}% | {bf16 / times['gp8']['prefetch']:.2f}x | "
+             f"{errors['gp4']:.1e} / {errors['gp8']:.1e} |")
+        del weight, int4, int8, tg_packed, dense4, dense8, copies
+        torch.cuda.empty_cache()
+    results["pdl"] = rows
+
+
 def second_process_first_call() -> str:
     """A fresh process builds the qkv int4 layer and times its first M=1 call (cache hit: no tuning)."""
     code = (
@@ -312,19 +368,25 @@ def _build_llama_7b():
     return model
 
 
-def _fuse_projections(model) -> int:
-    """q/k/v and gate/up of every layer as one int4 TritonQuantLinear each (graphpress's sibling fusion)."""
+def _fuse_projections(model, gated_mlp: bool = False) -> int:
+    """q/k/v of every layer as one int4 TritonQuantLinear; gate/up as one too (sibling fusion), or, with
+    ``gated_mlp``, each MLP as a ``GatedMLP`` whose gate-up product applies SiLU in its epilogue."""
     from graphpress.backends.fused_linear import install_fused
+    from graphpress.backends.gated_mlp import install_gated_mlps
 
-    groups = (("self_attn", ("q_proj", "k_proj", "v_proj"), "fused_qkv"),
-              ("mlp", ("gate_proj", "up_proj"), "fused_gate_up"))
+    quantize = lambda linear: rtn_quantize(linear.weight.data, 4, 128)  # noqa: E731
+    groups = [("self_attn", ("q_proj", "k_proj", "v_proj"), "fused_qkv")]
+    if not gated_mlp:
+        groups.append(("mlp", ("gate_proj", "up_proj"), "fused_gate_up"))
     for index in range(len(model.model.layers)):
         for owner, names, fused_name in groups:
             prefix = f"model.layers.{index}.{owner}"
-            parts = [rtn_quantize(model.get_submodule(f"{prefix}.{name}").weight.data, 4, 128) for name in names]
+            parts = [quantize(model.get_submodule(f"{prefix}.{name}")) for name in names]
             install_fused(model, [f"{prefix}.{name}" for name in names], TritonQuantLinear.from_quantized(parts),
                           f"{prefix}.{fused_name}", [p.out_features for p in parts])
-    return len(model.model.layers) * len(groups)
+    gated = install_gated_mlps(model, lambda g, u: TritonQuantLinear.gated_from_quantized(quantize(g), quantize(u))) \
+        if gated_mlp else []
+    return len(model.model.layers) * len(groups) + len(gated)
 
 
 def e2e_section(results: dict, new_tokens: int) -> None:
@@ -337,7 +399,8 @@ def e2e_section(results: dict, new_tokens: int) -> None:
     bf16_rate, bf16_tokens = decode_tokens_per_s(model, prompt, new_tokens, "bf16")
     emit(f"bf16: {bf16_rate:.1f} tokens/s")
     rates = {}
-    for fuse in (False, True):
+    variants = (("int4", False, False), ("int4 fused", True, False), ("int4 fused, gated MLP", True, True))
+    for label, fuse, gated_mlp in variants:
         torch._dynamo.reset()
         if fuse:  # same seed, same weights
             del model
@@ -345,18 +408,18 @@ def e2e_section(results: dict, new_tokens: int) -> None:
             model = _build_llama_7b()
         started = time.perf_counter()
         with torch.no_grad():
-            fused = _fuse_projections(model) if fuse else 0
+            fused = _fuse_projections(model, gated_mlp) if fuse else 0
             names = lower_linear_modules(model, quantizer=lambda lin: rtn_quantize(lin.weight.data, 4, 128))
         torch.cuda.empty_cache()
         quant_s = time.perf_counter() - started
         started = time.perf_counter()
         tuned = {}
         for module in model.modules():
-            if isinstance(module, TritonQuantLinear) and (module.out_features, module.in_features) not in tuned:
-                tuned[(module.out_features, module.in_features)] = tune(module, (1, prompt.shape[1]))
+            shape = (getattr(module, "packed", None) is not None and tuple(module.packed.shape), module.__class__)
+            if isinstance(module, TritonQuantLinear) and shape not in tuned:
+                tuned[shape] = tune(module, (1, prompt.shape[1]))
         tune_s = time.perf_counter() - started
         gib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
-        label = "int4 fused" if fuse else "int4"
         emit(f"{label}: {len(names)} linears lowered one for one, {fused} fused groups (RTN g128) in {quant_s:.1f} s; "
              f"autotune {tune_s:.1f} s for {len(tuned)} shapes; model now {gib:.2f} GiB")
         rate, tokens = decode_tokens_per_s(model, prompt, new_tokens, label)
@@ -370,6 +433,8 @@ def e2e_section(results: dict, new_tokens: int) -> None:
          f"{rates['int4'][0] / bf16_rate:.2f}x |")
     emit(f"| graphpress int4 g128, q/k/v and gate/up fused | {rates['int4 fused'][0]:.1f} | "
          f"{rates['int4 fused'][0] / bf16_rate:.2f}x |")
+    emit(f"| graphpress int4 g128, q/k/v fused, gated MLP (SiLU in the gate-up epilogue) | "
+         f"{rates['int4 fused, gated MLP'][0]:.1f} | {rates['int4 fused, gated MLP'][0] / bf16_rate:.2f}x |")
     emit(f"(greedy tokens identical to bf16 at {100 * rates['int4'][1]:.0f}% / {100 * rates['int4 fused'][1]:.0f}% "
          "of positions; random weights, so only a sanity signal)")
     results["e2e"] = dict(bf16=bf16_rate, **{k: v[0] for k, v in rates.items()})
@@ -378,7 +443,7 @@ def e2e_section(results: dict, new_tokens: int) -> None:
 def main() -> None:
     global ROWS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="kernels,sparse,e2e")
+    parser.add_argument("--sections", default="kernels,pdl,sparse,e2e")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="activation rows M of the kernels section")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for bench_kernels.{md,json}")
@@ -387,7 +452,7 @@ def main() -> None:
         sys.exit("bench_kernels.py needs a CUDA GPU")
     results: dict = {}
     ROWS = tuple(int(m) for m in args.rows.split(","))
-    sections = {"kernels": kernels_section, "sparse": sparse_section,
+    sections = {"kernels": kernels_section, "sparse": sparse_section, "pdl": pdl_section,
                 "e2e": lambda r: e2e_section(r, args.new_tokens)}
     for name in args.sections.split(","):
         try:
