@@ -160,3 +160,22 @@ def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
         for tokens in (ids, ids[:, :1]):
             expected, got = plain(tokens, **kw).logits, gated(tokens, **kw).logits
             assert float((got - expected).norm() / expected.norm()) < 1e-4
+
+
+def test_a_lowered_model_refuses_onnx_export_with_the_way_out(monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import graphpress
+    from graphpress.backends.onnx import to_onnx
+    from graphpress.frontends.torch_export import trace
+    from graphpress.passes import lower_triton
+
+    monkeypatch.setattr(lower_triton, "_device_of", lambda module: "cuda")
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
+    ids = torch.randint(0, 64, (1, 4))
+    kw = {"use_cache": False}
+    lowered = graphpress.optimize(LlamaForCausalLM(config).eval(), "quantize{bits=4,group=64},lower-triton",
+                                  example_inputs=(ids,), example_kwargs=kw)
+    with pytest.raises(BackendError, match="export the model to ONNX before lower-triton"):
+        to_onnx(trace(lowered, (ids,), example_kwargs=kw))

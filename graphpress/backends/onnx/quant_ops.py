@@ -17,6 +17,7 @@ import logging
 
 import torch
 
+from ...errors import BackendError
 from ...frontends.onnx_dtypes import torch_to_onnx_dtype
 from ...ir import GRAPHPRESS_DOMAIN, Node
 from ...quantization.packing import pack_codes, unpack_codes
@@ -45,6 +46,15 @@ def _weights(node: Node):
     a = node.attrs
     codes = unpack_codes(qweight.param.data, a["bits"])
     return x, codes, scales.param.data.float(), zeros.param.data.float(), a
+
+
+@register_emitter(GRAPHPRESS_DOMAIN, "TritonMatMul")
+def refuse_triton_matmul(ctx: EmitContext, node: Node) -> None:
+    """A lowered layer holds its weight in the Triton kernels' layout and runs only in PyTorch on a GPU."""
+    raise BackendError(
+        f"{node.scope or node.name} runs on graphpress's Triton kernels (lower-triton), which exist only in PyTorch; "
+        "export the model to ONNX before lower-triton (a quantized layer is written as MatMulNBits or "
+        "DequantizeLinear + MatMul)")
 
 
 @register_emitter(GRAPHPRESS_DOMAIN, "QLinear")

@@ -1,0 +1,50 @@
+"""Programmatic dependent launch settings (pdl.py): where it may be on, and how it is chosen."""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from graphpress.backends.triton import pdl  # noqa: E402
+
+
+def _pretend_hopper(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(pdl, "_capable", {0: True})
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_never_on_the_cpu_or_under_the_interpreter(monkeypatch):
+    monkeypatch.setenv("GRAPHPRESS_PDL", "prefetch")
+    assert pdl.pdl_mode(torch.device("cpu")) == pdl.PDL_OFF
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF
+
+
+def test_off_by_default_and_chosen_by_the_environment(monkeypatch):
+    _pretend_hopper(monkeypatch)
+    monkeypatch.delenv("GRAPHPRESS_PDL", raising=False)
+    assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF
+    for value, mode in (("wait", pdl.PDL_WAIT), ("Prefetch", pdl.PDL_PREFETCH), ("off", pdl.PDL_OFF)):
+        monkeypatch.setenv("GRAPHPRESS_PDL", value)
+        assert pdl.pdl_mode(torch.device("cuda", 0)) == mode
+    monkeypatch.setenv("GRAPHPRESS_PDL", "sometimes")
+    with pytest.raises(ValueError, match="expected one of off, wait, prefetch"):
+        pdl.pdl_mode(torch.device("cuda", 0))
+
+
+def test_the_tuner_times_plain_launches(monkeypatch):
+    _pretend_hopper(monkeypatch)
+    monkeypatch.setenv("GRAPHPRESS_PDL", "prefetch")
+    with pdl.plain_launches():
+        with pdl.plain_launches():
+            assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF
+        assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF
+    assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_PREFETCH
+
+
+def test_older_gpus_get_plain_launches(monkeypatch):
+    _pretend_hopper(monkeypatch)
+    monkeypatch.setattr(pdl, "_capable", {0: False})
+    monkeypatch.setenv("GRAPHPRESS_PDL", "prefetch")
+    assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF
