@@ -136,6 +136,19 @@ def weight_bytes(module: TritonQuantLinear) -> int:
     return sum(t.numel() * t.element_size() for t in (module.packed, module.scales, module.offsets))
 
 
+def shape_operands(n: int, k: int) -> tuple:
+    """One shape's operands, the same in every section: random bf16 weight (seed 0), graphpress int4 g128 and
+    int8 per-channel layers, tinygemm's packing, and the float32 weights each kernel should reproduce."""
+    torch.manual_seed(0)
+    weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+    int4 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 4, 128))
+    int8 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 8, None))
+    tg_packed, tg_scales_zeros, tg_dense = tinygemm_pack(weight, 128)
+    dense4 = dequantize_kernel_weights(int4.kernel_weights())  # [K, N] float32
+    dense8 = dequantize_kernel_weights(int8.kernel_weights())
+    return weight, int4, int8, tg_packed, tg_scales_zeros, tg_dense, dense4, dense8
+
+
 def kernels_section(results: dict) -> None:
     bandwidth = copy_bandwidth_gbs()
     results["copy_gbs"] = bandwidth
@@ -147,13 +160,7 @@ def kernels_section(results: dict) -> None:
     emit("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name, n, k in SHAPES:
-        torch.manual_seed(0)
-        weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-        int4 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 4, 128))
-        int8 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 8, None))
-        tg_packed, tg_scales_zeros, tg_dense = tinygemm_pack(weight, 128)
-        dense4 = dequantize_kernel_weights(int4.kernel_weights())  # [K, N] float32
-        dense8 = dequantize_kernel_weights(int8.kernel_weights())
+        weight, int4, int8, tg_packed, tg_scales_zeros, tg_dense, dense4, dense8 = shape_operands(n, k)
         started = time.perf_counter()
         tune(int4, ROWS)
         tune(int8, ROWS)
@@ -206,13 +213,7 @@ def pdl_section(results: dict) -> None:
     bandwidth = results.get("copy_gbs") or copy_bandwidth_gbs()
     rows = []
     for name, n, k in SHAPES:
-        torch.manual_seed(0)
-        weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-        int4 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 4, 128))
-        int8 = TritonQuantLinear.from_quantized(rtn_quantize(weight, 8, None))
-        tg_packed, tg_scales_zeros, _ = tinygemm_pack(weight, 128)
-        dense4 = dequantize_kernel_weights(int4.kernel_weights())
-        dense8 = dequantize_kernel_weights(int8.kernel_weights())
+        weight, int4, int8, tg_packed, tg_scales_zeros, _, dense4, dense8 = shape_operands(n, k)
         tune(int4, (1,))
         tune(int8, (1,))
         copies = Rotation(weight, int4, int8, tg_packed, tg_scales_zeros)

@@ -127,11 +127,9 @@ def test_installed_gated_mlps_keep_the_model_output():
     assert float((got - expected).norm() / expected.norm()) < 1e-4
 
 
-def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
-    """The pass's GPU path, run on the interpreter: the model is re-traced (its kernel calls become
-    ``graphpress::TritonMatMul`` layers) and its outputs stay those of the one-for-one lowering."""
-    import copy
-
+def _quantized_llama(monkeypatch, layers: int):
+    """A small Llama through ``quantize``, with lower-triton's device check pointed at "cuda" so that its GPU
+    path runs here on the interpreter; returns the model, its example ids and kwargs."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import graphpress
@@ -139,12 +137,23 @@ def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
 
     monkeypatch.setattr(lower_triton, "_device_of", lambda module: "cuda")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
     ids = torch.randint(0, 128, (1, 6))
     kw = {"use_cache": False}
     quantized = graphpress.optimize(LlamaForCausalLM(config).eval(), "quantize{bits=4,group=64}",
                                     example_inputs=(ids,), example_kwargs=kw)
+    return quantized, ids, kw
+
+
+def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
+    """The pass's GPU path, run on the interpreter: the model is re-traced (its kernel calls become
+    ``graphpress::TritonMatMul`` layers) and its outputs stay those of the one-for-one lowering."""
+    import copy
+
+    import graphpress
+
+    quantized, ids, kw = _quantized_llama(monkeypatch, layers=2)
     plain = graphpress.optimize(copy.deepcopy(quantized), "lower-triton{gated_mlp=false}", example_inputs=(ids,),
                                 example_kwargs=kw)
     gated, report = graphpress.optimize(quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw,
@@ -163,19 +172,11 @@ def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
 
 
 def test_a_lowered_model_refuses_onnx_export_with_the_way_out(monkeypatch):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import graphpress
     from graphpress.backends.onnx import to_onnx
     from graphpress.frontends.torch_export import trace
-    from graphpress.passes import lower_triton
 
-    monkeypatch.setattr(lower_triton, "_device_of", lambda module: "cuda")
-    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
-    ids = torch.randint(0, 64, (1, 4))
-    kw = {"use_cache": False}
-    lowered = graphpress.optimize(LlamaForCausalLM(config).eval(), "quantize{bits=4,group=64},lower-triton",
-                                  example_inputs=(ids,), example_kwargs=kw)
+    quantized, ids, kw = _quantized_llama(monkeypatch, layers=1)
+    lowered = graphpress.optimize(quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw)
     with pytest.raises(BackendError, match="export the model to ONNX before lower-triton"):
         to_onnx(trace(lowered, (ids,), example_kwargs=kw))
