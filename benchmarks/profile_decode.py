@@ -27,7 +27,7 @@ from bench_kernels import _build_llama_7b, _fuse_projections  # noqa: E402
 
 from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize, tune  # noqa: E402
 
-_FAMILIES = (("gemv_int4", "graphpress int4 GEMV"), ("swap_ab", "graphpress int4 M>1"), ("gemv_kernel", "graphpress GEMV"),
+_FAMILIES = (("gemv_pairs", "graphpress paired GEMV"), ("swap_ab", "graphpress int4 M>1"), ("gemv_kernel", "graphpress GEMV"),
              ("gemv", "cuBLAS GEMV"), ("gemm", "cuBLAS GEMM"), ("nvjet", "cuBLAS GEMM"), ("flash", "attention"),
              ("fmha", "attention"), ("attention", "attention"), ("sdpa", "attention"), ("triton_", "inductor"),
              ("copy", "copies"), ("fill", "fills"), ("argmax", "argmax"), ("reduce", "reductions"))

@@ -18,7 +18,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel  # noqa: E402
+from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel  # noqa: E402
 from graphpress.backends.triton.kernels import dot_kernel, gemv_kernel  # noqa: E402
 from graphpress.backends.triton.swap_ab import swap_ab_kernel  # noqa: E402
 
@@ -44,7 +44,7 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
     ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
     stored = [line.strip() for line in ttgir.splitlines()
               if weight_tile and re.search(r"ttg\.local_alloc %\S+ :", line) and weight_tile in line]
-    return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx,
+    return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx, "prmt": "prmt.b32" in ptx,
             "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx)}
 
 
@@ -71,7 +71,7 @@ def main() -> None:
                      DOT_IN_FLOAT32=False, BF16=bf16, SPLIT_K=4),
                 weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}"))
     for pdl in (0, 1, 2):
-        reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_int4_kernel, dict(
+        reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_pairs_kernel, dict(
             GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, PDL=pdl,
             SPLIT_K=16),
             stages=1))
@@ -79,8 +79,11 @@ def main() -> None:
         reports.append(_report(f"dot pairs={pairs}", dot_kernel, dict(
             BITS=4, CODES_PER_WORD=8, TILE_IN_ONE_GROUP=True, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, USE_PARTIALS=True,
             DOT_PRECISION="tf32", DOT_IN_FLOAT32=False, UNPACK_BY_WORDS=True, PAIRS=pairs, USE_ASM=True)))
-    reports.append(_report("gemv_int4 glu", gemv_int4_kernel, dict(
+    reports.append(_report("gemv_int4 glu", gemv_pairs_kernel, dict(
         GROUP=128, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=6, GLU=True),
+        stages=1))
+    reports.append(_report("gemv_pairs int8", gemv_pairs_kernel, dict(
+        GROUP=4096, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=4, BITS=8),
         stages=1))
     for pdl in (0, 2):
         reports.append(_report(f"gemv int8 pdl={pdl}", gemv_kernel, dict(

@@ -34,7 +34,7 @@ def reports() -> dict[str, dict]:
 
 
 def test_every_kernel_compiles_for_sm90(reports):
-    assert len(reports) == 12
+    assert len(reports) == 13
     failed = {name: r["error"] for name, r in reports.items() if not r["ok"]}
     assert not failed, failed
 
@@ -49,6 +49,7 @@ def test_swapped_kernel_feeds_the_weights_to_wgmma_from_registers(reports):
 
 def test_inline_assembly_reaches_the_ptx(reports):
     assert reports["gemv_int4 pdl=0"]["lop3"] and reports["dot pairs=True"]["lop3"]
+    assert reports["gemv_pairs int8"]["prmt"]
 
 
 def test_batch1_kernels_wait_for_the_previous_kernel_only_where_asked(reports):

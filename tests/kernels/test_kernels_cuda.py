@@ -37,7 +37,7 @@ def test_every_candidate_launch_is_correct(dtype, m, n, k, group):
     w = _weights(n, k, group, seed=m + n)
     x = torch.randn(m, k, device="cuda", dtype=dtype) + 0.1
     reference = x.float() @ dequantize_kernel_weights(w)
-    paired = ops.paired_int4_applies(x, w) if m == 1 else ops.pairs_apply(x, w)
+    paired = ops.paired_gemv_applies(x, w) if m == 1 else ops.pairs_apply(x, w)
     for config in candidate_configs(m, n, w.padded_in_features, group, 132, paired)[:24]:
         out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
         ops._launch(x, w, config, out)
@@ -46,7 +46,7 @@ def test_every_candidate_launch_is_correct(dtype, m, n, k, group):
         assert error < 5e-3, f"{config}: relative error {error:.2e}"
 
 
-def test_int8_gemv_candidates_sum_their_k_splits_in_one_launch():
+def test_int8_paired_gemv_candidates_are_correct():
     gen = torch.Generator(device="cuda").manual_seed(8)
     weight = torch.randn(4096, 4096, device="cuda", generator=gen) * 0.02
     q = rtn_quantize(weight, 8, None)  # per channel
@@ -54,7 +54,8 @@ def test_int8_gemv_candidates_sum_their_k_splits_in_one_launch():
     group = q.group
     x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16) + 0.1
     reference = x.float() @ dequantize_kernel_weights(w)
-    configs = candidate_configs(1, 4096, w.padded_in_features, group, 132)
+    assert ops.paired_gemv_applies(x, w)  # int8 words with integer zero points: the paired kernel
+    configs = candidate_configs(1, 4096, w.padded_in_features, group, 132, paired=True, bits=8)
     assert any(c.split_k > 1 for c in configs)
     for config in configs[:24]:
         out = torch.full((1, 4096), float("nan"), device="cuda", dtype=torch.bfloat16)

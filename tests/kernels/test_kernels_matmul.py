@@ -104,33 +104,62 @@ def test_candidates_cover_every_path_and_tile_the_group():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("group, block_k, split", [(64, 64, 1), (128, 64, 3), (128, 128, 2)])
 def test_paired_int4_gemv(dtype, group, block_k, split):
-    # The paired float16 kernel (gemv_int4.py, emulated arithmetic under the interpreter): split-K with the
+    # The paired float16 kernel (gemv_pairs.py, emulated arithmetic under the interpreter): split-K with the
     # in-kernel last-arrival reduction, ragged and full column blocks, K a multiple of the group or not.
     config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
     for in_features, out_features in ((384, 72), (330, 72), (384, 64)):
         x = torch.zeros(1, in_features, dtype=dtype)
         q = rtn_quantize(torch.randn(8, in_features), 4, group)
         w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features, meta_dtype=torch.float16)
-        assert ops.paired_int4_applies(x, w)
+        assert ops.paired_gemv_applies(x, w)
         error = _check(4, group, in_features, out_features, 1, config, dtype=dtype, seed=group + split,
                        meta_dtype=torch.float16)
         assert error < MAX_RELATIVE_ERROR
     assert ops._counters(torch.device("cpu")).abs().sum() == 0  # every arrival counter was reset
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("group, block_k, split", [(None, 32, 1), (None, 64, 3), (128, 32, 2), (64, 64, 1)])
+def test_paired_int8_gemv(dtype, group, block_k, split):
+    # int8 words (4 codes along K) on the paired kernel: per-channel and grouped, split-K, ragged columns.
+    config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
+    for in_features, out_features in ((384, 72), (320, 64)):
+        gen = torch.Generator().manual_seed(in_features + split)
+        q = rtn_quantize(torch.randn(out_features, in_features, generator=gen), 8, group)
+        w = repack_for_kernels(q.qweight, q.scales, q.zeros, 8, q.group, in_features)
+        x = (torch.randn(1, in_features, generator=gen) + 0.1).to(dtype)
+        assert w.packed.dtype == torch.int32 and ops.paired_gemv_applies(x, w) and ops._takes_paired_gemv(x, w, config)
+        out = torch.full((1, out_features), float("nan"), dtype=dtype)
+        ops._launch(x, w, config, out)
+        assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
+
+
+def test_int8_words_need_integer_zero_points_for_the_paired_kernel():
+    q = rtn_quantize(torch.randn(16, 128), 8, None)
+    assert repack_for_kernels(q.qweight, q.scales, q.zeros, 8, q.group, 128).meta_pairs is not None
+    fractional = repack_for_kernels(q.qweight, q.scales, q.zeros + 0.5, 8, q.group, 128)  # HQQ-style zeros
+    assert fractional.meta_pairs is None and not ops.paired_gemv_applies(torch.zeros(1, 128, dtype=torch.bfloat16),
+                                                                          fractional)
+    odd = rtn_quantize(torch.randn(16, 6), 8, None)  # K not a multiple of 4: bytes, the float32 kernel
+    w = repack_for_kernels(odd.qweight, odd.scales, odd.zeros, 8, odd.group, 6)
+    assert w.packed.dtype == torch.uint8 and w.codes_per_word == 1 and w.meta_pairs is None
+    assert _check(8, 6, 6, 16, 1, LaunchConfig(1, 16, 16, 1, 2, 1), seed=2) < MAX_RELATIVE_ERROR
+    assert all(c.block_k in (32, 64) for c in candidate_configs(1, 4096, 4096, 4096, 132, paired=True, bits=8))
+
+
 def test_paired_int4_gemv_is_chosen_only_where_it_applies():
     q = rtn_quantize(torch.randn(8, 128), 4, 64)
     w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128, meta_dtype=torch.float16)
-    assert ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w)
+    assert ops.paired_gemv_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w)
     w_float32_meta = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 128, meta_dtype=torch.float32)
-    assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w_float32_meta)
-    assert not ops.paired_int4_applies(torch.zeros(1, 128), w)  # float32 activations
-    assert not ops.paired_int4_applies(torch.zeros(2, 128, dtype=torch.bfloat16), w)  # not a GEMV
+    assert not ops.paired_gemv_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w_float32_meta)
+    assert not ops.paired_gemv_applies(torch.zeros(1, 128), w)  # float32 activations
+    assert not ops.paired_gemv_applies(torch.zeros(2, 128, dtype=torch.bfloat16), w)  # not a GEMV
     q32 = rtn_quantize(torch.randn(8, 128), 4, 32)
     w32 = repack_for_kernels(q32.qweight, q32.scales, q32.zeros, 4, 32, 128, meta_dtype=torch.float16)
-    assert not ops.paired_int4_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
-    assert kernel_path(1, paired_int4=True) == "gemv-pairs"
-    assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))
+    assert not ops.paired_gemv_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
+    assert kernel_path(1, paired=True) == "gemv-pairs"
+    assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -147,9 +176,9 @@ def test_tensor_core_path_with_float16_pairs(dtype, rows, group, block_m, block_
 
 
 def test_pairs_are_offered_to_the_tuner_only_where_they_apply():
-    assert any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132, paired_int4=True))
+    assert any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132, paired=True))
     assert not any(c.pairs for c in candidate_configs(16, 4096, 4096, 128, 132))
-    assert kernel_path(16, paired_int4=True) == "small-pairs" and kernel_path(128) == "gemm"
+    assert kernel_path(16, paired=True) == "small-pairs" and kernel_path(128) == "gemm"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -166,9 +195,9 @@ def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
 
 
 def test_swapped_operand_launches_are_offered_only_for_paired_int4():
-    small = candidate_configs(16, 4096, 4096, 128, 132, paired_int4=True)
-    large = candidate_configs(128, 4096, 4096, 128, 132, paired_int4=True)
+    small = candidate_configs(16, 4096, 4096, 128, 132, paired=True)
+    large = candidate_configs(128, 4096, 4096, 128, 132, paired=True)
     assert any(c.swap_ab for c in small) and any(c.swap_ab and c.block_m == 128 for c in large)
     assert all(c.pairs and c.block_k % 32 == 0 and 128 % c.block_k == 0 for c in small + large if c.swap_ab)
     assert not any(c.swap_ab for c in candidate_configs(16, 4096, 4096, 128, 132))
-    assert not any(c.swap_ab for c in candidate_configs(1, 4096, 4096, 128, 132, paired_int4=True))
+    assert not any(c.swap_ab for c in candidate_configs(1, 4096, 4096, 128, 132, paired=True))

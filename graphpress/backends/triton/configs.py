@@ -4,8 +4,8 @@ A path is picked from the number of activation rows M:
 
 * ``gemv``  (M = 1): CUDA-core kernel; candidates vary the tile (BLOCK_N x BLOCK_K), warps and the
   K split that spreads narrow layers over all multiprocessors.
-* ``gemv-pairs`` (M = 1, int4, 16-bit activations, even K): the paired-float16 kernel of
-  ``gemv_int4.py``; its tile holds one accumulator per packed word, so tiles may be 8x larger.
+* ``gemv-pairs`` (M = 1, int4 or int8 words, 16-bit activations, even K): the paired-float16 kernel of
+  ``gemv_pairs.py``; its tile holds one accumulator per packed word, so tiles may be 8x larger.
 * ``small`` (M = 2..64): tensor-core kernel with BLOCK_M = 16/32/64 and split-K, still bandwidth-bound.
 * ``gemm``  (M > 64): tensor-core kernel with large tiles, little or no split.
 
@@ -70,11 +70,11 @@ class LaunchConfig:
         return asdict(self)
 
 
-def kernel_path(m: int, paired_int4: bool = False) -> str:
+def kernel_path(m: int, paired: bool = False) -> str:
     """``"gemv"``, ``"small"`` or ``"gemm"`` for M rows, with ``"-pairs"`` where the float16-pair decoding applies
     (its candidates differ, so its tuned choices are cached under their own key)."""
     path = "gemv" if m == 1 else "small" if m <= SMALL_BATCH_MAX_ROWS else "gemm"
-    return f"{path}-pairs" if paired_int4 else path
+    return f"{path}-pairs" if paired else path
 
 
 def _block_k_fits(block_k: int, group: int, padded_k: int) -> bool:
@@ -99,13 +99,17 @@ def _small_block_m(m: int) -> int:
 
 
 def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
-                      paired_int4: bool = False) -> list[LaunchConfig]:
-    """Every configuration worth timing for this problem (order: most likely good first)."""
-    path = kernel_path(m, paired_int4)
+                      paired: bool = False, bits: int = 4) -> list[LaunchConfig]:
+    """Every configuration worth timing for this problem (order: most likely good first).  ``paired``: the
+    float16-pair kernels apply (int4 at every M, int8 words at M = 1, where ``bits`` = 8 halves BLOCK_K so a
+    tile holds as many words as int4's)."""
+    path = kernel_path(m, paired)
+    paired_int4 = paired and bits == 4
     out: list[LaunchConfig] = []
     if path == "gemv-pairs":
         for stages in _PAIRED_STAGES:
-            for block_n, block_k, warps in _PAIRED_TILES:
+            for block_n, words_k, warps in _PAIRED_TILES:
+                block_k = words_k if bits == 4 else words_k // 2
                 if group % block_k or block_k > padded_k:
                     continue
                 for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
@@ -172,9 +176,9 @@ def _loader_variants(config: LaunchConfig, pairs: bool) -> list[LaunchConfig]:
 
 
 def default_config(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
-                   paired_int4: bool = False) -> LaunchConfig:
+                   paired: bool = False, bits: int = 4) -> LaunchConfig:
     """A sound untuned choice: the first candidate whose split gives at least one wave of programs."""
-    candidates = candidate_configs(m, n, padded_k, group, multiprocessors, paired_int4)
+    candidates = candidate_configs(m, n, padded_k, group, multiprocessors, paired, bits)
     if not candidates:
         # Group smaller than every BLOCK_K that divides it (e.g. group 8): the per-element metadata path.
         block_m = 1 if m == 1 else _small_block_m(m) if m <= SMALL_BATCH_MAX_ROWS else 64

@@ -31,8 +31,11 @@ __all__ = ["gemv_kernel", "dot_kernel", "splitk_reduce_kernel"]
 
 @triton.jit
 def _nibble_shift(code, BITS: tl.constexpr):
-    """Bit offset of the ``code``-th code of a word (int4 nibbles are interleaved, see layout.nibble_of)."""
-    return ((code // 2 + 4 * (code % 2)) * BITS).to(tl.int32)
+    """Bit offset of the ``code``-th code of a word (int4 nibbles are interleaved, see layout.nibble_of;
+    int8 bytes are in order)."""
+    if BITS == 4:
+        return ((code // 2 + 4 * (code % 2)) * BITS).to(tl.int32)
+    return (code * BITS).to(tl.int32)
 
 
 @triton.jit

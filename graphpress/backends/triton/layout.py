@@ -10,10 +10,12 @@ The kernels want something else:
 * **int4 as int32 words of 8 codes along K, nibbles interleaved.** Code ``k`` sits in word ``k // 8`` at
   nibble ``nibble_of(k % 8)`` = ``j // 2 + 4 * (j % 2)``: codes 2s and 2s+1 are nibbles s and s+4, so one
   ``lop3`` on ``word >> 4s`` puts that pair into the two 16-bit halves of a register as float16 values,
-  lined up with the activation pair ``x[2s], x[2s+1]`` read as one 32-bit word (see ``gemv_int4.py``).
-  int8 stays one byte per code (``uint8 [Kp, N]``). 2- and 3-bit codes, and int4 whose padded K is not
-  a whole number of words, are widened to one byte per code: the 8-bit kernel decodes them exactly, so
-  every stored weight runs on the GPU (at int8 bandwidth) instead of on a slow fallback.
+  lined up with the activation pair ``x[2s], x[2s+1]`` read as one 32-bit word (see ``gemv_pairs.py``).
+  int8 codes are int32 words of 4 codes along K (code ``k`` at byte ``k % 4``), so that one ``prmt``
+  puts two consecutive codes into a float16 pair the same way (``byte_pairs.py``); where the padded K is
+  not a multiple of 4 they stay one byte per code (``uint8 [Kp, N]``). 2- and 3-bit codes, and int4 whose
+  padded K is not a whole number of words, are widened to 8-bit codes: the 8-bit kernels decode them
+  exactly, so every stored weight runs on the GPU (at int8 bandwidth) instead of on a slow fallback.
 * **Offsets instead of zero points.** ``W = (q - z) * s = q * s + m`` with ``m = -z * s`` precomputed,
   so dequantization is a single fused multiply-add per weight.
 * **Metadata transposed** to ``[Kp / group, N]`` so one group row is a contiguous load too.
@@ -34,11 +36,12 @@ __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word
 KERNEL_BITS = (4, 8)
 
 
-def codes_per_word(bits: int) -> int:
-    """How many codes one element of the kernel's packed tensor holds (8 per int32 for int4, 1 per byte for int8)."""
+def codes_per_word(bits: int, packed_dtype: torch.dtype = torch.int32) -> int:
+    """How many codes one element of the kernel's packed tensor holds: 8 per int32 for int4, 4 per int32 for
+    int8 (1 where int8 stays bytes, a padded K that is not a multiple of 4)."""
     if bits not in KERNEL_BITS:
         raise ValueError(f"the Triton kernels decode {KERNEL_BITS}-bit codes, not {bits}-bit")
-    return 8 if bits == 4 else 1
+    return 8 if bits == 4 else 4 if packed_dtype == torch.int32 else 1
 
 
 def nibble_of(code: int) -> int:
@@ -60,12 +63,15 @@ class KernelWeights:
     """A quantized weight in kernel layout.
 
     ``bits`` is the width the kernel decodes (4 or 8), ``source_bits`` the width of the codes' values.
-    ``packed``: int32 ``[Kp / 8, N]`` (int4) or uint8 ``[Kp, N]`` (int8); ``scales`` and ``offsets``:
+    ``packed``: int32 ``[Kp / 8, N]`` (int4), int32 ``[Kp / 4, N]`` (int8) or uint8 ``[Kp, N]`` (int8 with
+    ``Kp`` not a multiple of 4); ``scales`` and ``offsets``:
     ``[Kp / group, N]`` in the activation dtype's float width (float32 kept for float32 activations).
     Dequantization: ``W[n, k] = code(k, n) * scales[k // group, n] + offsets[k // group, n]``.
     ``meta_pairs`` (int4 with float16 metadata only): int32 ``[Kp / group, N]`` holding the float16 bits of
     the scale (low half) and offset (high half), so the batch-1 kernel gets both with one 4-byte load laid
-    out like the packed words (see ``gemv_int4.py``); it costs the same bytes again as the two tensors.
+    out like the packed words (see ``gemv_pairs.py``); it costs the same bytes again as the two tensors.
+    For int8 words with integer zero points the high half holds ``1024 + zero`` instead of the offset, so
+    that ``(1024 + q) - (1024 + zero)`` is exact in float16 (``byte_pairs.py``).
     """
 
     packed: torch.Tensor
@@ -77,6 +83,11 @@ class KernelWeights:
     in_features: int
     out_features: int
     meta_pairs: torch.Tensor | None = None
+
+    @property
+    def codes_per_word(self) -> int:
+        """Codes in one element of ``packed`` (see :func:`codes_per_word`)."""
+        return codes_per_word(self.bits, self.packed.dtype)
 
     @property
     def padded_in_features(self) -> int:
@@ -108,20 +119,24 @@ def repack_for_kernels(
     if bits == 4 and kp % 8 == 0:
         # Low nibble first in each byte + little-endian bytes = code k at bit 4*(k%8) of int32 word k//8.
         kernel_bits, words = 4, interleave_nibbles(qweight.contiguous().view(torch.int32))
-    elif bits == 8:
-        kernel_bits, words = 8, qweight
     else:
-        kernel_bits, words = 8, unpack_codes(qweight, bits)
+        kernel_bits, words = 8, qweight if bits == 8 else unpack_codes(qweight, bits)
+        if kp % 4 == 0:  # little-endian bytes: code k at byte k % 4 of int32 word k // 4
+            words = words.contiguous().view(torch.int32)
     packed = words.t().contiguous()
     scales_f = scales.to(torch.float32)
     offsets = -zeros.to(torch.float32) * scales_f
     scales_t = scales_f.t().contiguous().to(meta_dtype)
     offsets_t = offsets.t().contiguous().to(meta_dtype)
+    if kernel_bits == 4:
+        meta_pairs = pack_meta_pairs(scales_t, offsets_t) if meta_dtype == torch.float16 else None
+    else:
+        meta_pairs = _byte_meta_pairs(scales_f.t(), zeros.t()) if packed.dtype == torch.int32 else None
     return KernelWeights(
         packed=packed,
         scales=scales_t,
         offsets=offsets_t,
-        meta_pairs=pack_meta_pairs(scales_t, offsets_t) if kernel_bits == 4 and meta_dtype == torch.float16 else None,
+        meta_pairs=meta_pairs,
         bits=kernel_bits,
         source_bits=bits,
         group=group,
@@ -137,6 +152,18 @@ def pack_meta_pairs(scales: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor
     return (low | high).contiguous()
 
 
+def _byte_meta_pairs(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor | None:
+    """int8 words' ``meta_pairs``: float16 scale (low half) and ``1024 + zero`` (high half), or None where the
+    zero points are not integers in [0, 255] or a scale is not a normal float16 (HQQ's float zeros, tiny
+    scales): those run on the float32 kernel."""
+    zeros = zeros.to(torch.float32)
+    exact = bool(((zeros == zeros.round()) & (zeros >= 0) & (zeros <= 255)).all())
+    magnitudes = scales.abs()
+    if not exact or magnitudes.min() < 1e-4 or magnitudes.max() > 6e4:
+        return None
+    return pack_meta_pairs(scales.contiguous(), (zeros + 1024).contiguous())
+
+
 def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``W^T`` as a dense ``[in_features, out_features]`` tensor: the fallback path and the tests' reference."""
     kp = weights.padded_in_features
@@ -144,6 +171,9 @@ def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch
         shifts = torch.tensor([4 * nibble_of(c) for c in range(8)], device=weights.packed.device, dtype=torch.int32)
         codes = (weights.packed.unsqueeze(1) >> shifts.view(1, 8, 1)) & 0xF  # [Kp/8, 8, N]
         codes = codes.reshape(kp, -1)
+    elif weights.packed.dtype == torch.int32:
+        shifts = torch.arange(0, 32, 8, device=weights.packed.device, dtype=torch.int32)
+        codes = ((weights.packed.unsqueeze(1) >> shifts.view(1, 4, 1)) & 0xFF).reshape(kp, -1)
     else:
         codes = weights.packed
     scales = weights.scales.to(dtype).repeat_interleave(weights.group, dim=0)

@@ -22,14 +22,14 @@ import torch
 from graphpress.backends.triton import kernels
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
-from graphpress.backends.triton.gemv_int4 import gemv_int4_kernel
-from graphpress.backends.triton.layout import KernelWeights, codes_per_word, gated_columns
+from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
+from graphpress.backends.triton.layout import KernelWeights, gated_columns
 from graphpress.backends.triton.pdl import pdl_mode, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
 __all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting",
-           "paired_int4_applies", "pairs_apply", "AUTOTUNE_CACHE"]
+           "paired_gemv_applies", "pairs_apply", "AUTOTUNE_CACHE"]
 
 _log = logging.getLogger("graphpress")
 _warned: set[str] = set()
@@ -80,9 +80,12 @@ def pairs_apply(x2d: torch.Tensor, w: KernelWeights) -> bool:
             and w.group % 64 == 0)
 
 
-def paired_int4_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
-    """Whether ``gemv_int4.gemv_int4_kernel`` can take this product (else the generic GEMV does)."""
-    return (x2d.shape[0] == 1 and pairs_apply(x2d, w) and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0)
+def paired_gemv_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
+    """Whether ``gemv_pairs.gemv_pairs_kernel`` can take this product (else the generic GEMV does): one row of
+    16-bit activations, even K, int4 or int8 words with ``meta_pairs``, groups of at least 64 inputs."""
+    return (x2d.shape[0] == 1 and w.meta_pairs is not None and w.packed.dtype == torch.int32
+            and x2d.dtype in (torch.bfloat16, torch.float16) and w.group % 64 == 0
+            and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0)
 
 
 def _k_split(padded_k: int, config: LaunchConfig) -> tuple[int, int]:
@@ -106,16 +109,16 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
     if tiles_n > _ARRIVAL_SLOTS:
         raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
     partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
-    gemv_int4_kernel[(tiles_n, splits)](
+    gemv_pairs_kernel[(tiles_n, splits)](
         x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
-        GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // 8, SPLIT_K=splits,
+        GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
         EVEN_N=n % config.block_n == 0, GLU=glu, **_pdl_launch(x2d.device),
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
-    return config.block_m == 1 and paired_int4_applies(x2d, w) and w.group % config.block_k == 0
+    return config.block_m == 1 and paired_gemv_applies(x2d, w) and w.group % config.block_k == 0
 
 
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
@@ -132,7 +135,7 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     if config.block_m > 1 and pairs and config.swap_ab:
         _launch_swap_ab(x2d, w, config, out, grid, per_split)
         return
-    common = dict(BITS=w.bits, CODES_PER_WORD=codes_per_word(w.bits), TILE_IN_ONE_GROUP=w.group % config.block_k == 0,
+    common = dict(BITS=w.bits, CODES_PER_WORD=w.codes_per_word, TILE_IN_ONE_GROUP=w.group % config.block_k == 0,
                   BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
                   num_stages=config.num_stages)
     if config.block_m == 1:
@@ -193,14 +196,14 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     outside graph capture) and cached, else an untuned default."""
     m = x2d.shape[0]
     kp = w.padded_in_features
-    paired = paired_int4_applies(x2d, w) if m == 1 else pairs_apply(x2d, w)
+    paired = paired_gemv_applies(x2d, w) if m == 1 else pairs_apply(x2d, w)
     memo_key = (x2d.device, w.bits, w.group, m_bucket(m), w.out_features, kp, x2d.dtype, paired)
     config = _config_memo.get(memo_key)
     if config is not None:
         return config
     name, sms = _device_facts(x2d.device)
     if x2d.device.type != "cuda":
-        return default_config(m, w.out_features, kp, w.group, sms, paired)
+        return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
     _counters(x2d.device)  # allocated now, not inside a graph capture (split-K launches count arrivals)
     dtype = str(x2d.dtype).removeprefix("torch.")
     key = tuning_key(name, kernel_path(m, paired), w.bits, w.group, m, w.out_features, kp, dtype)
@@ -208,7 +211,7 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     if config is None:
         if not allow_tuning or torch.cuda.is_current_stream_capturing():
             _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
-            return default_config(m, w.out_features, kp, w.group, sms, paired)
+            return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
         config = _tune_now(x2d, w, key, sms, paired)
     _config_memo[memo_key] = config
     return config
@@ -223,7 +226,7 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
                     for _ in range(rotation - 1)]
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
-                                   paired)
+                                   paired, w.bits)
     with plain_launches():
         config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
     _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, us, len(candidates))

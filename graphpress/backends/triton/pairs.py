@@ -1,7 +1,7 @@
 """Decoding int4 words into float16 (or bfloat16) weights two at a time, for the batch-1 and tensor-core kernels.
 
 :func:`dequantize_pairs` turns one int32 word of the kernel layout into four float16 pairs of weights;
-the batch-1 kernel (``gemv_int4.py``) multiplies those pairs with activation pairs directly and never
+the batch-1 kernel (``gemv_pairs.py``) multiplies those pairs with activation pairs directly and never
 materialises the weights. The tensor-core kernel needs them as a ``[BLOCK_K, BLOCK_N]`` operand
 (:func:`load_tile_pairs`), and its old loader spent about
 six scalar instructions per weight on shifts, masks and float32 arithmetic, which left it

@@ -1,4 +1,4 @@
-"""The batch-1 int4 kernel: two codes per instruction, in packed float16 arithmetic.
+"""The batch-1 int4 and int8 kernel: two codes per instruction, in packed float16 arithmetic.
 
 The first GEMV (``kernels.gemv_kernel``) spent about six scalar instructions per weight (shift, mask,
 the 2**23 float trick, a dequantizing FMA, an accumulating FMA), and at M = 1 the H100 ran it
@@ -14,7 +14,8 @@ pairs instead, the way Marlin and FasterTransformer decode int4:
 * each word's four half-precision partial pairs are widened to float32 and summed there, so rounding
   in float16 never spans more than 8 products.
 
-About 22 instructions per 8 weights instead of about 48.  The scale and offset are rounded to float16
+About 22 instructions per 8 weights instead of about 48.  int8 words (``BITS=8``: four codes along K) take
+the same path with ``byte_pairs.byte_word_dot``: two float16 pairs per word, the scale applied once per word.  The scale and offset are rounded to float16
 (relative 2**-11); products stay far from float16's range for activations up to about 10^4.
 
 Split-K without a second launch (``splitk.store_or_reduce``): the last program of a column block adds
@@ -30,11 +31,12 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from graphpress.backends.triton.byte_pairs import byte_scale, byte_word_dot
 from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
 from graphpress.backends.triton.pdl import start_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 
-__all__ = ["gemv_int4_kernel"]
+__all__ = ["gemv_pairs_kernel"]
 
 
 @triton.jit
@@ -129,38 +131,53 @@ def _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS: tl.constexpr, EVEN_N: tl.
 
 
 @triton.jit
+def _load_x_pair(x_pairs, index, half_k, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr):
+    if EVEN_K:
+        return _x_pairs_to_f16(tl.load(x_pairs + index), X_IS_BF16, USE_ASM)[:, None]
+    return _x_pairs_to_f16(tl.load(x_pairs + index, mask=index < half_k, other=0), X_IS_BF16, USE_ASM)[:, None]
+
+
+@triton.jit
 def _load_x_pairs(x_pairs, word_rows, half_k, last_row, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr,
-                  EVEN_K: tl.constexpr):
-    """The four float16 activation pairs of each word row, as ``[WORDS, 1]`` int32 tensors.
+                  EVEN_K: tl.constexpr, PAIRS: tl.constexpr):
+    """The ``PAIRS`` (4 for int4 words, 2 for int8) float16 activation pairs of each word row, as ``[WORDS, 1]``
+    int32 tensors; with 2 the last two are the first two again (unused).
 
     With ``EVEN_K`` (K fills every packed word) rows are clamped to ``last_row`` instead of masked: the
     clamped rows only feed a prefetched tile that is never computed, and no compare or predicate is spent.
     """
-    if EVEN_K:
-        first = tl.minimum(word_rows, last_row) * 4
-        x0 = _x_pairs_to_f16(tl.load(x_pairs + first), X_IS_BF16, USE_ASM)
-        x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1), X_IS_BF16, USE_ASM)
-        x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2), X_IS_BF16, USE_ASM)
-        x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3), X_IS_BF16, USE_ASM)
-    else:
-        first = word_rows * 4
-        x0 = _x_pairs_to_f16(tl.load(x_pairs + first, mask=first < half_k, other=0), X_IS_BF16, USE_ASM)
-        x1 = _x_pairs_to_f16(tl.load(x_pairs + first + 1, mask=first + 1 < half_k, other=0), X_IS_BF16, USE_ASM)
-        x2 = _x_pairs_to_f16(tl.load(x_pairs + first + 2, mask=first + 2 < half_k, other=0), X_IS_BF16, USE_ASM)
-        x3 = _x_pairs_to_f16(tl.load(x_pairs + first + 3, mask=first + 3 < half_k, other=0), X_IS_BF16, USE_ASM)
-    return x0[:, None], x1[:, None], x2[:, None], x3[:, None]
+    first = (tl.minimum(word_rows, last_row) if EVEN_K else word_rows) * PAIRS
+    x0 = _load_x_pair(x_pairs, first, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    x1 = _load_x_pair(x_pairs, first + 1, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    if PAIRS == 2:
+        return x0, x1, x0, x1
+    x2 = _load_x_pair(x_pairs, first + 2, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    x3 = _load_x_pair(x_pairs, first + 3, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    return x0, x1, x2, x3
 
 
 @triton.jit
-def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
-                     N, K, Kp, k_per_split, GROUP: tl.constexpr,
-                     BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
-                     X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
-                     EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = False):
+def _tile_dot(words, meta, x0, x1, x2, x3, BITS: tl.constexpr, USE_ASM: tl.constexpr):
+    """Each word's ``sum(w * x)`` in float32, dequantized: int4 with its scale and offset per pair, int8 with
+    the exact ``q - zero`` per pair and the scale once per word."""
+    if BITS == 4:
+        scale, offset = split_meta(meta, USE_ASM)
+        return _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
+    return byte_word_dot(words, meta, x0, x1, USE_ASM) * byte_scale(meta)
+
+
+@triton.jit
+def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
+                      N, K, Kp, k_per_split, GROUP: tl.constexpr,
+                      BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
+                      X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
+                      EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = False,
+                      BITS: tl.constexpr = 4):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
-    Requires an even K (activation pairs), a group that is a multiple of ``8 * WORDS`` (one metadata
-    row per tile) and ``k_per_split`` a multiple of ``8 * WORDS``.  ``x`` is bfloat16 or float16;
+    ``BITS`` 4 (words of 8 codes) or 8 (words of 4 codes, ``layout.py``).  Requires an even K (activation
+    pairs), a group that is a multiple of ``codes per word * WORDS`` (one metadata row per tile) and
+    ``k_per_split`` a multiple of it.  ``x`` is bfloat16 or float16;
     ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
     metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
@@ -185,26 +202,27 @@ def gemv_int4_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     # Register double-buffering: the next tile's words, metadata and activations are requested before
     # this tile's arithmetic, so every thread keeps loads in flight while it computes (without it the
     # compiler issued each 16-byte load just before its use, one at a time).
-    tile_words = WORDS * 8
-    end_row = k_end // 8
+    CODES: tl.constexpr = 32 // BITS
+    PAIRS: tl.constexpr = CODES // 2
+    tile_words = WORDS * CODES
+    end_row = k_end // CODES
     last_tile = tl.maximum(k_end - tile_words, k_begin)
-    word_rows = k_begin // 8 + rows
+    word_rows = k_begin // CODES + rows
     words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
     meta = _load_meta(m_ptr, (k_begin // GROUP) * N, offs_n, mask_n, WORDS, EVEN_N)
     if PDL == 2:
         wait_for_producers(PDL)
-    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K)
+    x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
     for k_start in range(k_begin, k_end, tile_words):
         # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
         k_next = k_start + tile_words
-        next_rows = k_next // 8 + rows
+        next_rows = k_next // CODES + rows
         words_next = _load_words(w_ptr, next_rows, end_row, offs_n, mask_n, N, EVEN_N)
         meta_row = (tl.minimum(k_next, last_tile) // GROUP) * N
         meta_next = _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS, EVEN_N)
-        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * 4), end_row - 1,
-                                       X_IS_BF16, USE_ASM, EVEN_K)
-        scale, offset = split_meta(meta, USE_ASM)
-        acc += _word_dot(words, scale, offset, x0, x1, x2, x3, USE_ASM)
+        n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
+                                       X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
+        acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     store_or_reduce(tl.sum(acc, axis=0), out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
                     GLU)
