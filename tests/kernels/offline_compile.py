@@ -27,7 +27,12 @@ _POINTERS = {"x_ptr": "*bf16", "w_ptr": "*i32", "m_ptr": "*i32", "out_ptr": "*bf
 
 
 def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
-    names = list(inspect.signature(kernel.fn).parameters)
+    parameters = inspect.signature(kernel.fn).parameters
+    # Compile-time parameters left at their defaults must be given as constants too: Triton 3.6 would take
+    # an unlisted one for a run-time integer (3.9 fills the defaults in itself).
+    constants = {**{name: p.default for name, p in parameters.items()
+                    if p.default is not inspect.Parameter.empty and "constexpr" in str(p.annotation)}, **constants}
+    names = list(parameters)
     signature = {name: "constexpr" if name in constants else _POINTERS.get(name, "i32") for name in names}
     # Sizes and pointers divisible by 16, as Triton specialises them at run time on real shapes.
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)
