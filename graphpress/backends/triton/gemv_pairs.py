@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 from graphpress.backends.triton.byte_pairs import byte_scale, byte_word_dot
 from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
-from graphpress.backends.triton.pdl import start_program, wait_for_producers
+from graphpress.backends.triton.pdl import begin_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 
 __all__ = ["gemv_pairs_kernel"]
@@ -184,9 +184,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
     ``GLU``: the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives ``silu(gate) * up``.
     """
-    start_program(PDL)
-    if PDL == 1:
-        wait_for_producers(PDL)
+    begin_program(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

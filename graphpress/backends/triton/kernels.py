@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.pairs import load_tile_pairs
-from graphpress.backends.triton.pdl import start_program, wait_for_producers
+from graphpress.backends.triton.pdl import begin_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 from graphpress.backends.triton.tiles import program_tile
 
@@ -120,9 +120,7 @@ def gemv_kernel(x_ptr, w_ptr, s_ptr, o_ptr, out_ptr, part_ptr, count_ptr,
     tile's weights are requested before waiting for the previous kernel (mode 2) or after (mode 1); the
     activations are always read after the wait.
     """
-    start_program(PDL)
-    if PDL == 1:
-        wait_for_producers(PDL)
+    begin_program(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

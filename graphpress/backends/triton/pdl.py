@@ -45,7 +45,8 @@ try:  # Triton >= 3.3 exposes grid dependency control; older ones get plain laun
 except ImportError:  # pragma: no cover - depends on the installed Triton
     gdc_launch_dependents = gdc_wait = None
 
-__all__ = ["PDL_OFF", "PDL_WAIT", "PDL_PREFETCH", "pdl_mode", "plain_launches", "start_program", "wait_for_producers"]
+__all__ = ["PDL_OFF", "PDL_WAIT", "PDL_PREFETCH", "pdl_mode", "plain_launches", "begin_program", "start_program",
+           "wait_for_producers"]
 
 PDL_OFF, PDL_WAIT, PDL_PREFETCH = 0, 1, 2
 _MODES = {"off": PDL_OFF, "0": PDL_OFF, "wait": PDL_WAIT, "prefetch": PDL_PREFETCH, "1": PDL_PREFETCH}
@@ -98,3 +99,12 @@ def wait_for_producers(PDL: tl.constexpr):
     """Block until the previous kernel on the stream has finished and its writes are visible."""
     if PDL != 0:
         gdc_wait()
+
+
+@triton.jit
+def begin_program(PDL: tl.constexpr):
+    """A PDL-aware kernel's first statement: signal the dependents, and in mode ``wait`` (1) also wait for
+    the producers; mode ``prefetch`` (2) waits later, after its first weight loads."""
+    start_program(PDL)
+    if PDL == 1:
+        wait_for_producers(PDL)
