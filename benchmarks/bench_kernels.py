@@ -385,8 +385,8 @@ def _fuse_projections(model, gated_mlp: bool = False) -> int:
             parts = [quantize(model.get_submodule(f"{prefix}.{name}")) for name in names]
             install_fused(model, [f"{prefix}.{name}" for name in names], TritonQuantLinear.from_quantized(parts),
                           f"{prefix}.{fused_name}", [p.out_features for p in parts])
-    gated = install_gated_mlps(model, lambda g, u: TritonQuantLinear.gated_from_quantized(quantize(g), quantize(u))) \
-        if gated_mlp else []
+    gated = install_gated_mlps(model, lambda g, u, act: TritonQuantLinear.gated_from_quantized(
+        quantize(g), quantize(u), activation=act)) if gated_mlp else []
     return len(model.model.layers) * len(groups) + len(gated)
 
 

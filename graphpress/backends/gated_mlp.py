@@ -1,13 +1,14 @@
-"""Gated MLPs as two products: ``down(silu(gate(x)) * up(x))`` with gate, up and the activation in one layer.
+"""Gated MLPs as two products: ``down(act(gate(x)) * up(x))`` with gate, up and the activation in one layer.
 
 Decoding at batch 1 runs every MLP as three launches after fusion of gate and up (the fused product, an
-elementwise ``silu(gate) * up`` kernel, the down product).  A :class:`GatedMLP` makes it two: its
+elementwise ``act(gate) * up`` kernel, the down product).  A :class:`GatedMLP` makes it two: its
 ``gate_up`` layer (:meth:`TritonQuantLinear.gated_from_quantized`) holds the two weights with interleaved
 rows, so the int4 batch-1 kernel finishes each ``(gate, up)`` pair in its epilogue and writes the
 activated half.  The MLP module is replaced as a whole, so it is only done where its forward is *proven*
 to be exactly that computation: :func:`gated_mlp_layout` traces the module with ``torch.fx`` and accepts
-only the graph ``down(act(gate(x)) * up(x))`` (either operand order) whose ``act`` computes SiLU (checked
-numerically, so ``nn.SiLU``, Hugging Face's activation classes and ``F.silu`` all pass, GELU does not).
+only the graph ``down(act(gate(x)) * up(x))`` (either operand order) whose ``act`` computes SiLU (Llama,
+Mistral, Qwen, OLMo, Cohere, Granite, StableLM) or tanh-GELU (Gemma's GeGLU), checked numerically, so
+``nn.SiLU``, Hugging Face's activation classes and ``F.silu`` all pass; exact GELU and others do not.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _log = logging.getLogger("graphpress")
 
 
 class GatedMLP(nn.Module):
-    """``down(gate_up(x))`` where ``gate_up`` returns ``silu(gate(x)) * up(x)``."""
+    """``down(gate_up(x))`` where ``gate_up`` returns ``act(gate(x)) * up(x)``."""
 
     def __init__(self, gate_up: nn.Module, down: nn.Module, replaces: str = "") -> None:
         super().__init__()
@@ -42,14 +43,21 @@ class GatedMLP(nn.Module):
         return f"replaces={self.replaces}" if self.replaces else ""
 
 
-def _is_silu(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+_REFERENCES = {"silu": F.silu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}
+
+
+def _activation_name(fn: Callable[[torch.Tensor], torch.Tensor]) -> str | None:
+    """``"silu"`` or ``"gelu_tanh"`` when ``fn`` computes it (on a probe from -6 to 6), else None."""
     probe = torch.linspace(-6.0, 6.0, 97)
-    expected = F.silu(probe)
     try:
         with torch.no_grad():
-            return bool(torch.allclose(fn(probe.clone()), expected, atol=1e-6))
-    except Exception:  # noqa: BLE001 - whatever fails on a probe is not SiLU
-        return False
+            got = fn(probe.clone())
+    except Exception:  # noqa: BLE001 - whatever fails on a probe is none of them
+        return None
+    for name, reference in _REFERENCES.items():
+        if isinstance(got, torch.Tensor) and got.shape == probe.shape and torch.allclose(got, reference(probe), atol=1e-6):
+            return name
+    return None
 
 
 class _ChildrenAsLeaves(torch.fx.Tracer):
@@ -60,8 +68,9 @@ class _ChildrenAsLeaves(torch.fx.Tracer):
         return True
 
 
-def gated_mlp_layout(mlp: nn.Module) -> tuple[str, str, str] | None:
-    """``(gate, up, down)`` submodule names if ``mlp(x)`` is exactly ``down(silu(gate(x)) * up(x))``, else None."""
+def gated_mlp_layout(mlp: nn.Module) -> tuple[str, str, str, str] | None:
+    """``(gate, up, down, activation)`` if ``mlp(x)`` is exactly ``down(act(gate(x)) * up(x))`` with ``act`` SiLU
+    or tanh-GELU (submodule names, and ``"silu"`` or ``"gelu_tanh"``), else None."""
     try:
         traced = torch.fx.GraphModule(mlp, _ChildrenAsLeaves().trace(mlp))
     except Exception:  # noqa: BLE001 - untraceable forward code: not provably the pattern
@@ -93,17 +102,18 @@ def gated_mlp_layout(mlp: nn.Module) -> tuple[str, str, str] | None:
             act = functools.partial(activated.target, **activated.kwargs)
         else:
             continue
-        if gate.target != up.target and _is_silu(act):
-            return gate.target, up.target, down.target
+        activation = _activation_name(act) if gate.target != up.target else None
+        if activation is not None:
+            return gate.target, up.target, down.target, activation
     return None
 
 
-def install_gated_mlps(model: nn.Module, make_gate_up: Callable[[nn.Module, nn.Module], nn.Module | None],
+def install_gated_mlps(model: nn.Module, make_gate_up: Callable[[nn.Module, nn.Module, str], nn.Module | None],
                        skip: tuple[str, ...] = ()) -> list[str]:
     """Replace every submodule of ``model`` that :func:`gated_mlp_layout` accepts by a :class:`GatedMLP`.
 
-    ``make_gate_up(gate, up)`` builds the fused layer from the two modules, or returns None to leave that
-    MLP alone (formats it cannot fuse).  Returns the qualified names replaced."""
+    ``make_gate_up(gate, up, activation)`` builds the fused layer from the two modules, or returns None to
+    leave that MLP alone (formats it cannot fuse).  Returns the qualified names replaced."""
     replaced = []
     for name, module in list(model.named_modules()):
         if not name or any(s in name for s in skip) or isinstance(module, GatedMLP):
@@ -111,21 +121,23 @@ def install_gated_mlps(model: nn.Module, make_gate_up: Callable[[nn.Module, nn.M
         layout = gated_mlp_layout(module)
         if layout is None:
             continue
-        gate_name, up_name, down_name = layout
-        gate_up = make_gate_up(module.get_submodule(gate_name), module.get_submodule(up_name))
+        gate_name, up_name, down_name, activation = layout
+        gate_up = make_gate_up(module.get_submodule(gate_name), module.get_submodule(up_name), activation)
         if gate_up is None:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, GatedMLP(gate_up, module.get_submodule(down_name),
-                                        replaces=f"{type(module).__name__}({gate_name}, {up_name}, {down_name})"))
+                                        replaces=f"{type(module).__name__}({gate_name}, {up_name}, {down_name}, "
+                                                 f"{activation})"))
         replaced.append(name)
     if replaced:
-        _log.info("graphpress: %d gated MLPs now run gate, up and SiLU as one product (e.g. %s)", len(replaced), replaced[0])
+        _log.info("graphpress: %d gated MLPs now run gate, up and their activation as one product (e.g. %s)",
+                  len(replaced), replaced[0])
     return replaced
 
 
-def packed_gate_up(gate: Any, up: Any) -> nn.Module | None:
+def packed_gate_up(gate: Any, up: Any, activation: str = "silu") -> nn.Module | None:
     """The Triton gated layer for two packed-format modules of one format, else None."""
     from graphpress.backends.triton.linear import TritonQuantLinear
     from graphpress.backends.triton.lowering import is_packed_quantized
@@ -134,4 +146,4 @@ def packed_gate_up(gate: Any, up: Any) -> nn.Module | None:
         return None
     if (gate.bits, gate.group, gate.in_features, gate.out_features) != (up.bits, up.group, up.in_features, up.out_features):
         return None
-    return TritonQuantLinear.gated_from_quantized(gate, up)
+    return TritonQuantLinear.gated_from_quantized(gate, up, activation=activation)

@@ -33,5 +33,5 @@ if _triton_ops is not None:
         product_features = int(a["packed"].shape[1])
         attrs = {"bits": a["bits"], "group": a["group"], "in_features": a["in_features"],
                  "out_features": product_features // 2 if a["glu"] else product_features,
-                 "product_features": product_features, "glu": int(bool(a["glu"]))}
+                 "product_features": product_features, "glu": int(a["glu"])}
         return ctx.emit("TritonMatMul", inputs, attrs, domain=GRAPHPRESS_DOMAIN)

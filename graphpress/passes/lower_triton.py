@@ -5,10 +5,10 @@ tensor-core paths, autotuned once per GPU and shape, cached on disk). On the CPU
 pure-torch forward already has the same numerics, so nothing is swapped and the statistics say why: no
 silent fallback. The IR is unchanged (the layers stay ``graphpress::QLinear``).
 
-With ``gated_mlp`` (default on), an MLP module whose forward is provably ``down(silu(gate(x)) * up(x))`` and
-whose gate and up are quantized alike becomes a ``GatedMLP`` (``backends/gated_mlp.py``): gate and up run
-as one product with interleaved rows and the batch-1 int4 kernel applies SiLU and the product in its
-epilogue, one launch and one elementwise kernel fewer per MLP.
+With ``gated_mlp`` (default on), an MLP module whose forward is provably ``down(act(gate(x)) * up(x))`` (act
+SiLU or tanh-GELU) and whose gate and up are quantized alike becomes a ``GatedMLP`` (``backends/gated_mlp.py``):
+gate and up run as one product with interleaved rows and the batch-1 kernel applies the activation and the
+product in its epilogue, one launch and one elementwise kernel fewer per MLP.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class LowerTriton(Pass):
     preserves = frozenset({"*"})
     retraces = True  # the swapped modules hold other tensors than the graph's constants were bound to
     options = (Option("ignore", "list", [], "module-name substrings to leave on the torch path (| separated)"),
-               Option("gated_mlp", "bool", True, "run gate, up and SiLU of gated MLPs as one product"))
+               Option("gated_mlp", "bool", True,
+                      "run gate, up and the activation (SiLU or tanh-GELU) of gated MLPs as one product"))
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         import logging

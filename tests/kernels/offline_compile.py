@@ -84,9 +84,10 @@ def main() -> None:
         reports.append(_report(f"dot pairs={pairs}", dot_kernel, dict(
             BITS=4, CODES_PER_WORD=8, TILE_IN_ONE_GROUP=True, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, USE_PARTIALS=True,
             DOT_PRECISION="tf32", DOT_IN_FLOAT32=False, UNPACK_BY_WORDS=True, PAIRS=pairs, USE_ASM=True)))
-    reports.append(_report("gemv_int4 glu", gemv_pairs_kernel, dict(
-        GROUP=128, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=6, GLU=True),
-        stages=1))
+    for glu in (1, 2):
+        reports.append(_report(f"gemv_int4 glu={glu}", gemv_pairs_kernel, dict(
+            GROUP=128, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=6,
+            GLU=glu), stages=1))
     reports.append(_report("gemv_pairs int8", gemv_pairs_kernel, dict(
         GROUP=4096, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=4, BITS=8),
         stages=1))

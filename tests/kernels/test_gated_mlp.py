@@ -27,6 +27,11 @@ class _GeluGated(nn.Module):
         return self.down(F.gelu(self.gate(x)) * self.up(x))
 
 
+class _TanhGeluGated(_GeluGated):
+    def forward(self, x):
+        return self.down(F.gelu(self.gate(x), approximate="tanh") * self.up(x))
+
+
 class _SiluGatedWithDropout(_GeluGated):
     def __init__(self):
         super().__init__()
@@ -58,31 +63,35 @@ def _llama_mlp():
 
 
 def test_layout_accepts_exactly_the_silu_gated_product():
-    assert gated_mlp_layout(_llama_mlp()) == ("gate_proj", "up_proj", "down_proj")
-    assert gated_mlp_layout(_SiluGatedReordered()) == ("gate", "up", "down")
-    assert gated_mlp_layout(_GeluGated()) is None  # GELU is not SiLU: checked numerically
+    assert gated_mlp_layout(_llama_mlp()) == ("gate_proj", "up_proj", "down_proj", "silu")
+    assert gated_mlp_layout(_SiluGatedReordered()) == ("gate", "up", "down", "silu")
+    assert gated_mlp_layout(_GeluGated()) is None  # exact GELU is neither SiLU nor tanh-GELU: checked numerically
+    assert gated_mlp_layout(_TanhGeluGated()) == ("gate", "up", "down", "gelu_tanh")
     assert gated_mlp_layout(_SiluGatedWithDropout()) is None  # one op more than the pattern
     assert gated_mlp_layout(_Plain()) is None
 
 
-def _gated_reference(x, gate_q, up_q):
-    return F.silu(x.float() @ _dense(gate_q)) * (x.float() @ _dense(up_q))
+def _gated_reference(x, gate_q, up_q, activation="silu"):
+    gate = x.float() @ _dense(gate_q)
+    act = F.silu(gate) if activation == "silu" else F.gelu(gate, approximate="tanh")
+    return act * (x.float() @ _dense(up_q))
 
 
 def _dense(q):
     return dequantize_kernel_weights(TritonQuantLinear.from_quantized(q).kernel_weights())
 
 
-@pytest.mark.parametrize("split", [1, 3])
-def test_kernel_epilogue_applies_silu_to_interleaved_pairs(split):
+@pytest.mark.parametrize("split, activation", [(1, "silu"), (3, "silu"), (2, "gelu_tanh")])
+def test_kernel_epilogue_applies_the_activation_to_interleaved_pairs(split, activation):
     torch.manual_seed(split)
     gate_q, up_q = rtn_quantize(torch.randn(48, 384), 4, 128), rtn_quantize(torch.randn(48, 384), 4, 128)
-    layer = TritonQuantLinear.gated_from_quantized(gate_q, up_q)
-    assert layer.out_features == 48 and layer.gated and "gated" in repr(layer)
+    layer = TritonQuantLinear.gated_from_quantized(gate_q, up_q, activation=activation)
+    assert layer.out_features == 48 and layer.gated == activation and f"gated={activation}" in repr(layer)
     x = (torch.randn(1, 384) + 0.1).bfloat16()
     config = LaunchConfig(block_m=1, block_n=32, block_k=128, split_k=split, num_warps=2, num_stages=1)
-    out = launch_quant_matmul(x, layer.kernel_weights(), config, glu=True)  # the batch-1 kernel's epilogue
-    reference = _gated_reference(x, gate_q, up_q)
+    glu = 1 if activation == "silu" else 2
+    out = launch_quant_matmul(x, layer.kernel_weights(), config, glu=glu)  # the batch-1 kernel's epilogue
+    reference = _gated_reference(x, gate_q, up_q, activation)
     assert out.shape == (1, 48)
     assert float((out.float() - reference).norm() / reference.norm()) < 1e-2
 
@@ -105,21 +114,25 @@ def test_gate_and_up_must_match():
                                                rtn_quantize(torch.randn(16, 64), 4, 32))
 
 
-def test_installed_gated_mlps_keep_the_model_output():
-    from transformers import LlamaConfig, LlamaForCausalLM
+@pytest.mark.parametrize("family, activation", [("Llama", "silu"), ("Gemma", "gelu_tanh")])
+def test_installed_gated_mlps_keep_the_model_output(family, activation):
+    import transformers
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    model = LlamaForCausalLM(config).eval()
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=32, pad_token_id=0)
+    model_class = getattr(transformers, f"{family}ForCausalLM")
+    model = model_class(config).eval()
     quantize = lambda linear: rtn_quantize(linear.weight.data, 4, 32)  # noqa: E731
     tokens = torch.randint(0, 97, (1, 5))
-    one_for_one = LlamaForCausalLM(config).eval()
+    one_for_one = model_class(config).eval()
     one_for_one.load_state_dict(model.state_dict())
     lower_linear_modules(one_for_one, quantizer=quantize)
-    replaced = install_gated_mlps(model, lambda g, u: TritonQuantLinear.gated_from_quantized(quantize(g), quantize(u)))
+    replaced = install_gated_mlps(model, lambda g, u, act: TritonQuantLinear.gated_from_quantized(
+        quantize(g), quantize(u), activation=act))
     assert replaced == ["model.layers.0.mlp", "model.layers.1.mlp"]
-    assert isinstance(model.model.layers[0].mlp, GatedMLP)
+    assert isinstance(model.model.layers[0].mlp, GatedMLP) and model.model.layers[0].mlp.gate_up.gated == activation
     lower_linear_modules(model, quantizer=quantize)
     with torch.no_grad():
         expected = one_for_one(tokens).logits

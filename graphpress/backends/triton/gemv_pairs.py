@@ -171,7 +171,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                       N, K, Kp, k_per_split, GROUP: tl.constexpr,
                       BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
                       X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
-                      EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = False,
+                      EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = 0,
                       BITS: tl.constexpr = 4):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
@@ -182,7 +182,8 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
-    ``GLU``: the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives ``silu(gate) * up``.
+    ``GLU`` (1 SiLU, 2 tanh-GELU): the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives
+    ``act(gate) * up`` (``splitk.write_output``).
     """
     begin_program(PDL)
     pid_n = tl.program_id(0)

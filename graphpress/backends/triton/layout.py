@@ -30,7 +30,7 @@ import torch
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
 __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
-           "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns"]
+           "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns", "GATED_ACTIVATIONS"]
 
 #: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
 KERNEL_BITS = (4, 8)
@@ -189,8 +189,18 @@ def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return torch.stack([gate, up], dim=1).flatten(0, 1)
 
 
-def gated_columns(y: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up`` of interleaved ``(gate, up)`` columns, computed in float32 and cast back (what
+#: Gate activations the kernels' epilogue applies; a layer's code is the index + 1 (0: no gating).
+GATED_ACTIVATIONS = ("silu", "gelu_tanh")
+
+
+def gated_columns(y: torch.Tensor, activation: str = "silu") -> torch.Tensor:
+    """``act(gate) * up`` of interleaved ``(gate, up)`` columns, computed in float32 and cast back (what
     the kernel's epilogue computes; the path for every other kernel and device)."""
     gate, up = y[..., 0::2].float(), y[..., 1::2].float()
-    return (torch.nn.functional.silu(gate) * up).to(y.dtype)
+    if activation == "silu":
+        activated = torch.nn.functional.silu(gate)
+    elif activation == "gelu_tanh":
+        activated = torch.nn.functional.gelu(gate, approximate="tanh")
+    else:
+        raise ValueError(f"gate activation {activation!r}: expected one of {GATED_ACTIVATIONS}")
+    return (activated * up).to(y.dtype)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from graphpress.backends.triton.layout import (
+    GATED_ACTIVATIONS,
     KernelWeights,
     dequantize_kernel_weights,
     gated_columns,
@@ -76,18 +77,20 @@ class TritonQuantLinear(nn.Module):
     """A weight-only quantized linear layer (int4/int8 kernels; 2/3-bit codes run on the int8 kernel).
 
     ``split_sizes`` (one entry per fused projection) makes ``forward`` return a tuple of outputs.
-    ``gated`` (built by :meth:`gated_from_quantized`): the weight holds a gated MLP's gate and up projections
-    with interleaved rows, and ``forward`` returns ``silu(x @ gate^T) * (x @ up^T)``; at one row the int4
-    kernel applies the activation in its epilogue (no separate elementwise kernel, half the output written).
+    ``gated`` (built by :meth:`gated_from_quantized`; ``"silu"`` or ``"gelu_tanh"``): the weight holds a gated
+    MLP's gate and up projections with interleaved rows, and ``forward`` returns ``act(x @ gate^T) * (x @ up^T)``;
+    at one row the batch-1 kernel applies the activation in its epilogue (no separate elementwise kernel,
+    half the output written).
     Buffers: ``packed``, ``scales``, ``offsets`` (and ``meta_pairs`` for int4) in kernel layout, and ``bias``;
     they move with ``.to()``.
     """
 
     def __init__(self, weights: KernelWeights, bias: torch.Tensor | None = None,
-                 split_sizes: Sequence[int] | None = None, gated: bool = False) -> None:
+                 split_sizes: Sequence[int] | None = None, gated: str | None = None) -> None:
         super().__init__()
-        if gated and (split_sizes or weights.out_features % 2):
-            raise BackendError("a gated layer needs an even number of interleaved (gate, up) rows and no split")
+        if gated is not None and (split_sizes or weights.out_features % 2 or gated not in GATED_ACTIVATIONS):
+            raise BackendError(f"a gated layer needs an even number of interleaved (gate, up) rows, no split and "
+                               f"an activation in {GATED_ACTIVATIONS}; got {gated!r}")
         self.gated = gated
         self.in_features = weights.in_features
         self.out_features = weights.out_features // 2 if gated else weights.out_features
@@ -124,8 +127,9 @@ class TritonQuantLinear(nn.Module):
         return cls(weights, bias, split)
 
     @classmethod
-    def gated_from_quantized(cls, gate: Any, up: Any, meta_dtype: torch.dtype | None = None) -> TritonQuantLinear:
-        """One layer computing ``silu(gate(x)) * up(x)`` from two packed-format weights of one shape."""
+    def gated_from_quantized(cls, gate: Any, up: Any, meta_dtype: torch.dtype | None = None,
+                             activation: str = "silu") -> TritonQuantLinear:
+        """One layer computing ``act(gate(x)) * up(x)`` from two packed-format weights of one shape."""
         if (gate.out_features, gate.in_features, gate.bits, gate.group) != (up.out_features, up.in_features, up.bits, up.group):
             raise BackendError("gate and up must share out_features, in_features, bits and group")
         bias = None
@@ -137,7 +141,7 @@ class TritonQuantLinear(nn.Module):
             interleave_rows(gate.qweight, up.qweight), interleave_rows(gate.scales, up.scales),
             interleave_rows(gate.zeros, up.zeros), gate.bits, gate.group, gate.in_features, 2 * gate.out_features, bias)
         built = cls.from_quantized(interleaved, meta_dtype)
-        return cls(built.kernel_weights(), built.bias, gated=True)
+        return cls(built.kernel_weights(), built.bias, gated=activation)
 
     def kernel_weights(self) -> KernelWeights:
         """The buffers as a :class:`KernelWeights` (what the kernels and the fallback consume)."""
@@ -155,7 +159,7 @@ class TritonQuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         fused = f", split_sizes={self.split_sizes}" if len(self.split_sizes) > 1 else ""
-        fused += ", gated=silu(gate) * up" if self.gated else ""
+        fused += f", gated={self.gated}(gate) * up" if self.gated else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group={self.group}, bias={self.bias is not None}{fused}, kernel={self.kernel}")
 
@@ -171,17 +175,18 @@ class TritonQuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if x.shape[-1] != self.in_features:
             raise BackendError(f"expected input with {self.in_features} features, got shape {list(x.shape)}")
-        epilogue = self.gated and self.bias is None  # a bias comes before the activation
+        glu = GATED_ACTIVATIONS.index(self.gated) + 1 if self.gated else 0
+        epilogue = glu if self.bias is None else 0  # a bias comes before the activation
         if triton_available(x.device):
             out = torch.ops.graphpress.quant_matmul(x, self.packed, self.scales, self.offsets, self.kernel_bits,
                                                     self.group, self.in_features, self.meta_pairs, glu=epilogue)
         else:
             out = self._fallback(x)
-            out = gated_columns(out) if epilogue else out
+            out = gated_columns(out, self.gated) if epilogue else out
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         if self.gated and not epilogue:
-            out = gated_columns(out)
+            out = gated_columns(out, self.gated)
         if len(self.split_sizes) == 1:
             return out
         return tuple(out.split(self.split_sizes, dim=-1))

@@ -23,7 +23,7 @@ from graphpress.backends.triton import kernels
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
-from graphpress.backends.triton.layout import KernelWeights, gated_columns
+from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, gated_columns
 from graphpress.backends.triton.pdl import pdl_mode, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
@@ -102,7 +102,7 @@ def _counters(device: torch.device) -> torch.Tensor:
 
 
 def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
-                   glu: bool = False) -> None:
+                   glu: int = 0) -> None:
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
@@ -235,11 +235,14 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
 
 
 def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig | None = None,
-                        glu: bool = False) -> torch.Tensor:
+                        glu: int = 0) -> torch.Tensor:
     """``x[..., K] @ W`` through the Triton kernels (the body of the custom op; callable directly too).
 
-    ``glu``: W's columns are interleaved ``(gate, up)`` pairs and the result is ``silu(gate) * up``
-    (``N / 2`` columns), in the batch-1 kernel's epilogue where it runs, else after the product."""
+    ``glu`` (1 + index into ``layout.GATED_ACTIVATIONS``; 0: none): W's columns are interleaved ``(gate, up)``
+    pairs and the result is ``act(gate) * up`` (``N / 2`` columns), in the batch-1 kernel's epilogue where
+    it runs, else after the product."""
+    if not 0 <= glu <= len(GATED_ACTIVATIONS):
+        raise ValueError(f"glu={glu}: expected 0 or 1..{len(GATED_ACTIVATIONS)} ({GATED_ACTIVATIONS})")
     x2d = x.reshape(-1, x.shape[-1])
     if x2d.stride(-1) != 1:
         x2d = x2d.contiguous()
@@ -249,11 +252,11 @@ def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig 
     config = config or chosen_config(x2d, w)
     if glu and _takes_paired_gemv(x2d, w, config):
         out = torch.empty((x2d.shape[0], width), device=x.device, dtype=x.dtype)
-        _launch_paired(x2d, w, config, out, glu=True)
+        _launch_paired(x2d, w, config, out, glu=glu)
     else:
         out = torch.empty((x2d.shape[0], w.out_features), device=x.device, dtype=x.dtype)
         _launch(x2d, w, config, out)
-        out = gated_columns(out) if glu else out
+        out = gated_columns(out, GATED_ACTIVATIONS[glu - 1]) if glu else out
     return out.reshape(*x.shape[:-1], width)
 
 
@@ -265,15 +268,15 @@ def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, 
 @torch.library.custom_op("graphpress::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                  bits: int, group: int, in_features: int, meta_pairs: Optional[torch.Tensor] = None,
-                 glu: bool = False) -> torch.Tensor:
+                 glu: int = 0) -> torch.Tensor:
     """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`); with ``glu``,
-    ``silu(gate) * up`` of its interleaved ``(gate, up)`` columns."""
+    ``act(gate) * up`` of its interleaved ``(gate, up)`` columns (see :func:`launch_quant_matmul`)."""
     return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features, meta_pairs),
                                glu=glu)
 
 
 @quant_matmul.register_fake
-def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None, glu=False):
+def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None, glu=0):
     return x.new_empty((*x.shape[:-1], packed.shape[1] // 2 if glu else packed.shape[1]))
 
 

@@ -20,21 +20,26 @@ __all__ = ["store_or_reduce", "write_output"]
 
 @triton.jit
 def write_output(out_ptr, offsets, mask, value, GLU: tl.constexpr):
-    """Store a finished float32 tile (cast to the output's dtype).  With ``GLU`` the tile is a 1-D run of
-    interleaved ``(gate, up)`` columns and what is stored is ``silu(gate) * up`` at half the column index:
-    a gated MLP's activation done in the product's epilogue instead of in a kernel of its own."""
-    if GLU:
+    """Store a finished float32 tile (cast to the output's dtype).  With ``GLU`` (1: SiLU, 2: tanh-GELU, see
+    ``layout.GATED_ACTIVATIONS``) the tile is a 1-D run of interleaved ``(gate, up)`` columns and what is
+    stored is ``act(gate) * up`` at half the column index: a gated MLP's activation done in the product's
+    epilogue instead of in a kernel of its own.  tanh-GELU uses ``0.5 (1 + tanh z) = sigmoid(2 z)``."""
+    if GLU != 0:
         gate, up = tl.split(tl.reshape(value, (value.shape[0] // 2, 2)))
         column, _ = tl.split(tl.reshape(offsets, (offsets.shape[0] // 2, 2)))
         keep, _ = tl.split(tl.reshape(mask.to(tl.int32), (offsets.shape[0] // 2, 2)))
-        tl.store(out_ptr + column // 2, (gate * tl.sigmoid(gate) * up).to(out_ptr.dtype.element_ty), mask=keep != 0)
+        if GLU == 1:
+            activated = gate * tl.sigmoid(gate)
+        else:
+            activated = gate * tl.sigmoid(1.5957691216057308 * (gate + 0.044715 * gate * gate * gate))
+        tl.store(out_ptr + column // 2, (activated * up).to(out_ptr.dtype.element_ty), mask=keep != 0)
     else:
         tl.store(out_ptr + offsets, value.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def store_or_reduce(result, out_ptr, part_ptr, count_ptr, tile, offsets, mask, split_stride, pid_k,
-                    SPLIT_K: tl.constexpr, GLU: tl.constexpr = False):
+                    SPLIT_K: tl.constexpr, GLU: tl.constexpr = 0):
     """Write ``result`` (float32, any tile shape) to ``out_ptr + offsets``, or, with ``SPLIT_K`` > 1, to split
     ``pid_k``'s partials (``split_stride`` elements apart) and let the last of the tile's programs reduce.
     ``GLU``: see :func:`write_output` (the partials keep every column; the activation comes after the sum)."""
