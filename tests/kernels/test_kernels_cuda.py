@@ -97,20 +97,22 @@ def test_programmatic_dependent_launch_reads_what_the_previous_kernel_wrote(mode
         assert error < 1e-2, f"replay {seed}: relative error {error:.2e}"
 
 
-def test_lower_triton_runs_gated_mlps_as_one_product_with_the_same_outputs():
-    """quantize + lower-triton on a small Llama on the GPU: every MLP becomes a GatedMLP (SiLU in the int4
-    batch-1 kernel's epilogue), and decoding gives the outputs of the one-for-one lowering."""
+@pytest.mark.parametrize("family", ["Llama", "Gemma"])
+def test_lower_triton_runs_gated_mlps_as_one_product_with_the_same_outputs(family):
+    """quantize + lower-triton on a small Llama (SiLU) or Gemma (tanh-GELU) on the GPU: every MLP becomes a
+    GatedMLP (the activation in the batch-1 kernel's epilogue), and the outputs are the one-for-one lowering's."""
     import copy
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     import graphpress
     from graphpress.backends.gated_mlp import GatedMLP
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, max_position_embeddings=64, pad_token_id=0)
+    model = getattr(transformers, f"{family}ForCausalLM")(config).to("cuda", torch.bfloat16).eval()
     ids = torch.randint(0, 256, (1, 8), device="cuda")
     kw = {"use_cache": False}
     quantized = graphpress.optimize(model, "quantize{bits=4,group=64}", example_inputs=(ids,), example_kwargs=kw)
