@@ -101,3 +101,10 @@ def test_custom_op_compiles_without_graph_breaks():
     x = torch.randn(3, 64)
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_names_the_path_per_width():
+    int4 = TritonQuantLinear.from_quantized(rtn_quantize(torch.randn(16, 128), 4, 64))
+    int8 = TritonQuantLinear.from_quantized(rtn_quantize(torch.randn(16, 128), 8, None))
+    assert int4.kernel.startswith("triton int4 (paired-float16 gemv") and "swapped-operand" in int4.kernel
+    assert int8.kernel.startswith("triton int8 (paired-float16 gemv") and "swapped-operand" not in int8.kernel

@@ -152,8 +152,10 @@ class TritonQuantLinear(nn.Module):
     def kernel(self) -> str:
         """Which path ``forward`` takes for the buffers' current device."""
         if triton_available(self.packed.device):
+            if self.meta_pairs is not None and self.kernel_bits == 4:
+                return "triton int4 (paired-float16 gemv at 1 row; tuned tensor-core kernels, swapped-operand first, above)"
             if self.meta_pairs is not None:
-                return f"triton int{self.kernel_bits} (paired-float16 gemv at 1 row; tuned tensor-core kernels, swapped-operand first, above)"
+                return "triton int8 (paired-float16 gemv at 1 row; split-K dot / gemm above)"
             return f"triton int{self.kernel_bits} (gemv / split-K dot / gemm by batch size)"
         return "torch fallback (dequantize + matmul)"
 
