@@ -68,9 +68,18 @@ class _ChildrenAsLeaves(torch.fx.Tracer):
         return True
 
 
+def _could_be_gated(module: nn.Module) -> bool:
+    """Cheap filter before tracing: three to five direct children, at least three of them linear-like (an
+    ``in_features`` attribute), so whole models and decoder layers are never traced."""
+    children = list(module.children())
+    return 3 <= len(children) <= 5 and sum(hasattr(c, "in_features") for c in children) >= 3
+
+
 def gated_mlp_layout(mlp: nn.Module) -> tuple[str, str, str, str] | None:
     """``(gate, up, down, activation)`` if ``mlp(x)`` is exactly ``down(act(gate(x)) * up(x))`` with ``act`` SiLU
     or tanh-GELU (submodule names, and ``"silu"`` or ``"gelu_tanh"``), else None."""
+    if not _could_be_gated(mlp):
+        return None
     try:
         traced = torch.fx.GraphModule(mlp, _ChildrenAsLeaves().trace(mlp))
     except Exception:  # noqa: BLE001 - untraceable forward code: not provably the pattern
