@@ -3,8 +3,8 @@
 Decoding at batch 1 runs every MLP as three launches after fusion of gate and up (the fused product, an
 elementwise ``act(gate) * up`` kernel, the down product).  A :class:`GatedMLP` makes it two: its
 ``gate_up`` layer (:meth:`TritonQuantLinear.gated_from_quantized`) holds the two weights with interleaved
-rows, so the int4 batch-1 kernel finishes each ``(gate, up)`` pair in its epilogue and writes the
-activated half.  The MLP module is replaced as a whole, so it is only done where its forward is *proven*
+rows, so the batch-1 kernel (int4 or int8 words) finishes each ``(gate, up)`` pair in its epilogue and
+writes the activated half.  The MLP module is replaced as a whole, so it is only done where its forward is *proven*
 to be exactly that computation: :func:`gated_mlp_layout` traces the module with ``torch.fx`` and accepts
 only the graph ``down(act(gate(x)) * up(x))`` (either operand order) whose ``act`` computes SiLU (Llama,
 Mistral, Qwen, OLMo, Cohere, Granite, StableLM) or tanh-GELU (Gemma's GeGLU), checked numerically, so

@@ -11,7 +11,7 @@ from graphpress.backends.gated_mlp import GatedMLP, gated_mlp_layout, install_ga
 from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize  # noqa: E402
 from graphpress.backends.triton.configs import LaunchConfig  # noqa: E402
 from graphpress.backends.triton.layout import dequantize_kernel_weights  # noqa: E402
-from graphpress.backends.triton.ops import interpreting, launch_quant_matmul  # noqa: E402
+from graphpress.backends.triton.ops import _takes_paired_gemv, interpreting, launch_quant_matmul  # noqa: E402
 from graphpress.errors import BackendError  # noqa: E402
 
 if not interpreting():
@@ -81,15 +81,17 @@ def _dense(q):
     return dequantize_kernel_weights(TritonQuantLinear.from_quantized(q).kernel_weights())
 
 
-@pytest.mark.parametrize("split, activation", [(1, "silu"), (3, "silu"), (2, "gelu_tanh")])
-def test_kernel_epilogue_applies_the_activation_to_interleaved_pairs(split, activation):
+@pytest.mark.parametrize("split, activation, bits", [(1, "silu", 4), (3, "silu", 4), (2, "gelu_tanh", 4),
+                                                     (2, "silu", 8)])
+def test_kernel_epilogue_applies_the_activation_to_interleaved_pairs(split, activation, bits):
     torch.manual_seed(split)
-    gate_q, up_q = rtn_quantize(torch.randn(48, 384), 4, 128), rtn_quantize(torch.randn(48, 384), 4, 128)
+    gate_q, up_q = rtn_quantize(torch.randn(48, 384), bits, 128), rtn_quantize(torch.randn(48, 384), bits, 128)
     layer = TritonQuantLinear.gated_from_quantized(gate_q, up_q, activation=activation)
     assert layer.out_features == 48 and layer.gated == activation and f"gated={activation}" in repr(layer)
     x = (torch.randn(1, 384) + 0.1).bfloat16()
     config = LaunchConfig(block_m=1, block_n=32, block_k=128, split_k=split, num_warps=2, num_stages=1)
     glu = 1 if activation == "silu" else 2
+    assert _takes_paired_gemv(x, layer.kernel_weights(), config)  # so the epilogue runs in the kernel
     out = launch_quant_matmul(x, layer.kernel_weights(), config, glu=glu)  # the batch-1 kernel's epilogue
     reference = _gated_reference(x, gate_q, up_q, activation)
     assert out.shape == (1, 48)
