@@ -416,9 +416,8 @@ def e2e_section(results: dict, new_tokens: int) -> None:
         started = time.perf_counter()
         tuned = {}
         for module in model.modules():
-            shape = (getattr(module, "packed", None) is not None and tuple(module.packed.shape), module.__class__)
-            if isinstance(module, TritonQuantLinear) and shape not in tuned:
-                tuned[shape] = tune(module, (1, prompt.shape[1]))
+            if isinstance(module, TritonQuantLinear) and tuple(module.packed.shape) not in tuned:
+                tuned[tuple(module.packed.shape)] = tune(module, (1, prompt.shape[1]))
         tune_s = time.perf_counter() - started
         gib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
         emit(f"{label}: {len(names)} linears lowered one for one, {fused} fused groups (RTN g128) in {quant_s:.1f} s; "

@@ -30,10 +30,17 @@ import torch
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
 __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
-           "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns", "GATED_ACTIVATIONS"]
+           "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns", "GATED_ACTIVATIONS",
+           "FLOAT16_SAFE_SCALE"]
 
 #: Code widths the Triton kernels decode from their packed tensor (others are stored widened to 8).
 KERNEL_BITS = (4, 8)
+
+#: Smallest scale magnitude kept as float16 metadata (below it float16 is subnormal and loses precision).
+FLOAT16_SAFE_SCALE = 1e-4
+
+#: Gate activations the kernels' epilogue applies; a layer's code is the index + 1 (0: no gating).
+GATED_ACTIVATIONS = ("silu", "gelu_tanh")
 
 
 def codes_per_word(bits: int, packed_dtype: torch.dtype = torch.int32) -> int:
@@ -159,7 +166,7 @@ def _byte_meta_pairs(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor 
     zeros = zeros.to(torch.float32)
     exact = bool(((zeros == zeros.round()) & (zeros >= 0) & (zeros <= 255)).all())
     magnitudes = scales.abs()
-    if not exact or magnitudes.min() < 1e-4 or magnitudes.max() > 6e4:
+    if not exact or magnitudes.min() < FLOAT16_SAFE_SCALE or magnitudes.max() > 6e4:
         return None
     return pack_meta_pairs(scales.contiguous(), (zeros + 1024).contiguous())
 
@@ -187,10 +194,6 @@ def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if gate.shape != up.shape:
         raise ValueError(f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
     return torch.stack([gate, up], dim=1).flatten(0, 1)
-
-
-#: Gate activations the kernels' epilogue applies; a layer's code is the index + 1 (0: no gating).
-GATED_ACTIVATIONS = ("silu", "gelu_tanh")
 
 
 def gated_columns(y: torch.Tensor, activation: str = "silu") -> torch.Tensor:

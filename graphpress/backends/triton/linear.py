@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from graphpress.backends.triton.layout import (
+    FLOAT16_SAFE_SCALE,
     GATED_ACTIVATIONS,
     KernelWeights,
     dequantize_kernel_weights,
@@ -35,9 +36,6 @@ __all__ = ["TritonQuantLinear", "triton_available"]
 
 _log = logging.getLogger("graphpress")
 _fallback_logged: set[str] = set()
-
-# Metadata below this magnitude would be subnormal in float16 and lose precision: keep it in float32.
-_FLOAT16_SAFE_SCALE = 1e-4
 
 
 # Decided once at import, as plain constants, so that torch.compile traces ``forward`` without touching
@@ -119,7 +117,7 @@ class TritonQuantLinear(nn.Module):
         parts = list(quantized) if isinstance(quantized, (list, tuple)) else [quantized]
         qweight, scales, zeros, bias = _concat_quantized(parts)
         if meta_dtype is None:
-            float16_safe = parts[0].bits <= 4 and scales.abs().min().item() >= _FLOAT16_SAFE_SCALE
+            float16_safe = parts[0].bits <= 4 and scales.abs().min().item() >= FLOAT16_SAFE_SCALE
             meta_dtype = torch.float16 if float16_safe else torch.float32
         weights = repack_for_kernels(qweight, scales, zeros, parts[0].bits, parts[0].group,
                                      parts[0].in_features, meta_dtype)

@@ -101,16 +101,24 @@ def _counters(device: torch.device) -> torch.Tensor:
     return counters
 
 
+def _split_k_buffers(out: torch.Tensor, tiles: int, splits: int,
+                     partial_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 partials (``out`` itself without a split) and the arrival counters of a launch that sums
+    its K splits in place (``splitk.store_or_reduce``); refuses more output tiles than there are counters."""
+    if tiles > _ARRIVAL_SLOTS:
+        raise ValueError(f"{tiles} output tiles exceed the {_ARRIVAL_SLOTS} split-K arrival counters")
+    partials = torch.empty(partial_shape, device=out.device, dtype=torch.float32) if splits > 1 else out
+    return partials, _counters(out.device)
+
+
 def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
                    glu: int = 0) -> None:
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
-    if tiles_n > _ARRIVAL_SLOTS:
-        raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
-    partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
+    partials, counters = _split_k_buffers(out, tiles_n, splits, (splits, n))
     gemv_pairs_kernel[(tiles_n, splits)](
-        x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), n, x2d.shape[1], kp, per_split,
+        x2d, w.packed, w.meta_pairs, out, partials, counters, n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
         EVEN_N=n % config.block_n == 0, GLU=glu, **_pdl_launch(x2d.device),
@@ -139,12 +147,10 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
                   BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
                   num_stages=config.num_stages)
     if config.block_m == 1:
-        if tiles_n > _ARRIVAL_SLOTS:
-            raise ValueError(f"{n} outputs need {tiles_n} column blocks; the split-K counters hold {_ARRIVAL_SLOTS}")
-        partials = torch.empty((splits, n), device=x2d.device, dtype=torch.float32) if splits > 1 else out
+        partials, counters = _split_k_buffers(out, tiles_n, splits, (splits, n))
         for row in range(m):  # the GEMV path is only chosen for M == 1; the loop keeps misuse correct
             kernels.gemv_kernel[(tiles_n, splits)](
-                x2d[row], w.packed, w.scales, w.offsets, out[row], partials, _counters(x2d.device), n, k, kp,
+                x2d[row], w.packed, w.scales, w.offsets, out[row], partials, counters, n, k, kp,
                 w.group, per_split, splits, **common, **_pdl_launch(x2d.device))
         return
     use_partials = splits > 1
@@ -180,11 +186,9 @@ def _launch_swap_ab(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, o
                     grid: tuple[int, int], per_split: int) -> None:
     m, k = x2d.shape
     splits = grid[1]
-    if grid[0] > _ARRIVAL_SLOTS:
-        raise ValueError(f"{grid[0]} output tiles exceed the {_ARRIVAL_SLOTS} split-K counters")
-    partials = torch.empty((splits, m, w.out_features), device=x2d.device, dtype=torch.float32) if splits > 1 else out
+    partials, counters = _split_k_buffers(out, grid[0], splits, (splits, m, w.out_features))
     swap_ab_kernel[grid](
-        x2d, w.packed, w.meta_pairs, out, partials, _counters(x2d.device), m, w.out_features, k, per_split,
+        x2d, w.packed, w.meta_pairs, out, partials, counters, m, w.out_features, k, per_split,
         x2d.stride(0), splits, GROUP=w.group, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_K=config.block_k, EVEN_K=k % config.block_k == 0, USE_ASM=not interpreting(),
         DOT_IN_FLOAT32=interpreting(), BF16=_bf16_product(x2d, config),
