@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from graphpress.backends.triton.pairs import _f16_of_bits
+from graphpress.backends.triton.pairs import WIDEN_PAIR_SUM, _f16_of_bits
 
 __all__ = ["byte_word_dot", "byte_scale"]
 
@@ -52,22 +52,17 @@ def byte_word_dot(word, meta, x0, x1, USE_ASM: tl.constexpr):
         return _byte_word_dot_emulated(word, meta, x0, x1)
     bits = tl.inline_asm_elementwise(
         """{
-        .reg .b32 magic, zero, p0, p1;
+        .reg .b32 magic, zero, acc, p1;
         .reg .b16 lo, hi;
         .reg .f32 flo, fhi;
         mov.b32 magic, 0x64646464;
         prmt.b32 zero, $2, $2, 0x3232;
-        prmt.b32 p0, $1, magic, 0x5150;
+        prmt.b32 acc, $1, magic, 0x5150;
         prmt.b32 p1, $1, magic, 0x5352;
-        sub.rn.f16x2 p0, p0, zero;
+        sub.rn.f16x2 acc, acc, zero;
         sub.rn.f16x2 p1, p1, zero;
-        mul.rn.f16x2 p0, p0, $3;
-        fma.rn.f16x2 p0, p1, $4, p0;
-        mov.b32 {lo, hi}, p0;
-        cvt.f32.f16 flo, lo;
-        cvt.f32.f16 fhi, hi;
-        add.f32 flo, flo, fhi;
-        mov.b32 $0, flo;
-        }""",
+        mul.rn.f16x2 acc, acc, $3;
+        fma.rn.f16x2 acc, p1, $4, acc;"""
+        + WIDEN_PAIR_SUM,
         "=r,r,r,r,r", [word, meta, x0, x1], dtype=tl.int32, is_pure=True, pack=1)
     return bits.to(tl.float32, bitcast=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from graphpress.backends.triton.byte_pairs import byte_scale, byte_word_dot
-from graphpress.backends.triton.pairs import _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
+from graphpress.backends.triton.pairs import WIDEN_PAIR_SUM, _f16_bits, _f16_of_bits, dequantize_pairs, split_meta
 from graphpress.backends.triton.pdl import begin_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 
@@ -84,19 +84,14 @@ def _accumulate_pairs(p0, p1, p2, p3, x0, x1, x2, x3, USE_ASM: tl.constexpr):
         return _accumulate_emulated(p0, p1, p2, p3, x0, x1, x2, x3)
     bits = tl.inline_asm_elementwise(
         """{
-        .reg .b32 a;
+        .reg .b32 acc;
         .reg .b16 lo, hi;
         .reg .f32 flo, fhi;
-        mul.rn.f16x2 a, $1, $5;
-        fma.rn.f16x2 a, $2, $6, a;
-        fma.rn.f16x2 a, $3, $7, a;
-        fma.rn.f16x2 a, $4, $8, a;
-        mov.b32 {lo, hi}, a;
-        cvt.f32.f16 flo, lo;
-        cvt.f32.f16 fhi, hi;
-        add.f32 flo, flo, fhi;
-        mov.b32 $0, flo;
-        }""",
+        mul.rn.f16x2 acc, $1, $5;
+        fma.rn.f16x2 acc, $2, $6, acc;
+        fma.rn.f16x2 acc, $3, $7, acc;
+        fma.rn.f16x2 acc, $4, $8, acc;"""
+        + WIDEN_PAIR_SUM,
         "=r,r,r,r,r,r,r,r,r", [p0, p1, p2, p3, x0, x1, x2, x3], dtype=tl.int32, is_pure=True, pack=1)
     return bits.to(tl.float32, bitcast=True)
 

@@ -23,6 +23,17 @@ __all__ = ["dequantize_pairs", "split_meta", "load_tile_pairs", "halves", "split
            "dequantize_pairs_bf16"]
 
 
+#: PTX tail shared by the paired dot products: widen the float16 pair in register ``acc`` and return the sum
+#: of its halves as float32 bits in ``$0`` (the block declares ``.reg .b16 lo, hi`` and ``.reg .f32 flo, fhi``).
+WIDEN_PAIR_SUM = tl.constexpr("""
+        mov.b32 {lo, hi}, acc;
+        cvt.f32.f16 flo, lo;
+        cvt.f32.f16 fhi, hi;
+        add.f32 flo, flo, fhi;
+        mov.b32 $0, flo;
+        }""")
+
+
 @triton.jit
 def _f16_bits(values):
     """float32 -> the 16 bits of its float16 rounding, in the low half of an int32."""
