@@ -14,7 +14,9 @@ Sections (``--sections``, default all):
 * ``e2e``: a Llama-2-7B-shaped ``LlamaForCausalLM`` with random bf16 weights built on the GPU, decoding
   128 tokens at batch 1 with a static cache and ``torch.compile(mode="reduce-overhead")``: bf16, then
   every linear RTN-quantized to int4 g128 and lowered to ``TritonQuantLinear``: one for one, with q/k/v and
-  gate/up fused, and with q/k/v fused and each MLP a ``GatedMLP`` (SiLU in the gate-up kernel's epilogue).
+  gate/up fused, and with q/k/v fused and each MLP a ``GatedMLP`` (SiLU in the gate-up kernel's epilogue),
+  the last with PDL off and in its default ``chain`` mode (the down product a dependent of the gate-up one).
+  ``--e2e-variants`` picks a subset.
 
 Run from the repository root: ``python3 benchmarks/bench_kernels.py`` (tables also go to ``--out``).
 """
@@ -390,7 +392,17 @@ def _fuse_projections(model, gated_mlp: bool = False) -> int:
     return len(model.model.layers) * len(groups) + len(gated)
 
 
-def e2e_section(results: dict, new_tokens: int) -> None:
+#: End-to-end variants: key -> (table label, fuse q/k/v (and gate/up unless gated), gated MLPs, GRAPHPRESS_PDL).
+E2E_VARIANTS = {
+    "one-for-one": ("graphpress int4 g128 (all linears incl. lm_head), one for one", False, False, "chain"),
+    "fused": ("graphpress int4 g128, q/k/v and gate/up fused", True, False, "chain"),
+    "gated-off": ("graphpress int4 g128, q/k/v fused, gated MLP, PDL off", True, True, "off"),
+    "gated": ("graphpress int4 g128, q/k/v fused, gated MLP, down chained to gate-up (PDL `chain`, the default)",
+              True, True, "chain"),
+}
+
+
+def e2e_section(results: dict, new_tokens: int, variants: list[str]) -> None:
     emit("")
     model = _build_llama_7b()
     probe = model.model.layers[0].mlp.down_proj.weight
@@ -400,13 +412,14 @@ def e2e_section(results: dict, new_tokens: int) -> None:
     bf16_rate, bf16_tokens = decode_tokens_per_s(model, prompt, new_tokens, "bf16")
     emit(f"bf16: {bf16_rate:.1f} tokens/s")
     rates = {}
-    variants = (("int4", False, False), ("int4 fused", True, False), ("int4 fused, gated MLP", True, True))
-    for label, fuse, gated_mlp in variants:
+    previous_pdl = os.environ.get("GRAPHPRESS_PDL")
+    for key in variants:
+        label, fuse, gated_mlp, pdl = E2E_VARIANTS[key]
         torch._dynamo.reset()
-        if fuse:  # same seed, same weights
-            del model
-            torch.cuda.empty_cache()
-            model = _build_llama_7b()
+        os.environ["GRAPHPRESS_PDL"] = pdl
+        del model  # same seed, same weights for every variant
+        torch.cuda.empty_cache()
+        model = _build_llama_7b()
         started = time.perf_counter()
         with torch.no_grad():
             fused = _fuse_projections(model, gated_mlp) if fuse else 0
@@ -419,24 +432,26 @@ def e2e_section(results: dict, new_tokens: int) -> None:
             if isinstance(module, TritonQuantLinear) and tuple(module.packed.shape) not in tuned:
                 tuned[tuple(module.packed.shape)] = tune(module, (1, prompt.shape[1]))
         tune_s = time.perf_counter() - started
+        chained = sum(getattr(m, "follows_product", False) for m in model.modules())
         gib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**30
-        emit(f"{label}: {len(names)} linears lowered one for one, {fused} fused groups (RTN g128) in {quant_s:.1f} s; "
-             f"autotune {tune_s:.1f} s for {len(tuned)} shapes; model now {gib:.2f} GiB")
-        rate, tokens = decode_tokens_per_s(model, prompt, new_tokens, label)
-        rates[label] = (rate, float((tokens == bf16_tokens).float().mean()))
-        emit(f"{label}: {rate:.1f} tokens/s")
+        emit(f"{key}: {len(names)} linears lowered one for one, {fused} fused groups (RTN g128) in {quant_s:.1f} s, "
+             f"{chained} chained; autotune {tune_s:.1f} s for {len(tuned)} shapes; model now {gib:.2f} GiB; "
+             f"GRAPHPRESS_PDL={pdl}")
+        rate, tokens = decode_tokens_per_s(model, prompt, new_tokens, key)
+        rates[key] = (rate, float((tokens == bf16_tokens).float().mean()))
+        emit(f"{key}: {rate:.1f} tokens/s")
+    if previous_pdl is None:
+        os.environ.pop("GRAPHPRESS_PDL", None)
+    else:
+        os.environ["GRAPHPRESS_PDL"] = previous_pdl
     emit("")
-    emit("| model | tokens/s (batch 1, 128 new tokens, static cache, torch.compile reduce-overhead) | speedup |")
-    emit("|---|---|---|")
-    emit(f"| bf16 | {bf16_rate:.1f} | 1.00x |")
-    emit(f"| graphpress int4 g128 (all linears incl. lm_head) | {rates['int4'][0]:.1f} | "
-         f"{rates['int4'][0] / bf16_rate:.2f}x |")
-    emit(f"| graphpress int4 g128, q/k/v and gate/up fused | {rates['int4 fused'][0]:.1f} | "
-         f"{rates['int4 fused'][0] / bf16_rate:.2f}x |")
-    emit(f"| graphpress int4 g128, q/k/v fused, gated MLP (SiLU in the gate-up epilogue) | "
-         f"{rates['int4 fused, gated MLP'][0]:.1f} | {rates['int4 fused, gated MLP'][0] / bf16_rate:.2f}x |")
-    emit(f"(greedy tokens identical to bf16 at {100 * rates['int4'][1]:.0f}% / {100 * rates['int4 fused'][1]:.0f}% "
-         "of positions; random weights, so only a sanity signal)")
+    emit("| model | tokens/s (batch 1, 128 new tokens, static cache, torch.compile reduce-overhead) | speedup | "
+         "greedy tokens equal to bf16 |")
+    emit("|---|---|---|---|")
+    emit(f"| bf16 | {bf16_rate:.1f} | 1.00x | |")
+    for key, (rate, agree) in rates.items():
+        emit(f"| {E2E_VARIANTS[key][0]} | {rate:.1f} | {rate / bf16_rate:.2f}x | {100 * agree:.0f}% |")
+    emit("(random weights, so token agreement is only a sanity signal)")
     results["e2e"] = dict(bf16=bf16_rate, **{k: v[0] for k, v in rates.items()})
 
 
@@ -446,6 +461,8 @@ def main() -> None:
     parser.add_argument("--sections", default="kernels,pdl,sparse,e2e")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="activation rows M of the kernels section")
+    parser.add_argument("--e2e-variants", default=",".join(E2E_VARIANTS),
+                        help=f"end-to-end variants, in order (of {', '.join(E2E_VARIANTS)})")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for bench_kernels.{md,json}")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -453,7 +470,7 @@ def main() -> None:
     results: dict = {}
     ROWS = tuple(int(m) for m in args.rows.split(","))
     sections = {"kernels": kernels_section, "sparse": sparse_section, "pdl": pdl_section,
-                "e2e": lambda r: e2e_section(r, args.new_tokens)}
+                "e2e": lambda r: e2e_section(r, args.new_tokens, args.e2e_variants.split(","))}
     for name in args.sections.split(","):
         try:
             sections[name](results)

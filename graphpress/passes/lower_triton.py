@@ -57,5 +57,6 @@ class LowerTriton(Pass):
 
             gated = install_gated_mlps(graph.module, packed_gate_up, skip=tuple(self.opts["ignore"]))
         lowered = lower_linear_modules(graph.module, skip=self.opts["ignore"])
+        chained = sum(bool(getattr(m, "follows_product", False)) for m in graph.module.modules())
         return PassResult(graph, bool(lowered or gated), {"lowered": len(lowered) + 2 * len(gated),
-                                                          "gated_mlps": len(gated)})
+                                                          "gated_mlps": len(gated), "chained": chained})

@@ -87,7 +87,7 @@ def _sorted_lamp_scores(importance: torch.Tensor) -> torch.Tensor:
     tail_sums = squared.flip(0).cumsum(0).flip(0)  # sum over v >= u
     scores = squared / tail_sums.clamp_min(torch.finfo(torch.float64).tiny)
     stride = max(1, scores.numel() // _LAMP_SAMPLES)
-    return scores[::stride]
+    return scores[::stride].contiguous()  # searchsorted wants contiguous boundaries
 
 
 def lamp_ratios(importances: Mapping[str, torch.Tensor], ratio: float) -> dict[str, float]:

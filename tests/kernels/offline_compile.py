@@ -61,7 +61,7 @@ def _pdl_order(ptx: str) -> dict:
     waits = [i for i, line in enumerate(lines) if line.startswith("griddepcontrol.wait")]
     launches = [i for i, line in enumerate(lines) if line.startswith("griddepcontrol.launch_dependents")]
     if not waits:
-        return {"wait": False}
+        return {"wait": False, "signals": bool(launches)}
     return {"wait": True, "loads_before_wait": sum(i < waits[0] for i in loads),
             "launch_first": bool(launches) and all(launches[0] < i for i in loads)}
 
@@ -75,7 +75,7 @@ def main() -> None:
                 dict(GROUP=128, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=True, USE_ASM=True,
                      DOT_IN_FLOAT32=False, BF16=bf16, SPLIT_K=4),
                 weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}"))
-    for pdl in (0, 1, 2):
+    for pdl in (0, 1, 2, 3):
         reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_pairs_kernel, dict(
             GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, PDL=pdl,
             SPLIT_K=16),

@@ -110,6 +110,24 @@ def test_gated_layer_with_bias_and_several_rows_takes_the_torch_epilogue():
     assert float((got - reference).norm() / reference.norm()) < 5e-3
 
 
+def test_a_gate_up_with_bias_is_not_chained_to_its_down_projection():
+    """With a bias the activation runs as its own kernel after the gate-up product, so the down product
+    does not follow a graphpress kernel and stays an ordinary launch."""
+    from graphpress.backends.triton import chain_products
+
+    torch.manual_seed(0)
+    gate, up = rtn_quantize(torch.randn(32, 64), 4, 32), rtn_quantize(torch.randn(32, 64), 4, 32)
+    down = TritonQuantLinear.from_quantized(rtn_quantize(torch.randn(64, 32), 4, 32))
+    plain = GatedMLP(TritonQuantLinear.gated_from_quantized(gate, up), down)
+    assert chain_products(nn.Sequential(plain)) == ["0.down"] and down.follows_product
+    gate.bias = torch.randn(32)
+    up.bias = torch.randn(32)
+    biased_down = TritonQuantLinear.from_quantized(rtn_quantize(torch.randn(64, 32), 4, 32))
+    biased = GatedMLP(TritonQuantLinear.gated_from_quantized(gate, up), biased_down)
+    assert biased.gate_up.bias is not None
+    assert chain_products(biased) == [] and not biased_down.follows_product
+
+
 def test_gate_and_up_must_match():
     with pytest.raises(BackendError, match="share"):
         TritonQuantLinear.gated_from_quantized(rtn_quantize(torch.randn(8, 64), 4, 32),
@@ -136,6 +154,9 @@ def test_installed_gated_mlps_keep_the_model_output(family, activation):
     assert replaced == ["model.layers.0.mlp", "model.layers.1.mlp"]
     assert isinstance(model.model.layers[0].mlp, GatedMLP) and model.model.layers[0].mlp.gate_up.gated == activation
     lower_linear_modules(model, quantizer=quantize)
+    chained = [name for name, m in model.named_modules() if getattr(m, "follows_product", False)]
+    assert chained == ["model.layers.0.mlp.down", "model.layers.1.mlp.down"]  # nothing runs between the two
+    assert not any(getattr(m, "follows_product", False) for m in one_for_one.modules())
     with torch.no_grad():
         expected = one_for_one(tokens).logits
         got = model(tokens).logits
@@ -174,7 +195,7 @@ def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
     gated, report = graphpress.optimize(quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw,
                                         return_report=True)
     record = report.records[-1]
-    assert record.stats == {"lowered": 14, "gated_mlps": 2}
+    assert record.stats == {"lowered": 14, "gated_mlps": 2, "chained": 2}
     assert record.error_vs_previous < 5e-3
     layers = {layer.scope: layer for layer in report.layers_after}
     assert layers["model.layers.0.mlp.gate_up"].op == "TritonMatMul"

@@ -34,7 +34,7 @@ def reports() -> dict[str, dict]:
 
 
 def test_every_kernel_compiles_for_sm90(reports):
-    assert len(reports) == 14
+    assert len(reports) == 15
     failed = {name: r["error"] for name, r in reports.items() if not r["ok"]}
     assert not failed, failed
 
@@ -54,9 +54,11 @@ def test_inline_assembly_reaches_the_ptx(reports):
 
 def test_batch1_kernels_wait_for_the_previous_kernel_only_where_asked(reports):
     """PDL mode 2 issues the first weight loads before ``griddepcontrol.wait`` (the point of it), mode 1 none;
-    both signal ``launch_dependents`` before any load; mode 0 has no grid-dependency instruction at all."""
-    assert reports["gemv_int4 pdl=0"]["pdl"] == {"wait": False}
-    assert reports["gemv int8 pdl=0"]["pdl"] == {"wait": False}
+    both signal ``launch_dependents`` before any load; mode 3 (an ordinary launch in a chain) only signals;
+    mode 0 has no grid-dependency instruction at all."""
+    assert reports["gemv_int4 pdl=0"]["pdl"] == {"wait": False, "signals": False}
+    assert reports["gemv int8 pdl=0"]["pdl"] == {"wait": False, "signals": False}
+    assert reports["gemv_int4 pdl=3"]["pdl"] == {"wait": False, "signals": True}
     waiting_first = reports["gemv_int4 pdl=1"]["pdl"]
     assert waiting_first["wait"] and waiting_first["loads_before_wait"] == 0 and waiting_first["launch_first"]
     for name in ("gemv_int4 pdl=2", "gemv int8 pdl=2"):

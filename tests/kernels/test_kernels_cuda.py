@@ -64,11 +64,12 @@ def test_int8_paired_gemv_candidates_are_correct():
         assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"
 
 
-@pytest.mark.parametrize("mode", ["off", "wait", "prefetch"])
+@pytest.mark.parametrize("mode", ["off", "chain", "wait", "prefetch"])
 def test_programmatic_dependent_launch_reads_what_the_previous_kernel_wrote(mode, monkeypatch):
     """A chain in one CUDA graph where every product reads the output of the kernel just before it (an
     elementwise kernel, then graphpress's own GEMVs back to back), replayed with new inputs: with PDL the
-    next kernel starts early, and must still see its producer's writes."""
+    next kernel starts early, and must still see its producer's writes.  In mode ``chain`` the second
+    product is the marked dependent of the first."""
     monkeypatch.setenv("GRAPHPRESS_PDL", mode)
     first = _weights(4096, 4096, 128, seed=1)
     second = _weights(11008, 4096, 128, seed=2)
@@ -77,7 +78,8 @@ def test_programmatic_dependent_launch_reads_what_the_previous_kernel_wrote(mode
 
     def chain():
         h = ops.launch_quant_matmul(source * 2.0, first)
-        return ops.launch_quant_matmul(torch.nn.functional.silu(ops.launch_quant_matmul(h, second)), third)
+        h = ops.launch_quant_matmul(h, second, follows_product=True)
+        return ops.launch_quant_matmul(torch.nn.functional.silu(h), third)
 
     for w in (first, second, third):
         ops.tune(w, (1,))

@@ -2,7 +2,8 @@
 
 * :class:`TritonQuantLinear` runs a packed-format weight (graphpress.quantization.packing) on the
   kernels, one or several fused projections at once, with a logged torch fallback off-GPU.
-* :func:`lower_linear_modules` swaps a model's layers for it.
+* :func:`lower_linear_modules` swaps a model's layers for it (and :func:`chain_products` marks the
+  products launched as programmatic dependents of the one before).
 * ``torch.ops.graphpress.quant_matmul`` is the custom op (torch.compile and CUDA graphs go through it).
 * :func:`tune` fills the on-disk autotune cache (``~/.cache/graphpress``) ahead of graph capture.
 
@@ -15,13 +16,14 @@ import torch
 
 from graphpress.backends.triton.layout import KernelWeights, dequantize_kernel_weights, repack_for_kernels
 from graphpress.backends.triton.linear import TritonQuantLinear, triton_available
-from graphpress.backends.triton.lowering import is_packed_quantized, lower_linear_modules
+from graphpress.backends.triton.lowering import chain_products, is_packed_quantized, lower_linear_modules
 from graphpress.backends.triton.reference import PackedLinearWeight, rtn_quantize
 
 __all__ = [
     "KernelWeights",
     "PackedLinearWeight",
     "TritonQuantLinear",
+    "chain_products",
     "dequantize_kernel_weights",
     "is_packed_quantized",
     "lower_linear_modules",

@@ -81,6 +81,10 @@ class TritonQuantLinear(nn.Module):
     half the output written).
     Buffers: ``packed``, ``scales``, ``offsets`` (and ``meta_pairs`` for int4) in kernel layout, and ``bias``;
     they move with ``.to()``.
+    ``follows_product`` (default False): this layer's input is written by the graphpress product launched
+    just before it (set by :func:`.lowering.chain_products` on a :class:`GatedMLP`'s down projection); on
+    Hopper its batch-1 kernel then starts as that product's programmatic dependent (``pdl.py``).  It only
+    changes timing, never results.
     """
 
     def __init__(self, weights: KernelWeights, bias: torch.Tensor | None = None,
@@ -95,6 +99,7 @@ class TritonQuantLinear(nn.Module):
         self.bits = weights.source_bits
         self.kernel_bits = weights.bits
         self.group = weights.group
+        self.follows_product = False
         self.split_sizes = list(split_sizes) if split_sizes else [self.out_features]
         if sum(self.split_sizes) != self.out_features:
             raise BackendError(f"split_sizes {self.split_sizes} do not add up to {self.out_features} outputs")
@@ -179,7 +184,8 @@ class TritonQuantLinear(nn.Module):
         epilogue = glu if self.bias is None else 0  # a bias comes before the activation
         if triton_available(x.device):
             out = torch.ops.graphpress.quant_matmul(x, self.packed, self.scales, self.offsets, self.kernel_bits,
-                                                    self.group, self.in_features, self.meta_pairs, glu=epilogue)
+                                                    self.group, self.in_features, self.meta_pairs, glu=epilogue,
+                                                    follows_product=self.follows_product)
         else:
             out = self._fallback(x)
             out = gated_columns(out, self.gated) if epilogue else out

@@ -24,7 +24,7 @@ from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fa
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
 from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, gated_columns
-from graphpress.backends.triton.pdl import pdl_mode, plain_launches
+from graphpress.backends.triton.pdl import launch_arguments, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
@@ -112,7 +112,7 @@ def _split_k_buffers(out: torch.Tensor, tiles: int, splits: int,
 
 
 def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
-                   glu: int = 0) -> None:
+                   glu: int = 0, follows_product: bool = False) -> None:
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
@@ -121,7 +121,7 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
         x2d, w.packed, w.meta_pairs, out, partials, counters, n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
-        EVEN_N=n % config.block_n == 0, GLU=glu, **_pdl_launch(x2d.device),
+        EVEN_N=n % config.block_n == 0, GLU=glu, **launch_arguments(x2d.device, follows_product),
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 
@@ -129,10 +129,12 @@ def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig
     return config.block_m == 1 and paired_gemv_applies(x2d, w) and w.group % config.block_k == 0
 
 
-def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
-    """Run one configuration: ``out[M, N] = x2d[M, K] @ W`` (out must not alias x2d)."""
+def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
+            follows_product: bool = False) -> None:
+    """Run one configuration: ``out[M, N] = x2d[M, K] @ W`` (out must not alias x2d).  ``follows_product``:
+    see :func:`launch_quant_matmul`."""
     if _takes_paired_gemv(x2d, w, config):
-        _launch_paired(x2d, w, config, out)
+        _launch_paired(x2d, w, config, out, follows_product=follows_product)
         return
     m, k = x2d.shape
     n, kp = w.out_features, w.padded_in_features
@@ -151,7 +153,7 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
         for row in range(m):  # the GEMV path is only chosen for M == 1; the loop keeps misuse correct
             kernels.gemv_kernel[(tiles_n, splits)](
                 x2d[row], w.packed, w.scales, w.offsets, out[row], partials, counters, n, k, kp,
-                w.group, per_split, splits, **common, **_pdl_launch(x2d.device))
+                w.group, per_split, splits, **common, **launch_arguments(x2d.device, follows_product))
         return
     use_partials = splits > 1
     partials = torch.empty((splits, m, n), device=x2d.device, dtype=torch.float32) if use_partials else out
@@ -165,12 +167,6 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
         numel = m * n
         kernels.splitk_reduce_kernel[(-(-numel // _REDUCE_BLOCK),)](
             partials, out, numel, SPLIT_K=splits, BLOCK=_REDUCE_BLOCK, num_warps=4)
-
-
-def _pdl_launch(device: torch.device) -> dict:
-    """Launch arguments of the batch-1 kernels for programmatic dependent launch (``pdl.py``)."""
-    mode = pdl_mode(device)
-    return dict(PDL=mode, launch_pdl=True) if mode else {}
 
 
 def _bf16_product(x2d: torch.Tensor, config: LaunchConfig) -> bool:
@@ -239,12 +235,14 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
 
 
 def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig | None = None,
-                        glu: int = 0) -> torch.Tensor:
+                        glu: int = 0, follows_product: bool = False) -> torch.Tensor:
     """``x[..., K] @ W`` through the Triton kernels (the body of the custom op; callable directly too).
 
     ``glu`` (1 + index into ``layout.GATED_ACTIVATIONS``; 0: none): W's columns are interleaved ``(gate, up)``
     pairs and the result is ``act(gate) * up`` (``N / 2`` columns), in the batch-1 kernel's epilogue where
-    it runs, else after the product."""
+    it runs, else after the product.  ``follows_product``: ``x`` is written by the graphpress product
+    launched just before this one, so (``GRAPHPRESS_PDL=chain``, the default, on Hopper) the batch-1
+    kernel starts as its programmatic dependent (``pdl.py``); any value is correct, it only changes timing."""
     if not 0 <= glu <= len(GATED_ACTIVATIONS):
         raise ValueError(f"glu={glu}: expected 0 or 1..{len(GATED_ACTIVATIONS)} ({GATED_ACTIVATIONS})")
     x2d = x.reshape(-1, x.shape[-1])
@@ -256,10 +254,10 @@ def launch_quant_matmul(x: torch.Tensor, w: KernelWeights, config: LaunchConfig 
     config = config or chosen_config(x2d, w)
     if glu and _takes_paired_gemv(x2d, w, config):
         out = torch.empty((x2d.shape[0], width), device=x.device, dtype=x.dtype)
-        _launch_paired(x2d, w, config, out, glu=glu)
+        _launch_paired(x2d, w, config, out, glu=glu, follows_product=follows_product)
     else:
         out = torch.empty((x2d.shape[0], w.out_features), device=x.device, dtype=x.dtype)
-        _launch(x2d, w, config, out)
+        _launch(x2d, w, config, out, follows_product)
         out = gated_columns(out, GATED_ACTIVATIONS[glu - 1]) if glu else out
     return out.reshape(*x.shape[:-1], width)
 
@@ -272,15 +270,17 @@ def _weights(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, 
 @torch.library.custom_op("graphpress::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                  bits: int, group: int, in_features: int, meta_pairs: Optional[torch.Tensor] = None,
-                 glu: int = 0) -> torch.Tensor:
+                 glu: int = 0, follows_product: bool = False) -> torch.Tensor:
     """``x[..., in_features] @ dequant(W)`` for a weight in kernel layout (see :mod:`.layout`); with ``glu``,
-    ``act(gate) * up`` of its interleaved ``(gate, up)`` columns (see :func:`launch_quant_matmul`)."""
+    ``act(gate) * up`` of its interleaved ``(gate, up)`` columns; ``follows_product`` as in
+    :func:`launch_quant_matmul`."""
     return launch_quant_matmul(x, _weights(packed, scales, offsets, bits, bits, group, in_features, meta_pairs),
-                               glu=glu)
+                               glu=glu, follows_product=follows_product)
 
 
 @quant_matmul.register_fake
-def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None, glu=0):
+def _quant_matmul_fake(x, packed, scales, offsets, bits, group, in_features, meta_pairs=None, glu=0,
+                       follows_product=False):
     return x.new_empty((*x.shape[:-1], packed.shape[1] // 2 if glu else packed.shape[1]))
 
 

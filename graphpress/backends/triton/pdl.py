@@ -5,28 +5,30 @@ launch (the launch itself, the first DRAM round trip, the last wave's tail) took
 on the H100 (KERNEL_NOTES, run 16: 8.2 us for a 3.7 us read on ``o``).  Launched with the
 programmatic-stream-serialization attribute, a kernel may begin while the previous kernel on the stream
 is still finishing; it must execute ``griddepcontrol.wait`` before it touches anything that kernel may
-write.  Three modes:
+write.  ``GRAPHPRESS_PDL`` picks one of four modes:
 
-* ``off`` (the default): an ordinary launch.
-* ``wait``: the PDL launch, and every program waits first thing: only the launch latency is hidden.
-  Always safe.
-* ``prefetch``: the batch-1 kernels request their first weight tile *before* waiting (the
-  activations, outputs and split-K buffers only after).  This assumes the weights were not rewritten by
-  the kernel just before the product, which holds for frozen inference weights: loading new weights
-  into a module (``load_state_dict``, ``copy_`` of the packed tensors) is a memory copy, which PDL
-  never overlaps.  Set ``GRAPHPRESS_PDL=wait`` if your code rewrites packed weights with a kernel and
-  multiplies immediately after.
+* ``chain`` (the default): only a product whose input is written by the graphpress product launched just
+  before it (``TritonQuantLinear.follows_product``, set for the down projection of a :class:`GatedMLP`,
+  whose gate-up kernel writes the activated input) is launched with the attribute, prefetching as below;
+  every batch-1 kernel signals ``launch_dependents`` so that such a successor can be scheduled early.
+  Every other product is an ordinary launch.
+* ``off``: ordinary launches, no grid-dependency instruction in any kernel.
+* ``wait``: every batch-1 product is launched with the attribute and waits first thing: only the launch
+  latency is hidden.  Always safe.
+* ``prefetch``: every batch-1 product is launched with the attribute and requests its first weight tile
+  *before* waiting (the activations, outputs and split-K buffers only after).
 
-Each program also signals ``griddepcontrol.launch_dependents`` when it starts, so the *next* PDL-launched
-kernel (graphpress's own, for instance the next layer's projection in a benchmark) can be scheduled into
-free slots and fetch its weights during this kernel's tail.  Kernels that are not launched with the
-attribute are unaffected: the instructions are no-ops for them.
+Prefetching assumes the weights were not rewritten by the kernel just before the product, which holds
+for frozen inference weights: loading new weights into a module (``load_state_dict``, ``copy_`` of the
+packed tensors) is a memory copy, which PDL never overlaps.  Set ``GRAPHPRESS_PDL=off`` (or ``wait``) if
+your code rewrites packed weights with a kernel and multiplies immediately after.
 
-Why off by default: measured on the H100 (KERNEL_NOTES runs 21-24), products timed back to back gain 1-2 us
-each with ``prefetch``, but decoding a Llama-2-7B-shaped model gained nothing (2.40x bf16 with it, 2.46x
-without, runs 22 and 24 alike): there each product follows one of inductor's kernels, which never signals
-its dependents, so there is little to overlap.  It stays available for chains of graphpress
-products (``GRAPHPRESS_PDL=prefetch``).
+Why only chains by default: measured on the H100 (KERNEL_NOTES runs 21-24), products timed back to back
+gain 1-2 us each with ``prefetch``, but decoding a Llama-2-7B-shaped model with every product launched
+that way was 2% slower than with none (runs 22 and 24): there most products follow one of inductor's
+kernels, which never signals its dependents, so there is nothing to overlap and the attribute costs
+about half a microsecond per launch.  A gated MLP's down projection follows graphpress's own gate-up
+kernel, which signals.
 """
 
 from __future__ import annotations
@@ -45,25 +47,31 @@ try:  # Triton >= 3.3 exposes grid dependency control; older ones get plain laun
 except ImportError:  # pragma: no cover - depends on the installed Triton
     gdc_launch_dependents = gdc_wait = None
 
-__all__ = ["PDL_OFF", "PDL_WAIT", "PDL_PREFETCH", "pdl_mode", "plain_launches", "begin_program", "start_program",
-           "wait_for_producers"]
+__all__ = ["PDL_OFF", "PDL_WAIT", "PDL_PREFETCH", "PDL_SIGNAL", "PDL_CHAIN", "pdl_mode", "launch_arguments",
+           "plain_launches", "begin_program", "start_program", "wait_for_producers"]
 
-PDL_OFF, PDL_WAIT, PDL_PREFETCH = 0, 1, 2
-_MODES = {"off": PDL_OFF, "0": PDL_OFF, "wait": PDL_WAIT, "prefetch": PDL_PREFETCH, "1": PDL_PREFETCH}
+# Values of the kernels' ``PDL`` compile-time argument: no instruction, wait first, prefetch then wait,
+# signal only (an ordinary launch whose successor may be a PDL launch).
+PDL_OFF, PDL_WAIT, PDL_PREFETCH, PDL_SIGNAL = 0, 1, 2, 3
+#: The ``chain`` mode of ``GRAPHPRESS_PDL`` (not a kernel value): see the module docstring.
+PDL_CHAIN = -1
+_MODES = {"off": PDL_OFF, "0": PDL_OFF, "wait": PDL_WAIT, "prefetch": PDL_PREFETCH, "1": PDL_PREFETCH,
+          "chain": PDL_CHAIN}
 _capable: dict[int, bool] = {}
 _plain_depth = 0
 
 
 def _requested() -> int:
-    value = os.environ.get("GRAPHPRESS_PDL", "off").strip().lower()
+    value = os.environ.get("GRAPHPRESS_PDL", "chain").strip().lower()
     if value not in _MODES:
-        raise ValueError(f"GRAPHPRESS_PDL={value!r}: expected one of off, wait, prefetch")
+        raise ValueError(f"GRAPHPRESS_PDL={value!r}: expected one of chain, off, wait, prefetch")
     return _MODES[value]
 
 
 def pdl_mode(device: torch.device) -> int:
-    """The PDL mode for launches on ``device``: ``GRAPHPRESS_PDL`` where the GPU (compute capability 9 or
-    later) and Triton support it, else :data:`PDL_OFF` (CPU, interpreter, older GPUs)."""
+    """The PDL mode for launches on ``device``: ``GRAPHPRESS_PDL`` (:data:`PDL_CHAIN` unless set) where the
+    GPU (compute capability 9 or later) and Triton support it, else :data:`PDL_OFF` (CPU, interpreter,
+    older GPUs, inside :func:`plain_launches`)."""
     if device.type != "cuda" or gdc_wait is None or _plain_depth or os.environ.get("TRITON_INTERPRET", "0") == "1":
         return PDL_OFF
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -71,6 +79,18 @@ def pdl_mode(device: torch.device) -> int:
     if capable is None:
         capable = _capable[index] = torch.cuda.get_device_capability(index)[0] >= 9
     return _requested() if capable else PDL_OFF
+
+
+def launch_arguments(device: torch.device, follows_product: bool = False) -> dict:
+    """Keyword arguments of a batch-1 kernel launch on ``device``: the ``PDL`` value and, where the launch
+    is a programmatic dependent, ``launch_pdl=True``.  ``follows_product``: the input is written by the
+    graphpress product launched just before this one (what mode ``chain`` launches as a dependent)."""
+    mode = pdl_mode(device)
+    if mode == PDL_OFF:
+        return {}
+    if mode == PDL_CHAIN:
+        return dict(PDL=PDL_PREFETCH, launch_pdl=True) if follows_product else dict(PDL=PDL_SIGNAL)
+    return dict(PDL=mode, launch_pdl=True)
 
 
 @contextlib.contextmanager
@@ -103,8 +123,9 @@ def wait_for_producers(PDL: tl.constexpr):
 
 @triton.jit
 def begin_program(PDL: tl.constexpr):
-    """A PDL-aware kernel's first statement: signal the dependents, and in mode ``wait`` (1) also wait for
-    the producers; mode ``prefetch`` (2) waits later, after its first weight loads."""
+    """A PDL-aware kernel's first statement: signal the dependents (every mode but 0), and in mode ``wait``
+    (1) also wait for the producers; mode ``prefetch`` (2) waits later, after its first weight loads, and
+    mode ``signal`` (3, an ordinary launch) never waits."""
     start_program(PDL)
     if PDL == 1:
         wait_for_producers(PDL)
