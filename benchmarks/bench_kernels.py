@@ -202,14 +202,14 @@ def kernels_section(results: dict) -> None:
     emit(second_process_first_call())
 
 
-PDL_MODES = ("off", "wait", "prefetch")
+PDL_MODES = ("off", "chain", "wait", "prefetch")
 
 
 def pdl_section(results: dict) -> None:
     """Batch-1 products with programmatic dependent launch off / waiting first / prefetching the first weight
     tile (graphpress/backends/triton/pdl.py), side by side with bf16 and tinygemm, one launch config each."""
     emit("")
-    emit("| shape | M=1 bf16 us | tinygemm us | gp int4 off / wait / prefetch us | gp int8 off / wait / prefetch us | "
+    emit("| shape | M=1 bf16 us | tinygemm us | gp int4 off / chain / wait / prefetch us | gp int8 off / chain / wait / prefetch us | "
          "int4 prefetch vs tinygemm | int4 prefetch % copy | int8 prefetch vs bf16 | max rel err int4 / int8 |")
     emit("|---|---|---|---|---|---|---|---|---|")
     bandwidth = results.get("copy_gbs") or copy_bandwidth_gbs()
