@@ -29,3 +29,14 @@ def test_an_unreadable_cache_is_ignored(tmp_path):
     path = tmp_path / "cache.json"
     path.write_text("{not json")
     assert AutotuneCache(path).get("anything") is None
+
+
+@pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
+def test_autotuning_can_be_switched_off_by_the_environment(monkeypatch, value, enabled):
+    from graphpress.backends.triton.ops import tuning_enabled
+
+    if value is None:
+        monkeypatch.delenv("GRAPHPRESS_AUTOTUNE", raising=False)
+    else:
+        monkeypatch.setenv("GRAPHPRESS_AUTOTUNE", value)
+    assert tuning_enabled() is enabled

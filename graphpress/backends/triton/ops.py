@@ -8,6 +8,8 @@ split-K launch writes float32 partials that one small kernel sums and casts.
 
 Tuning is skipped (a default configuration is used, and said once in the log) while a CUDA graph is being
 captured, because timing needs synchronisation; call :func:`tune` beforehand for the sizes you will run.
+``GRAPHPRESS_AUTOTUNE=0`` skips it everywhere (configurations already in the cache are still used): for
+quick checks of many small models, where compiling every candidate would take longer than the work.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from graphpress.backends.triton.pdl import launch_arguments, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 
-__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting",
+__all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "tuning_enabled",
            "paired_gemv_applies", "pairs_apply", "AUTOTUNE_CACHE"]
 
 _log = logging.getLogger("graphpress")
@@ -42,6 +44,11 @@ _REDUCE_BLOCK = 1024
 def interpreting() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``, used by the tests)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def tuning_enabled() -> bool:
+    """False when ``GRAPHPRESS_AUTOTUNE`` is ``0``/``off``/``false``: untuned defaults instead of timing."""
+    return os.environ.get("GRAPHPRESS_AUTOTUNE", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _warn_once(message: str) -> None:
@@ -209,8 +216,9 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     key = tuning_key(name, kernel_path(m, paired), w.bits, w.group, m, w.out_features, kp, dtype)
     config = AUTOTUNE_CACHE.get(key)
     if config is None:
-        if not allow_tuning or torch.cuda.is_current_stream_capturing():
-            _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
+        if not allow_tuning or not tuning_enabled() or torch.cuda.is_current_stream_capturing():
+            why = "GRAPHPRESS_AUTOTUNE=0" if not tuning_enabled() else "call tune() before capture"
+            _warn_once(f"no tuned Triton config for {key}; using an untuned default ({why})")
             return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
         config = _tune_now(x2d, w, key, sms, paired)
     _config_memo[memo_key] = config
