@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("triton")
 
@@ -40,3 +41,30 @@ def test_autotuning_can_be_switched_off_by_the_environment(monkeypatch, value, e
     else:
         monkeypatch.setenv("GRAPHPRESS_AUTOTUNE", value)
     assert tuning_enabled() is enabled
+
+
+def test_an_untuned_default_that_does_not_fit_the_gpu_gives_way_to_the_next_candidate(monkeypatch):
+    """Found on the H100 (convnext, group 32, tuning off): the default launch needed 240 KB of shared memory."""
+    from triton.runtime.errors import OutOfResources
+
+    from graphpress.backends.triton import ops
+    from graphpress.backends.triton.configs import default_config
+    from graphpress.backends.triton.layout import repack_for_kernels
+    from graphpress.backends.triton.reference import rtn_quantize
+
+    packed = rtn_quantize(torch.randn(128, 256), 4, 32)
+    w = repack_for_kernels(packed.qweight, packed.scales, packed.zeros, 4, 32, 256, torch.float16)
+    x = torch.randn(128, 256)
+    tried = []
+
+    def launch(x2d, weights, config, out):
+        tried.append(config)
+        if len(tried) == 1:
+            raise OutOfResources(245760, 232448, "shared memory")
+
+    monkeypatch.setattr(ops, "_launch", launch)
+    chosen = ops._runnable_default(x, w, 132, False)
+    assert tried[0] == default_config(128, 128, 256, 32, 132, False, 4) and chosen == tried[1] != tried[0]
+    monkeypatch.setattr(ops, "_launch", lambda *a: (_ for _ in ()).throw(OutOfResources(1, 0, "shared memory")))
+    with pytest.raises(RuntimeError, match="no launch configuration fits this GPU"):
+        ops._runnable_default(x, w, 132, False)

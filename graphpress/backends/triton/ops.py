@@ -29,6 +29,7 @@ from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, 
 from graphpress.backends.triton.pdl import launch_arguments, plain_launches
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
+from triton.runtime.errors import OutOfResources
 
 __all__ = ["quant_matmul", "launch_quant_matmul", "chosen_config", "tune", "interpreting", "tuning_enabled",
            "paired_gemv_applies", "pairs_apply", "AUTOTUNE_CACHE"]
@@ -216,13 +217,34 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     key = tuning_key(name, kernel_path(m, paired), w.bits, w.group, m, w.out_features, kp, dtype)
     config = AUTOTUNE_CACHE.get(key)
     if config is None:
-        if not allow_tuning or not tuning_enabled() or torch.cuda.is_current_stream_capturing():
-            why = "GRAPHPRESS_AUTOTUNE=0" if not tuning_enabled() else "call tune() before capture"
-            _warn_once(f"no tuned Triton config for {key}; using an untuned default ({why})")
+        if torch.cuda.is_current_stream_capturing():
+            _warn_once(f"no tuned Triton config for {key}; using an untuned default (call tune() before capture)")
             return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
-        config = _tune_now(x2d, w, key, sms, paired)
+        if not allow_tuning or not tuning_enabled():
+            _warn_once(f"no tuned Triton config for {key}; using an untuned default (tuning switched off)")
+            config = _runnable_default(x2d, w, sms, paired)
+        else:
+            config = _tune_now(x2d, w, key, sms, paired)
     _config_memo[memo_key] = config
     return config
+
+
+def _runnable_default(x2d: torch.Tensor, w: KernelWeights, multiprocessors: int, paired: bool) -> LaunchConfig:
+    """The untuned default, or, where it needs more shared memory or registers than this GPU has (a deep
+    pipeline of wide tiles, say), the first other candidate that compiles and runs here: found by
+    launching each once on the real operands (nothing is timed)."""
+    m, kp = x2d.shape[0], w.padded_in_features
+    first = default_config(m, w.out_features, kp, w.group, multiprocessors, paired, w.bits)
+    others = [c for c in candidate_configs(m, w.out_features, kp, w.group, multiprocessors, paired, w.bits)
+              if c != first]
+    out = torch.empty((m, w.out_features), device=x2d.device, dtype=x2d.dtype)
+    for config in [first] + others:
+        try:
+            _launch(x2d, w, config, out)
+            return config
+        except OutOfResources as err:
+            _log.info("graphpress: launch %s does not fit this GPU (%s); trying the next", config, err)
+    raise RuntimeError(f"no launch configuration fits this GPU among {1 + len(others)} candidates")
 
 
 def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int, paired: bool) -> LaunchConfig:
