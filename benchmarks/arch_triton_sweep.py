@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,22 +89,27 @@ def check_one(name: str, group: int) -> dict:
     if isinstance(case.inputs, dict) and set(case.inputs) == {"input_ids"}:
         one = {"input_ids": case.inputs["input_ids"][:1, :1].to("cuda")}
         calls.append(("one token", one, one))
+    stage = "torch on the GPU"
     try:
         references = {label: _first_output(model32, i32, case.call_kwargs) for label, _, i32 in calls}
         floors = {label: _relative(_first_output(model16, i16, case.call_kwargs), references[label])
                   for label, i16, _ in calls}
+        stage = "lower-triton"
         kwargs = optimize_kwargs(case)
         lowered, report = graphpress.optimize(
             model16, "lower-triton", example_inputs=_on(kwargs["example_inputs"], "cuda", torch.bfloat16),
             example_kwargs=_on(kwargs.get("example_kwargs"), "cuda", torch.bfloat16), return_report=True)
         row.update({k: int(v) for k, v in report.records[-1].stats.items() if isinstance(v, (int, bool))})
+        stage = "lowered model"
         for label, i16, _ in calls:
             error = _relative(_first_output(lowered, i16, case.call_kwargs), references[label])
             row[f"{label} error"], row[f"{label} floor"] = error, floors[label]
             if not error <= 2 * floors[label] + FLOOR:
                 row["errors"].append(f"{label}: error {error:.1e} above 2 x bfloat16's {floors[label]:.1e} + {FLOOR:g}")
     except Exception as error:  # noqa: BLE001
-        row["errors"].append("lower-triton: " + short(error))
+        row["errors"].append(f"{stage}: " + short(error))
+        if os.environ.get("ARCH_SWEEP_TRACEBACK"):
+            traceback.print_exc()
     row["ok"] = not row["errors"]
     row["seconds"] = time.perf_counter() - start
     return row

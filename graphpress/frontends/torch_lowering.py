@@ -54,15 +54,18 @@ def _try_fold(ctx: LoweringContext, node: torch.fx.Node) -> Any:
     if not all(_is_foldable_constant(v) for v in inputs):
         return None
 
+    # Folding runs on the CPU whatever device the model is on: constants are tiny, and an op that creates a
+    # tensor (its ``device`` forced to the CPU, so a meta-device model still gets real constants) may meet a
+    # buffer of a GPU model in the next fold (Bloom's ALiBi slopes, GPT-J's rotary table on the H100).
     def materialize(n: torch.fx.Node) -> Any:
         found = ctx.env[n]
         if isinstance(found, list):
-            return [v.param.data for v in found]
-        return found.param.data if isinstance(found, Value) else found
+            return [v.param.data.cpu() for v in found]
+        return found.param.data.cpu() if isinstance(found, Value) else found
 
     args = torch.fx.node.map_arg(node.args, materialize)
     kwargs = dict(torch.fx.node.map_arg(node.kwargs, materialize))
-    if "device" in kwargs:  # a meta-device model still gets real constants; they are tiny
+    if "device" in kwargs:
         kwargs["device"] = torch.device("cpu")
     with torch.no_grad():
         result = node.target(*args, **kwargs)

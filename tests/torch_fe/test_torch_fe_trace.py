@@ -3,6 +3,7 @@ name, scopes, shapes and dtypes on every value, and the meta device."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from graphpress.frontends.torch_bindings import TransposedModuleBinding
@@ -109,3 +110,17 @@ def test_tied_embeddings_are_one_value_and_stay_tied_when_edited() -> None:
     table.param.data = table.param.data[:100]
     assert graph.module.lm_head.weight is graph.module.transformer.wte.weight
     assert graph.module.lm_head.weight.shape == (100, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["bloom", "gptj"])
+def test_a_model_on_the_gpu_traces_where_constants_meet_its_buffers(name):
+    """Constant folding creates tensors on the CPU; Bloom's ALiBi slopes and GPT-J's rotary table then met the
+    model's GPU buffers in the next fold ("Expected all tensors to be on the same device", H100 sweep)."""
+    from graphpress.testing.arch_zoo import arch_case
+
+    case = arch_case(name)
+    model = case.model.to("cuda")
+    ids = case.inputs["input_ids"].to("cuda")
+    graph = trace(model, (ids,), example_kwargs=dict(case.call_kwargs))
+    assert graph.nodes
