@@ -171,11 +171,12 @@ def kernels_section(results: dict) -> None:
         for m in ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             runs = {
-                "bf16": (lambda i: lambda: F.linear(x, copies.bf16(i)), weight.float().t(), weight.numel() * 2),
-                "tg": (lambda i: copies.tinygemm_call(x, i), tg_dense.t(),
+                "bf16": (lambda i, x=x, c=copies: lambda: F.linear(x, c.bf16(i)), weight.float().t(),
+                         weight.numel() * 2),
+                "tg": (lambda i, x=x, c=copies: c.tinygemm_call(x, i), tg_dense.t(),
                        tg_packed.numel() * 4 + tg_scales_zeros.numel() * 2),
-                "gp4": (lambda i: lambda: copies.int4(i)(x), dense4, weight_bytes(int4)),
-                "gp8": (lambda i: lambda: copies.int8(i)(x), dense8, weight_bytes(int8)),
+                "gp4": (lambda i, x=x, c=copies: lambda: c.int4(i)(x), dense4, weight_bytes(int4)),
+                "gp8": (lambda i, x=x, c=copies: lambda: c.int8(i)(x), dense8, weight_bytes(int8)),
             }
             times, errors = {}, {}
             for key, (make_call, dense_t, nbytes) in runs.items():
@@ -220,8 +221,9 @@ def pdl_section(results: dict) -> None:
         tune(int8, (1,))
         copies = Rotation(weight, int4, int8, tg_packed, tg_scales_zeros)
         x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
-        bf16 = timed_us(lambda i: lambda: F.linear(x, copies.bf16(i)), weight.numel() * 2)
-        tg = timed_us(lambda i: copies.tinygemm_call(x, i), tg_packed.numel() * 4 + tg_scales_zeros.numel() * 2)
+        bf16 = timed_us(lambda i, x=x, c=copies: lambda: F.linear(x, c.bf16(i)), weight.numel() * 2)
+        tg = timed_us(lambda i, x=x, c=copies: c.tinygemm_call(x, i),
+                      tg_packed.numel() * 4 + tg_scales_zeros.numel() * 2)
         times: dict[str, dict[str, float]] = {"gp4": {}, "gp8": {}}
         errors = {"gp4": 0.0, "gp8": 0.0}
         previous = os.environ.get("GRAPHPRESS_PDL")
@@ -231,7 +233,7 @@ def pdl_section(results: dict) -> None:
                 for key, module_of, dense, nbytes in (("gp4", copies.int4, dense4, weight_bytes(int4)),
                                                       ("gp8", copies.int8, dense8, weight_bytes(int8))):
                     errors[key] = max(errors[key], relative_error(module_of(0)(x), x.float() @ dense))
-                    times[key][mode] = timed_us(lambda i, module_of=module_of: lambda: module_of(i)(x), nbytes)
+                    times[key][mode] = timed_us(lambda i, module_of=module_of, x=x: lambda: module_of(i)(x), nbytes)
         finally:
             if previous is None:
                 os.environ.pop("GRAPHPRESS_PDL", None)
@@ -298,11 +300,11 @@ def sparse_section(results: dict) -> None:
         for m in SPARSE_ROWS:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             dense_copies = [weight] + [weight.clone() for _ in range(copies_to_defeat_l2(weight.numel() * 2) - 1)]
-            dense_us = timed_us(lambda i: lambda: F.linear(x, dense_copies[i]), weight.numel() * 2)
+            dense_us = timed_us(lambda i, x=x, d=dense_copies: lambda: F.linear(x, d[i]), weight.numel() * 2)
             try:
                 err = relative_error(F.linear(x, sparse), x.float() @ weight.float().t())
                 sparse_copies = [sparse] + [to_sparse_semi_structured(c) for c in dense_copies[1:]]
-                sparse_us = graph_time_us([lambda s=s: F.linear(x, s) for s in sparse_copies])
+                sparse_us = graph_time_us([lambda s=s, x=x: F.linear(x, s) for s in sparse_copies])
             except Exception as exc:  # noqa: BLE001
                 emit(f"| {name} {n}x{k} | {m} | {dense_us:.1f} | failed: {type(exc).__name__}: {str(exc)[:120]} | | |")
                 continue
