@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FusedLinear", "SiblingSlice", "install_fused", "unfuse_linears"]
+__all__ = ["FusedLinear", "SiblingSlice", "install_fused", "sibling_rows", "unfuse_linears"]
 
 # After this many cached results were evicted before every sibling read them (and more often than not),
 # a fused module stops caching and computes each sibling's slice on its own.
@@ -65,10 +65,15 @@ class FusedLinear(nn.Module):
 
 
 class _SharedOutputs:
-    """The last fused result, keyed on the input tensor's identity and version (not an nn.Module)."""
+    """The last fused result, keyed on the input tensor's identity and version (not an nn.Module).
 
-    def __init__(self, fused: nn.Module, count: int):
-        self.fused = fused
+    The fused module is looked up on its owner at each call (``owner.<attr>``), so a pass that replaces it
+    there (``quantize`` swapping a :class:`FusedLinear` for a quantized module, ``lower-triton`` for a Triton
+    one) is followed by every sibling without being told."""
+
+    def __init__(self, owner: nn.Module, attr: str, count: int):
+        self.owner = owner
+        self.attr = attr
         self.count = count
         self.key: tuple | None = None
         self.ref: weakref.ref | None = None
@@ -78,10 +83,22 @@ class _SharedOutputs:
         self.wasted = 0
         self.complete = 0
 
+    @property
+    def fused(self) -> nn.Module:
+        return getattr(self.owner, self.attr)
+
     def __deepcopy__(self, memo: dict) -> "_SharedOutputs":
         import copy
 
-        return _SharedOutputs(copy.deepcopy(self.fused, memo), self.count)
+        # The owner is the parent being copied (in memo already): the copy's siblings read the copy's module.
+        return _SharedOutputs(copy.deepcopy(self.owner, memo), self.attr, self.count)
+
+    def __getstate__(self) -> dict:
+        # Pickling (torch.save of a whole model) keeps the owner link and drops the per-call cache.
+        return {"owner": self.owner, "attr": self.attr, "count": self.count}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["owner"], state["attr"], state["count"])
 
     @property
     def caching(self) -> bool:
@@ -143,10 +160,10 @@ class SiblingSlice(nn.Module):
 def install_fused(model: nn.Module, paths: Sequence[str], fused: nn.Module, fused_path: str,
                   sizes: Sequence[int]) -> None:
     """Register ``fused`` at ``fused_path`` and put a :class:`SiblingSlice` at each of ``paths``."""
-    shared = _SharedOutputs(fused, len(paths))
     parent_path, _, attr = fused_path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     parent.add_module(attr, fused)
+    shared = _SharedOutputs(parent, attr, len(paths))
     in_features = int(getattr(fused, "in_features", 0))
     for index, (path, size) in enumerate(zip(paths, sizes)):
         owner_path, _, name = path.rpartition(".")
@@ -154,25 +171,46 @@ def install_fused(model: nn.Module, paths: Sequence[str], fused: nn.Module, fuse
         setattr(owner, name, SiblingSlice(shared, index, in_features, int(size)))
 
 
-def unfuse_linears(model: nn.Module) -> int:
-    """Put plain ``nn.Linear`` modules back where :class:`SiblingSlice` modules stand (the original
-    state_dict layout, e.g. before ``save_pretrained``) and drop the fused float modules. Returns how
-    many were restored; quantized fused modules are left alone."""
-    restored, fused_paths = 0, set()
-    for path, module in list(model.named_modules()):
-        if not isinstance(module, SiblingSlice) or not isinstance(module.fused, FusedLinear):
-            continue
-        fused = module.fused
-        start = sum(fused.split_sizes[:module.index])
-        rows = slice(start, start + fused.split_sizes[module.index])
-        linear = nn.Linear(fused.in_features, fused.split_sizes[module.index], bias=fused.bias is not None,
+def sibling_rows(module: nn.Module) -> nn.Module:
+    """For a :class:`SiblingSlice`, its projection as a layer of its own: the rows of the fused module (float
+    :class:`FusedLinear`, or a quantized fused layer with a ``rows(start, stop)`` method); anything else, or a
+    fused module that cannot be sliced, is returned as it is."""
+    if not isinstance(module, SiblingSlice):
+        return module
+    fused = module.fused
+    sizes = getattr(fused, "split_sizes", None)
+    if not sizes or len(sizes) != module._shared.count:
+        return module
+    start = sum(sizes[:module.index])
+    stop = start + sizes[module.index]
+    if isinstance(fused, FusedLinear):
+        linear = nn.Linear(fused.in_features, stop - start, bias=fused.bias is not None,
                            device=fused.weight.device, dtype=fused.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_(fused.weight[rows])
+            linear.weight.copy_(fused.weight[start:stop])
             if fused.bias is not None:
-                linear.bias.copy_(fused.bias[rows])
+                linear.bias.copy_(fused.bias[start:stop])
+        return linear
+    if hasattr(fused, "rows"):
+        return fused.rows(start, stop)
+    return module
+
+
+def unfuse_linears(model: nn.Module) -> int:
+    """Put separate layers back where :class:`SiblingSlice` modules stand (the original state_dict layout,
+    e.g. before ``save_pretrained``) and drop the fused modules: ``nn.Linear`` for a float
+    :class:`FusedLinear`, a quantized layer of its own for a quantized fused one.  Returns how many were
+    restored; fused modules that cannot be sliced (Triton kernel layouts) are left alone."""
+    restored, fused_paths = 0, set()
+    for path, module in list(model.named_modules()):
+        if not isinstance(module, SiblingSlice):
+            continue
+        fused = module.fused
+        part = sibling_rows(module)
+        if part is module:
+            continue
         owner_path, _, name = path.rpartition(".")
-        setattr(model.get_submodule(owner_path) if owner_path else model, name, linear)
+        setattr(model.get_submodule(owner_path) if owner_path else model, name, part)
         fused_paths.update(p for p, m in model.named_modules() if m is fused)
         restored += 1
     for path in fused_paths:

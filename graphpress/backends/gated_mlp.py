@@ -147,10 +147,14 @@ def install_gated_mlps(model: nn.Module, make_gate_up: Callable[[nn.Module, nn.M
 
 
 def packed_gate_up(gate: Any, up: Any, activation: str = "silu") -> nn.Module | None:
-    """The Triton gated layer for two packed-format modules of one format, else None."""
+    """The Triton gated layer for two packed-format modules of one format, else None.  Gate and up fused
+    into one quantized layer beforehand (``fuse-gate-up`` then ``quantize``) are taken apart again: each
+    sibling's rows of the fused layer."""
+    from graphpress.backends.fused_linear import sibling_rows
     from graphpress.backends.triton.linear import TritonQuantLinear
     from graphpress.backends.triton.lowering import is_packed_quantized
 
+    gate, up = sibling_rows(gate), sibling_rows(up)
     if not (is_packed_quantized(gate) and is_packed_quantized(up)):
         return None
     if (gate.bits, gate.group, gate.in_features, gate.out_features) != (up.bits, up.group, up.in_features, up.out_features):

@@ -125,9 +125,12 @@ class LinearInputRecorder:
         self._seen.clear()
 
 
-def linear_modules(root: nn.Module, prefix: str = "", types: Iterable[type] = (nn.Linear,)) -> dict[str, nn.Module]:
-    """``{qualified name: module}`` of the linear layers under ``root``, names prefixed with ``prefix``."""
-    kinds = tuple(types)
+def linear_modules(root: nn.Module, prefix: str = "", types: Iterable[type] | None = None) -> dict[str, nn.Module]:
+    """``{qualified name: module}`` of the linear layers under ``root``, names prefixed with ``prefix``;
+    by default ``nn.Linear`` and fused sibling projections (``FusedLinear``: one input, one weight)."""
+    from graphpress.backends.fused_linear import FusedLinear
+
+    kinds = tuple(types) if types is not None else (nn.Linear, FusedLinear)
     return {
         (f"{prefix}.{name}" if prefix else name): module
         for name, module in root.named_modules()

@@ -24,6 +24,7 @@ The same :func:`~graphpress.backends.fused_linear.install_fused` installs quanti
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import ClassVar
 
@@ -167,6 +168,16 @@ def fuse_linear_group(graph: Graph, group: list[Node]) -> Node:
     return linear
 
 
+def _quantized_sibling_groups(graph: Graph) -> int:
+    """How many values feed two or more quantized Linears (``graphpress::QLinear``): siblings this pass
+    cannot fuse, because quantization already ran."""
+    readers: dict[int, int] = {}
+    for node in graph.nodes:
+        if node.op == "QLinear" and node.domain == GRAPHPRESS_DOMAIN and node.input(0) is not None:
+            readers[id(node.input(0))] = readers.get(id(node.input(0)), 0) + 1
+    return sum(count > 1 for count in readers.values())
+
+
 class _FuseSiblingsBase(Pass):
     """Shared body of the three fusion passes; ``roles`` picks the sibling groups each one takes."""
 
@@ -185,7 +196,14 @@ class _FuseSiblingsBase(Pass):
             fused_groups.append("+".join(n.scope.rpartition(".")[2] or n.name for n in group))
             linears += len(group)
         graph.prune_unused_constants()
+        quantized = _quantized_sibling_groups(graph)
+        if quantized:
+            logging.getLogger("graphpress").warning(
+                "graphpress: %s: %d groups of quantized projections reading one input were left unfused; run the "
+                "fusion passes before quantize (fuse-qkv,fuse-gate-up,quantize,...): the fused weight is then "
+                "quantized as one layer", self.name, quantized)
         stats = {"groups_fused": len(fused_groups), "linears_fused": linears, "groups_skipped": skipped,
+                 "quantized_groups_left": quantized,
                  "gemms_saved": linears - len(fused_groups), "nodes_removed": nodes_before - len(graph.nodes),
                  "parameters_removed": params_before - graph.parameter_count()}
         if fused_groups:

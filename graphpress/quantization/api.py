@@ -65,7 +65,8 @@ class _Quantizer:
 
     def replace(self, name: str, quantized: QuantizedWeight) -> None:
         linear = self.selected.pop(name)
-        module = QuantizedLinear.from_weight(quantized, linear.bias, self.options.act_bits)
+        module = QuantizedLinear.from_weight(quantized, linear.bias, self.options.act_bits,
+                                             split_sizes=getattr(linear, "split_sizes", None))
         module.compute_dtype = linear.weight.dtype
         self.report.bytes_before += _tensor_bytes(linear)
         self.report.bytes_after += _tensor_bytes(module)

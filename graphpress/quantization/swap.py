@@ -67,15 +67,19 @@ def is_plain_linear(module: nn.Module) -> bool:
                                                                                        atol=1e-5)
 
 
-def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Linear]:
-    """``{name: nn.Linear}`` matching a ``targets`` glob and no ``ignore`` glob (nor the model's own
-    :func:`keep_float_patterns`), in module order; subclasses count where :func:`is_plain_linear`."""
+def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Module]:
+    """``{name: linear}`` matching a ``targets`` glob and no ``ignore`` glob (nor the model's own
+    :func:`keep_float_patterns`), in module order; subclasses of ``nn.Linear`` count where
+    :func:`is_plain_linear`, and fused sibling projections (:class:`FusedLinear`, one weight for q/k/v or
+    gate/up) count as one linear whose quantized layer keeps their split outputs."""
+    from graphpress.backends.fused_linear import FusedLinear
+
     ignore, targets = tuple(ignore) + keep_float_patterns(model), tuple(targets)
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and _matches(name, targets) and not _matches(name, ignore)
-        and is_plain_linear(module)
+        if ((isinstance(module, nn.Linear) and is_plain_linear(module)) or isinstance(module, FusedLinear))
+        and _matches(name, targets) and not _matches(name, ignore)
     }
 
 

@@ -163,9 +163,9 @@ def test_installed_gated_mlps_keep_the_model_output(family, activation):
     assert float((got - expected).norm() / expected.norm()) < 1e-4
 
 
-def _quantized_llama(monkeypatch, layers: int):
-    """A small Llama through ``quantize``, with lower-triton's device check pointed at "cuda" so that its GPU
-    path runs here on the interpreter; returns the model, its example ids and kwargs."""
+def _quantized_llama(monkeypatch, layers: int, passes: str = "quantize{bits=4,group=64}"):
+    """A small Llama through ``passes`` (quantize by default), with lower-triton's device check pointed at
+    "cuda" so that its GPU path runs here on the interpreter; returns the model, its example ids and kwargs."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import graphpress
@@ -177,8 +177,7 @@ def _quantized_llama(monkeypatch, layers: int):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
     ids = torch.randint(0, 128, (1, 6))
     kw = {"use_cache": False}
-    quantized = graphpress.optimize(LlamaForCausalLM(config).eval(), "quantize{bits=4,group=64}",
-                                    example_inputs=(ids,), example_kwargs=kw)
+    quantized = graphpress.optimize(LlamaForCausalLM(config).eval(), passes, example_inputs=(ids,), example_kwargs=kw)
     return quantized, ids, kw
 
 
@@ -204,6 +203,31 @@ def test_lower_triton_pass_installs_gated_mlps_and_retraces(monkeypatch):
     with torch.no_grad():
         for tokens in (ids, ids[:, :1]):
             expected, got = plain(tokens, **kw).logits, gated(tokens, **kw).logits
+            assert float((got - expected).norm() / expected.norm()) < 1e-4
+
+
+def test_projections_fused_before_quantize_lower_to_one_split_product_and_a_gated_mlp(monkeypatch):
+    """The compiler order fuse-qkv, fuse-gate-up, quantize, lower-triton: q/k/v become one Triton product with
+    split outputs, and the fused gate/up quantized layer is taken apart into a GatedMLP's interleaved gate-up
+    product; the outputs are those of the unfused pipeline."""
+    import copy
+
+    import graphpress
+
+    quantized, ids, kw = _quantized_llama(monkeypatch, layers=2)
+    fused_quantized, _, _ = _quantized_llama(monkeypatch, layers=2,
+                                             passes="fuse-qkv,fuse-gate-up,quantize{bits=4,group=64}")
+    plain = graphpress.optimize(copy.deepcopy(quantized), "lower-triton", example_inputs=(ids,), example_kwargs=kw)
+    lowered, report = graphpress.optimize(fused_quantized, "lower-triton", example_inputs=(ids,), example_kwargs=kw,
+                                          return_report=True)
+    assert report.records[-1].stats == {"lowered": 10, "gated_mlps": 2, "chained": 2}
+    attn = lowered.model.layers[0].self_attn
+    assert isinstance(attn.fused_q_proj_k_proj_v_proj, TritonQuantLinear)
+    assert attn.fused_q_proj_k_proj_v_proj.split_sizes == [128, 64, 64] and attn.k_proj.fused is attn.fused_q_proj_k_proj_v_proj
+    assert isinstance(lowered.model.layers[0].mlp, GatedMLP)
+    with torch.no_grad():
+        for tokens in (ids, ids[:, :1]):
+            expected, got = plain(tokens, **kw).logits, lowered(tokens, **kw).logits
             assert float((got - expected).norm() / expected.norm()) < 1e-4
 
 

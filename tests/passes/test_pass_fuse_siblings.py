@@ -140,3 +140,50 @@ def test_fused_siblings_compile_into_one_graph_with_one_product_per_fusion():
     with torch.no_grad():
         compiled = torch.compile(lambda **kw: fused(**kw, **case.call_kwargs).logits)
         torch.testing.assert_close(compiled(**case.inputs), _logits(model, case), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_projections_quantize_as_one_layer_and_unfuse_to_the_unfused_result():
+    """fuse-qkv/fuse-gate-up before quantize: each fused weight is quantized as one layer (rows are quantized
+    independently, so RTN gives the unfused codes), the siblings follow the swapped module, and
+    unfuse_linears gives back one quantized layer per projection with the unfused state_dict."""
+    from graphpress.quantization import QuantizedLinear
+
+    case = tiny_case("llama")
+    kw = dict(example_inputs=case.inputs, example_kwargs=case.call_kwargs)
+    unfused = graphpress.optimize(case.model, "quantize{bits=4,group=32}", **kw)
+    fused, report = graphpress.optimize(case.model, "fuse-qkv,fuse-gate-up,quantize{bits=4,group=32}",
+                                        return_report=True, **kw)
+    assert report.records[-1].stats["layers"] == 8  # qkv, o, gate_up, down in each of 2 layers (lm_head float)
+    attn = fused.model.layers[0].self_attn
+    assert isinstance(attn.fused_q_proj_k_proj_v_proj, QuantizedLinear)
+    assert attn.fused_q_proj_k_proj_v_proj.split_sizes == [64, 32, 32]
+    assert attn.q_proj.fused is attn.fused_q_proj_k_proj_v_proj  # the slices read the quantized module
+    assert torch.equal(_logits(fused, case), _logits(unfused, case))
+    copied = copy.deepcopy(fused)
+    assert copied.model.layers[0].self_attn.q_proj.fused is copied.model.layers[0].self_attn.fused_q_proj_k_proj_v_proj
+    assert unfuse_linears(fused) == 10
+    assert sorted(fused.state_dict()) == sorted(unfused.state_dict())
+    assert isinstance(fused.model.layers[0].self_attn.k_proj, QuantizedLinear)
+    assert torch.equal(_logits(fused, case), _logits(unfused, case))
+    assert torch.equal(_logits(copied, case), _logits(unfused, case))  # the copy is independent of the original
+
+
+def test_gptq_quantizes_a_fused_projection_like_its_siblings():
+    """GPTQ's Hessian is the shared input's, so quantizing the fused weight equals quantizing the stacked
+    siblings (what GPTQ already does for linears that read one input)."""
+    case = tiny_case("llama")
+    kw = dict(example_inputs=case.inputs, example_kwargs=case.call_kwargs, calibration=case.inputs["input_ids"])
+    unfused = graphpress.optimize(case.model, "quantize{bits=4,group=32,method=gptq}", **kw)
+    fused, report = graphpress.optimize(case.model, "fuse-qkv,quantize{bits=4,group=32,method=gptq}",
+                                        return_report=True, **kw)
+    assert report.records[-1].stats["fallback_rtn"] == 0
+    assert _rel(_logits(fused, case), _logits(unfused, case)) <= 1e-5
+
+
+def test_fusing_after_quantize_says_it_left_the_quantized_siblings_alone(caplog):
+    case = tiny_case("llama")
+    _, report = graphpress.optimize(case.model, "quantize{bits=4,group=32},fuse-qkv", return_report=True,
+                                    example_inputs=case.inputs, example_kwargs=case.call_kwargs)
+    stats = report.records[-1].stats
+    assert stats["groups_fused"] == 0 and stats["quantized_groups_left"] == 4  # q/k/v and gate/up of 2 layers
+    assert "run the fusion passes before quantize" in caplog.text

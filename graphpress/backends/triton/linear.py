@@ -126,7 +126,8 @@ class TritonQuantLinear(nn.Module):
             meta_dtype = torch.float16 if float16_safe else torch.float32
         weights = repack_for_kernels(qweight, scales, zeros, parts[0].bits, parts[0].group,
                                      parts[0].in_features, meta_dtype)
-        split = [p.out_features for p in parts] if len(parts) > 1 else None
+        # Several parts, or one layer quantized after its siblings were fused (its own ``split_sizes``).
+        split = [p.out_features for p in parts] if len(parts) > 1 else getattr(parts[0], "split_sizes", None)
         return cls(weights, bias, split)
 
     @classmethod
