@@ -394,14 +394,31 @@ def _fuse_projections(model, gated_mlp: bool = False) -> int:
     return len(model.model.layers) * len(groups) + len(gated)
 
 
-#: End-to-end variants: key -> (table label, fuse q/k/v (and gate/up unless gated), gated MLPs, GRAPHPRESS_PDL).
+API_PIPELINE = 'fuse-qkv,fuse-gate-up,quantize{bits=4,group=128,ignore=""},lower-triton'
+#: End-to-end variants: key -> (table label, fuse q/k/v (and gate/up unless gated), gated MLPs, GRAPHPRESS_PDL);
+#: fuse None: built by ``graphpress.optimize`` with API_PIPELINE instead.
 E2E_VARIANTS = {
     "one-for-one": ("graphpress int4 g128 (all linears incl. lm_head), one for one", False, False, "chain"),
     "fused": ("graphpress int4 g128, q/k/v and gate/up fused", True, False, "chain"),
     "gated-off": ("graphpress int4 g128, q/k/v fused, gated MLP, PDL off", True, True, "off"),
     "gated": ("graphpress int4 g128, q/k/v fused, gated MLP, down chained to gate-up (PDL `chain`, the default)",
               True, True, "chain"),
+    # The user's route to the same model: the pass pipeline (fusion, quantization, lowering) through optimize.
+    "api": (f"`graphpress.optimize(model, '{API_PIPELINE}')`", None, None, "chain"),
 }
+
+
+def _optimize_pipeline(model, prompt: torch.Tensor):
+    """``graphpress.optimize`` with API_PIPELINE on the model itself (inplace: no second 13 GB copy); returns
+    the model, the names of its Triton layers and the number of fused groups, as the manual route does."""
+    import graphpress
+
+    model, report = graphpress.optimize(model, API_PIPELINE, example_inputs=(prompt,),
+                                        example_kwargs={"use_cache": False}, inplace=True, return_report=True)
+    emit("api: " + "; ".join(f"{r.name} {r.stats}" for r in report.records))
+    names = [n for n, m in model.named_modules() if isinstance(m, TritonQuantLinear)]
+    fused = sum(r.stats.get("groups_fused", 0) for r in report.records)
+    return model, names, fused
 
 
 def e2e_section(results: dict, new_tokens: int, variants: list[str]) -> None:
@@ -423,9 +440,12 @@ def e2e_section(results: dict, new_tokens: int, variants: list[str]) -> None:
         torch.cuda.empty_cache()
         model = _build_llama_7b()
         started = time.perf_counter()
-        with torch.no_grad():
-            fused = _fuse_projections(model, gated_mlp) if fuse else 0
-            names = lower_linear_modules(model, quantizer=lambda lin: rtn_quantize(lin.weight.data, 4, 128))
+        if fuse is None:
+            model, names, fused = _optimize_pipeline(model, prompt)
+        else:
+            with torch.no_grad():
+                fused = _fuse_projections(model, gated_mlp) if fuse else 0
+                names = lower_linear_modules(model, quantizer=lambda lin: rtn_quantize(lin.weight.data, 4, 128))
         torch.cuda.empty_cache()
         quant_s = time.perf_counter() - started
         started = time.perf_counter()
