@@ -15,7 +15,7 @@ from torch.utils import _pytree as pytree
 from ..errors import BackendError
 from ..ir import Graph
 
-__all__ = ["evaluate", "is_meta_graph", "flatten_outputs", "relative_error", "submodule_stack",
+__all__ = ["evaluate", "evaluate_in_float32", "is_meta_graph", "flatten_outputs", "relative_error", "submodule_stack",
            "innermost_submodule"]
 
 
@@ -48,6 +48,29 @@ def evaluate(graph: Graph, inputs: tuple, kwargs: dict | None = None) -> list[to
 
     outs = run_onnxruntime(graph, list(inputs))
     return [torch.as_tensor(o).float() for o in outs]
+
+
+def evaluate_in_float32(graph: Graph, inputs: tuple, kwargs: dict | None = None) -> list[torch.Tensor]:
+    """:func:`evaluate` with every floating parameter, buffer and input of a torch model in float32, then each
+    tensor put back in its own dtype (float16/bfloat16 -> float32 -> back is exact).  Tells an exact rewrite
+    from a wrong one in a half-precision model, where rounding alone moves deep outputs by percents."""
+    module = graph.module
+    if graph.origin != "torch" or module is None:
+        return evaluate(graph, inputs, kwargs)
+    saved: list[tuple[torch.Tensor, torch.dtype]] = []
+    try:
+        for tensor in list(module.parameters()) + [b for b in module.buffers() if b is not None]:
+            if tensor.is_floating_point() and tensor.dtype != torch.float32:
+                saved.append((tensor, tensor.dtype))
+                tensor.data = tensor.data.float()
+        cast = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+        return evaluate(graph, tuple(pytree.tree_map(cast, list(inputs))),
+                        pytree.tree_map(cast, dict(kwargs or {})))
+    finally:
+        for tensor, dtype in saved:
+            tensor.data = tensor.data.to(dtype)
+        for value in graph.constants:
+            value.sync_from_param()
 
 
 @contextmanager

@@ -127,3 +127,20 @@ def test_optimize_onnx_path_leaves_the_file_untouched(tmp_path):
     with pytest.raises(PassError):
         graphpress.optimize(str(path), "fold-bn,test-crash")
     assert path.read_bytes() == data
+
+
+def test_an_exact_rewrite_of_a_bfloat16_model_is_judged_in_float32(monkeypatch):
+    """In a deep half-precision model a reordered sum moves outputs by percents; the manager then runs the
+    model before and after the pass in float32, where an exact rewrite agrees and a wrong one does not."""
+    from graphpress.passes import manager
+    from graphpress.testing.zoo import tiny_case
+
+    monkeypatch.setitem(manager._EXACT_RTOL, torch.bfloat16, -1.0)  # every bfloat16 change "fails" its dtype check
+    case = tiny_case("llama")
+    model = case.model.to(torch.bfloat16)
+    fused, report = graphpress.optimize(model, "fuse-qkv", example_inputs=case.inputs,
+                                        example_kwargs=case.call_kwargs, return_report=True)
+    assert "with the model in float32: rounding" in report.records[0].stats["exactness"]
+    assert all(p.dtype == torch.bfloat16 for p in fused.parameters())  # put back in its own dtype
+    with pytest.raises(PassError, match=r"claims to be exact .*in float32"):
+        graphpress.optimize(model, "test-corrupt-weights", example_inputs=case.inputs, example_kwargs=case.call_kwargs)
