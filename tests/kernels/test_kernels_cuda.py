@@ -128,3 +128,35 @@ def test_lower_triton_runs_gated_mlps_as_one_product_with_the_same_outputs(famil
         with torch.no_grad():
             expected, got = plain(tokens, **kw).logits.float(), gated(tokens, **kw).logits.float()
         assert float((got - expected).norm() / expected.norm()) < 2e-2
+
+
+def test_the_fusion_pipeline_lowers_to_split_products_and_compiles_with_cuda_graphs():
+    """fuse-qkv, fuse-gate-up, quantize, lower-triton on a small Llama on the GPU: q/k/v one split Triton
+    product, each MLP a chained GatedMLP; eager and torch.compile (reduce-overhead, CUDA graphs) decode rows
+    agree with the unfused pipeline."""
+    import copy
+
+    import transformers
+
+    import graphpress
+    from graphpress.backends.gated_mlp import GatedMLP
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 256, (1, 8), device="cuda")
+    kw = {"use_cache": False}
+    plain = graphpress.optimize(copy.deepcopy(model), "quantize{bits=4,group=64},lower-triton", example_inputs=(ids,),
+                                example_kwargs=kw)
+    fused, report = graphpress.optimize(model, "fuse-qkv,fuse-gate-up,quantize{bits=4,group=64},lower-triton",
+                                        example_inputs=(ids,), example_kwargs=kw, return_report=True)
+    assert report.records[-1].stats == {"lowered": 10, "gated_mlps": 2, "chained": 2}
+    assert fused.model.layers[0].self_attn.fused_q_proj_k_proj_v_proj.split_sizes == [256, 128, 128]
+    assert isinstance(fused.model.layers[1].mlp, GatedMLP)
+    step = torch.compile(lambda t: fused(t, **kw).logits, mode="reduce-overhead")
+    for tokens in (ids, ids[:, :1], ids[:, 1:2]):
+        with torch.no_grad():
+            expected = plain(tokens, **kw).logits.float()
+            for got in (fused(tokens, **kw).logits.float(), step(tokens).float().clone()):
+                assert float((got - expected).norm() / expected.norm()) < 2e-2
