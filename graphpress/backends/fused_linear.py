@@ -52,6 +52,16 @@ class FusedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(F.linear(x, self.weight, self.bias).split(self.split_sizes, dim=-1))
 
+    def rows(self, start: int, stop: int) -> nn.Linear:
+        """Output rows ``start:stop`` (one fused projection) as an ``nn.Linear`` of its own."""
+        linear = nn.Linear(self.in_features, stop - start, bias=self.bias is not None,
+                           device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self.weight[start:stop])
+            if self.bias is not None:
+                linear.bias.copy_(self.bias[start:stop])
+        return linear
+
     def forward_part(self, x: torch.Tensor, index: int) -> torch.Tensor:
         """Only projection ``index`` (the uncached path)."""
         start = sum(self.split_sizes[:index])
@@ -172,28 +182,17 @@ def install_fused(model: nn.Module, paths: Sequence[str], fused: nn.Module, fuse
 
 
 def sibling_rows(module: nn.Module) -> nn.Module:
-    """For a :class:`SiblingSlice`, its projection as a layer of its own: the rows of the fused module (float
-    :class:`FusedLinear`, or a quantized fused layer with a ``rows(start, stop)`` method); anything else, or a
-    fused module that cannot be sliced, is returned as it is."""
+    """For a :class:`SiblingSlice`, its projection as a layer of its own: ``fused.rows(start, stop)`` of a fused
+    module that can be sliced by rows (:class:`FusedLinear`, a quantized fused ``QuantizedLinear``); anything
+    else, or a fused module without ``rows`` (Triton kernel layouts), is returned as it is."""
     if not isinstance(module, SiblingSlice):
         return module
     fused = module.fused
     sizes = getattr(fused, "split_sizes", None)
-    if not sizes or len(sizes) != module._shared.count:
+    if not hasattr(fused, "rows") or not sizes or len(sizes) != module._shared.count:
         return module
     start = sum(sizes[:module.index])
-    stop = start + sizes[module.index]
-    if isinstance(fused, FusedLinear):
-        linear = nn.Linear(fused.in_features, stop - start, bias=fused.bias is not None,
-                           device=fused.weight.device, dtype=fused.weight.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(fused.weight[start:stop])
-            if fused.bias is not None:
-                linear.bias.copy_(fused.bias[start:stop])
-        return linear
-    if hasattr(fused, "rows"):
-        return fused.rows(start, stop)
-    return module
+    return fused.rows(start, start + sizes[module.index])
 
 
 def unfuse_linears(model: nn.Module) -> int:
