@@ -215,4 +215,9 @@ def unfuse_linears(model: nn.Module) -> int:
     for path in fused_paths:
         owner_path, _, name = path.rpartition(".")
         delattr(model.get_submodule(owner_path) if owner_path else model, name)
+    if restored:
+        from graphpress.quantization.swap import CONFIG_KEY, attach_quantization_config
+
+        if hasattr(getattr(model, "config", None), CONFIG_KEY):  # what save_pretrained writes must follow
+            attach_quantization_config(model)
     return restored

@@ -90,13 +90,23 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantization_config(model: nn.Module) -> dict[str, Any]:
-    """The json-able description of every :class:`QuantizedLinear` in ``model``."""
-    modules = {
-        name: {"bits": m.bits, "group": m.group, "act_bits": m.act_bits, "bias": m.bias is not None,
-               "in_features": m.in_features, "out_features": m.out_features}
-        for name, m in model.named_modules()
-        if isinstance(m, QuantizedLinear)
-    }
+    """The json-able description of every :class:`QuantizedLinear` in ``model``; a fused one (projections fused
+    before quantizing) also records its ``split_sizes`` and the projections it ``fuses``, so that
+    :func:`load_quantized` installs the same fusion in a fresh model."""
+    from graphpress.backends.fused_linear import SiblingSlice
+
+    siblings: dict[int, list[tuple[int, str]]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, SiblingSlice):
+            siblings.setdefault(id(m.fused), []).append((m.index, name))
+    modules = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, QuantizedLinear):
+            continue
+        modules[name] = {"bits": m.bits, "group": m.group, "act_bits": m.act_bits, "bias": m.bias is not None,
+                         "in_features": m.in_features, "out_features": m.out_features}
+        if m.split_sizes and id(m) in siblings:
+            modules[name].update(split_sizes=m.split_sizes, fuses=[n for _, n in sorted(siblings[id(m)])])
     return {"format": "graphpress-packed-v1", "modules": modules}
 
 
@@ -109,17 +119,25 @@ def attach_quantization_config(model: nn.Module) -> None:
 
 def quantize_skeleton(model: nn.Module, description: dict[str, Any]) -> None:
     """Put empty :class:`QuantizedLinear` modules where ``description`` (see :func:`quantization_config`) says."""
+    from graphpress.backends.fused_linear import install_fused
+
     for name, spec in description["modules"].items():
+        fuses = spec.get("fuses")
         try:
-            linear = model.get_submodule(name)
+            linear = model.get_submodule(fuses[0] if fuses else name)
         except AttributeError:
-            raise BackendError(f"quantization config names {name}, which the model does not have") from None
+            raise BackendError(f"quantization config names {fuses[0] if fuses else name}, which the model does "
+                               "not have") from None
         # Pruned models have other widths than their config says: the recorded sizes win.
         in_features = spec.get("in_features", linear.in_features)
         out_features = spec.get("out_features", linear.out_features)
         skeleton = QuantizedLinear(in_features, out_features, bits=spec["bits"], group=spec["group"],
-                                   bias=spec["bias"], act_bits=spec.get("act_bits"), dtype=linear.weight.dtype)
-        set_module(model, name, skeleton)
+                                   bias=spec["bias"], act_bits=spec.get("act_bits"), dtype=linear.weight.dtype,
+                                   split_sizes=spec.get("split_sizes"))
+        if fuses:  # saved with its projections fused: the same fusion, then the fused weights load
+            install_fused(model, fuses, skeleton, name, spec["split_sizes"])
+        else:
+            set_module(model, name, skeleton)
 
 
 def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
