@@ -67,12 +67,21 @@ def optimize(
     check: bool = True,
     repro_dir: str | os.PathLike | None = None,
     return_report: bool = False,
+    rollback: bool = True,
 ) -> Any:
     """Compress ``model`` with ``passes`` and return the same kind of model (plus the report if asked).
 
     ``passes`` is a pipeline string such as ``"dce,fold-bn,prune-channels{ratio=0.3}"``, a pass object, or a
     list of either. ``example_inputs`` are used to trace a torch model and to check outputs after each
-    pass; Hugging Face models get token ids by default. ``calibration`` feeds data-driven passes.
+    pass (tensors are moved to the model's device); Hugging Face models get token ids by default.
+    ``calibration`` feeds data-driven passes.
+
+    Memory: a copy of the model is compressed, with a snapshot before each pass so that a failing pass is
+    rolled back: up to three copies at once. ``inplace=True`` puts the result into your object at the end
+    (all or nothing: after a failure it is exactly as before). ``rollback=False`` keeps no snapshots; with
+    ``inplace=True`` as well, your object itself is compressed, with no copy at all (unless a pass needs the
+    original, as ``distill`` does), for a model that barely fits its device, and a failing pass then leaves it
+    half-edited.
     """
     pass_list = resolve_passes(passes)  # validate the whole pipeline before any work
     if isinstance(example_inputs, torch.Tensor):
@@ -82,20 +91,38 @@ def optimize(
         example_inputs = ()
     if isinstance(model, torch.nn.Module):
         result, report = _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration,
-                                          tokenizer, inplace, check, repro_dir)
+                                          tokenizer, inplace, check, repro_dir, rollback)
     else:
         result, report = _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check,
-                                        repro_dir)
+                                        repro_dir, rollback)
     return (result, report) if return_report else result
 
 
-def _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir) -> PassContext:
+def _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback=True) -> PassContext:
     return PassContext(example_inputs=example_inputs, example_kwargs=example_kwargs, calibration=calibration,
-                       tokenizer=tokenizer, check=check, repro_dir=os.fspath(repro_dir) if repro_dir else None)
+                       tokenizer=tokenizer, check=check, repro_dir=os.fspath(repro_dir) if repro_dir else None,
+                       rollback=rollback)
+
+
+def _on_model_device(model: torch.nn.Module, value: Any) -> Any:
+    """Example inputs on the device of the model's weights (all on one real device), else as given."""
+    from .calibration.blocks import to_device
+
+    devices = {t.device for t in list(model.parameters()) + list(model.buffers())}
+    if len(devices) != 1 or next(iter(devices)).type == "meta":
+        return value
+    return to_device(value, next(iter(devices)))
+
+
+def _take_state(model: torch.nn.Module, source: torch.nn.Module) -> None:
+    """Make the user's ``model`` object hold ``source``'s state (the result, or the rolled-back model)."""
+    if source is not model:
+        model.__dict__.clear()
+        model.__dict__.update(source.__dict__)
 
 
 def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration, tokenizer, inplace, check,
-                     repro_dir):
+                     repro_dir, rollback=True):
     from .backends.torch_module import finalize_module
     from .frontends.torch_export import trace
 
@@ -106,21 +133,23 @@ def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibrati
                 f"optimize() needs example_inputs for a {type(model).__name__}: pass a tuple of tensors shaped "
                 "like real inputs, e.g. example_inputs=(torch.randn(1, 3, 224, 224),)"
             )
-    example_inputs = tuple(example_inputs or ())
-    graph = trace(model, example_inputs, example_kwargs=example_kwargs, inplace=False)
-    ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir)
-    # Passes that learn from the original (distillation) read it here; nothing may modify it.
-    ctx.extras["reference_module"] = model
+    example_inputs = _on_model_device(model, tuple(example_inputs or ()))
+    example_kwargs = _on_model_device(model, example_kwargs)
+    # No copy only when asked for twice (inplace, no rollback): otherwise a failure must leave the caller's
+    # object untouched. Passes that learn from the original (distillation) read it, so they always get a copy.
+    in_place = inplace and not rollback and not any(p.needs_reference for p in pass_list)
+    graph = trace(model, example_inputs, example_kwargs=example_kwargs, inplace=in_place)
+    ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback)
+    ctx.extras["reference_module"] = None if in_place else model
     report = PassManager(pass_list).run(graph, ctx)
     result = finalize_module(graph)
     if inplace:
-        model.__dict__.clear()
-        model.__dict__.update(result.__dict__)
+        _take_state(model, result)
         result = model
     return result, report
 
 
-def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check, repro_dir):
+def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check, repro_dir, rollback=True):
     import onnx
 
     from .backends.onnx import to_onnx
@@ -133,6 +162,6 @@ def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, che
     graph = load_onnx(model)
     if example_inputs is None:
         example_inputs = random_inputs_for(graph)
-    ctx = _context(example_inputs, None, calibration, tokenizer, check, repro_dir)
+    ctx = _context(example_inputs, None, calibration, tokenizer, check, repro_dir, rollback)
     report = PassManager(pass_list).run(graph, ctx)
     return to_onnx(graph), report

@@ -45,6 +45,9 @@ class Pass:
       ``needs_calibration``  True if ``ctx.calibration`` must be given.
       ``retraces``  True for passes that restructure the torch module itself (drop or merge layers); the
                     manager re-traces the module into a fresh graph after them.
+      ``needs_reference``  True if the pass reads the user's original model
+                    (``ctx.extras["reference_module"]``, e.g. a distillation teacher): ``optimize`` then
+                    compresses a copy even with ``inplace=True``.
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +58,7 @@ class Pass:
     origins: ClassVar[frozenset[str]] = frozenset({"torch", "onnx"})
     needs_calibration: ClassVar[bool] = False
     retraces: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         self.given_options = dict(options)

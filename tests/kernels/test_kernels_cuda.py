@@ -133,7 +133,7 @@ def test_lower_triton_runs_gated_mlps_as_one_product_with_the_same_outputs(famil
 def test_the_fusion_pipeline_lowers_to_split_products_and_compiles_with_cuda_graphs():
     """fuse-qkv, fuse-gate-up, quantize, lower-triton on a small Llama on the GPU: q/k/v one split Triton
     product, each MLP a chained GatedMLP; eager and torch.compile (reduce-overhead, CUDA graphs) decode rows
-    agree with the unfused pipeline."""
+    agree with the unfused pipeline.  The example ids are given on the CPU: optimize moves them to the model."""
     import copy
 
     import transformers
@@ -150,7 +150,7 @@ def test_the_fusion_pipeline_lowers_to_split_products_and_compiles_with_cuda_gra
     plain = graphpress.optimize(copy.deepcopy(model), "quantize{bits=4,group=64},lower-triton", example_inputs=(ids,),
                                 example_kwargs=kw)
     fused, report = graphpress.optimize(model, "fuse-qkv,fuse-gate-up,quantize{bits=4,group=64},lower-triton",
-                                        example_inputs=(ids,), example_kwargs=kw, return_report=True)
+                                        example_inputs=(ids.cpu(),), example_kwargs=kw, return_report=True)
     assert report.records[-1].stats == {"lowered": 10, "gated_mlps": 2, "chained": 2}
     assert fused.model.layers[0].self_attn.fused_q_proj_k_proj_v_proj.split_sizes == [256, 128, 128]
     assert isinstance(fused.model.layers[1].mlp, GatedMLP)

@@ -29,3 +29,12 @@ def test_inplace_edits_the_users_object():
     out = graphpress.optimize(model, "fold-bn", example_inputs=case.inputs, inplace=True)
     assert out is model
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_inplace_compresses_the_object_itself_without_a_copy():
+    case = tiny_case("llama")
+    model = case.model
+    embedding = model.model.embed_tokens.weight
+    out = graphpress.optimize(model, "quantize{bits=4,group=32}", example_inputs=case.inputs,
+                              example_kwargs=case.call_kwargs, inplace=True, rollback=False)
+    assert out is model and out.model.embed_tokens.weight is embedding  # the same tensor: nothing was copied

@@ -94,6 +94,7 @@ class LayerDistiller:
 @register_pass
 class Distill(Pass):
     name = "distill"
+    needs_reference = True
     summary = "Train each compressed decoder layer to match the original layer(s) it replaces (needs calibration)."
     options = (
         Option("steps", "int", 100, "Adam steps per trained layer (one calibration batch a step)", low=1),
