@@ -187,3 +187,19 @@ def test_fusing_after_quantize_says_it_left_the_quantized_siblings_alone(caplog)
     stats = report.records[-1].stats
     assert stats["groups_fused"] == 0 and stats["quantized_groups_left"] == 4  # q/k/v and gate/up of 2 layers
     assert "run the fusion passes before quantize" in caplog.text
+
+
+def test_a_fused_model_survives_torch_save_and_load():
+    """Pickling keeps the siblings' link to the module at the fused path (and drops their per-call cache)."""
+    import io
+
+    case = tiny_case("llama")
+    model = graphpress.optimize(case.model, "fuse-qkv,fuse-gate-up,quantize{bits=4,group=32}",
+                                example_inputs=case.inputs, example_kwargs=case.call_kwargs)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    attn = loaded.model.layers[0].self_attn
+    assert attn.q_proj.fused is attn.fused_q_proj_k_proj_v_proj
+    assert torch.equal(_logits(loaded, case), _logits(model, case))
