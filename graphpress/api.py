@@ -115,7 +115,7 @@ def _on_model_device(model: torch.nn.Module, value: Any) -> Any:
 
 
 def _take_state(model: torch.nn.Module, source: torch.nn.Module) -> None:
-    """Make the user's ``model`` object hold ``source``'s state (the result, or the rolled-back model)."""
+    """Make the user's ``model`` object hold ``source``'s state (``inplace=True``: the compressed result)."""
     if source is not model:
         model.__dict__.clear()
         model.__dict__.update(source.__dict__)

@@ -123,11 +123,11 @@ def quantize_skeleton(model: nn.Module, description: dict[str, Any]) -> None:
 
     for name, spec in description["modules"].items():
         fuses = spec.get("fuses")
+        source = fuses[0] if fuses else name  # a fused layer shares its first projection's input width and dtype
         try:
-            linear = model.get_submodule(fuses[0] if fuses else name)
+            linear = model.get_submodule(source)
         except AttributeError:
-            raise BackendError(f"quantization config names {fuses[0] if fuses else name}, which the model does "
-                               "not have") from None
+            raise BackendError(f"quantization config names {source}, which the model does not have") from None
         # Pruned models have other widths than their config says: the recorded sizes win.
         in_features = spec.get("in_features", linear.in_features)
         out_features = spec.get("out_features", linear.out_features)
