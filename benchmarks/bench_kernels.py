@@ -4,10 +4,12 @@ Sections (``--sections``, default all):
 
 * ``kernels``: device copy bandwidth; then on the Llama-2-7B linear shapes, at M = 1, 16, 128:
   bf16 ``F.linear``, torch's tinygemm int4 (``aten._weight_int4pack_mm``), graphpress int4 g128 and
-  graphpress int8 per-channel.  Time (median, L2 flushed before each run by ``do_bench``), effective
-  weight bandwidth (bytes of weights and their metadata over time), ratios, and the relative error of
-  every kernel against a float32 product with its own dequantized weights.  Also the autotune time
-  and the first-call time of a second process that reads the on-disk autotune cache.
+  graphpress int8 per-channel.  Time (median per call of a CUDA-graph replay over operand copies that
+  defeat L2, see ``timing.py``), effective weight bandwidth (bytes of weights and their metadata over
+  time), ratios, and the relative error of every kernel against a float32 product with its own dequantized
+  weights; then, at M = 1, each product against the read floor of its bytes (``read_floor.py``) and 1.7x
+  tinygemm's time.  Also the autotune time and the first-call time of a second process that reads the
+  on-disk autotune cache.
 * ``pdl``: the batch-1 int4 and int8 products with programmatic dependent launch off, waiting first, and
   prefetching their first weight tile before the wait (``GRAPHPRESS_PDL``), side by side.
 * ``sparse``: 2:4 semi-structured sparse (``to_sparse_semi_structured``) vs dense bf16 at M = 1, 128, 2048.
@@ -40,6 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
 import triton.testing  # noqa: E402
+from read_floor import read_floor_us  # noqa: E402
 
 from graphpress.backends.triton import TritonQuantLinear, lower_linear_modules, rtn_quantize, tune  # noqa: E402
 from graphpress.backends.triton.layout import dequantize_kernel_weights  # noqa: E402
@@ -185,7 +188,8 @@ def kernels_section(results: dict) -> None:
             bw4 = weight_bytes(int4) / (times["gp4"] * 1e-6) / 1e9
             bw8 = weight_bytes(int8) / (times["gp8"] * 1e-6) / 1e9
             row = dict(shape=name, m=m, us=times, err=errors, gp4_gbs=bw4, gp8_gbs=bw8,
-                       gp4_config=str(chosen_config(x, int4.kernel_weights())), tune_s=tune_s)
+                       gp4_config=str(chosen_config(x, int4.kernel_weights())), tune_s=tune_s,
+                       gp4_bytes=weight_bytes(int4), gp8_bytes=weight_bytes(int8))
             rows.append(row)
             emit(f"| {name} {n}x{k} | {m} | {times['bf16']:.1f} | {times['tg']:.1f} | {times['gp4']:.1f} | "
                  f"{times['gp8']:.1f} | {bw4:.0f} ({100 * bw4 / bandwidth:.0f}%) | {bw8:.0f} | "
@@ -197,10 +201,30 @@ def kernels_section(results: dict) -> None:
         torch.cuda.empty_cache()
     results["kernels"] = rows
     emit("")
+    floors_table([row for row in rows if row["m"] == 1], results)
+    emit("")
     for row in rows:
         emit(f"chosen int4 launch {row['shape']} M={row['m']}: {row['gp4_config']}")
     emit("")
     emit(second_process_first_call())
+
+
+def floors_table(batch1_rows: list[dict], results: dict) -> None:
+    """Batch-1 times against the read floor (``read_floor.py``) of the same bytes, measured in this run: how far
+    each product is from reading its weights and nothing else, and whether 1.7x tinygemm lies above the floor."""
+    emit("| shape | int4 MB | int4 read floor us (GB/s) | gp int4 us | gp int4 / floor | tinygemm / 1.7 us | "
+         "int8 MB | int8 read floor us | gp int8 us | gp int8 / floor |")
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    floors = []
+    for row in batch1_rows:
+        floor4, launch4 = read_floor_us(row["gp4_bytes"])
+        floor8, _ = read_floor_us(row["gp8_bytes"])
+        us = row["us"]
+        floors.append(dict(shape=row["shape"], int4_floor_us=floor4, int8_floor_us=floor8, launch=launch4))
+        emit(f"| {row['shape']} | {row['gp4_bytes'] / 1e6:.1f} | {floor4:.1f} ({row['gp4_bytes'] / floor4 / 1e3:.0f}) | "
+             f"{us['gp4']:.1f} | {us['gp4'] / floor4:.2f} | {us['tg'] / 1.7:.1f} | {row['gp8_bytes'] / 1e6:.1f} | "
+             f"{floor8:.1f} | {us['gp8']:.1f} | {us['gp8'] / floor8:.2f} |")
+    results["read_floors"] = floors
 
 
 PDL_MODES = ("off", "chain", "wait", "prefetch")

@@ -23,17 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+from read_floor import read_contiguous  # noqa: E402
 
 from graphpress.backends.triton.timing import copies_to_defeat_l2, graph_time_us  # noqa: E402
-
-
-@triton.jit
-def _read_contiguous(src, out, per_program, BLOCK: tl.constexpr):
-    start = tl.program_id(0) * per_program
-    acc = tl.zeros((BLOCK,), dtype=tl.int32)
-    for offset in range(start, start + per_program, BLOCK):
-        acc ^= tl.load(src + offset + tl.arange(0, BLOCK))
-    tl.store(out + tl.program_id(0), tl.xor_sum(acc, axis=0))
 
 
 @triton.jit
@@ -79,7 +71,7 @@ def main() -> None:
             continue
         for warps in (4, 8):
             report("contiguous", f"{grid[0]} programs, {warps} warps",
-                   lambda c, g=grid, p=per, w=warps: lambda: _read_contiguous[g](c, sink, p, BLOCK=4096, num_warps=w))
+                   lambda c, g=grid, p=per, w=warps: lambda: read_contiguous[g](c, sink, n * words, p, BLOCK=4096, num_warps=w))
     for block_n, rows, split, warps in ((64, 16, 4, 4), (128, 16, 4, 4), (256, 8, 2, 4), (512, 8, 2, 8),
                                         (1024, 4, 1, 8), (2048, 4, 1, 16)):
         grid = (n // block_n, split)

@@ -7,7 +7,9 @@ the same kind of thing: the user's own class (a copy, or the original edited in 
 
 from __future__ import annotations
 
+import gc
 import os
+import traceback
 from typing import Any, Sequence
 
 import torch
@@ -15,6 +17,7 @@ import torch
 from .errors import GraphpressError
 from .ir import Graph
 from .passes import Pass, PassContext, PassManager, PipelineReport, resolve_passes
+from .passes.snapshot import Snapshot, snapshot_on_host, take_snapshot
 
 __all__ = ["optimize", "optimize_graph", "default_example_inputs", "random_inputs_for"]
 
@@ -68,6 +71,7 @@ def optimize(
     repro_dir: str | os.PathLike | None = None,
     return_report: bool = False,
     rollback: bool = True,
+    snapshots: str = "auto",
 ) -> Any:
     """Compress ``model`` with ``passes`` and return the same kind of model (plus the report if asked).
 
@@ -77,10 +81,13 @@ def optimize(
     ``calibration`` feeds data-driven passes.
 
     Memory: a copy of the model is compressed, with a snapshot before each pass so that a failing pass is
-    rolled back: up to three copies at once. ``inplace=True`` puts the result into your object at the end
-    (all or nothing: after a failure it is exactly as before). ``rollback=False`` keeps no snapshots; with
-    ``inplace=True`` as well, your object itself is compressed, with no copy at all (unless a pass needs the
-    original, as ``distill`` does), for a model that barely fits its device, and a failing pass then leaves it
+    rolled back. ``snapshots`` says where those live: ``"device"`` (beside the model), ``"host"`` (CPU
+    memory), or ``"auto"`` (host memory when a copy on the model's GPU would take more than half of its free
+    memory). ``inplace=True`` puts the result into your object, all or nothing: after a failure it is exactly
+    as before. With host snapshots that needs no second copy on the device: your object itself is compressed,
+    with a copy of it in host memory to restore from (one model on the GPU, up to two in host memory).
+    ``rollback=False`` keeps no snapshots; with ``inplace=True`` as well your object is compressed with no
+    copy anywhere (unless a pass needs the original, as ``distill`` does), and a failing pass leaves it
     half-edited.
     """
     pass_list = resolve_passes(passes)  # validate the whole pipeline before any work
@@ -91,17 +98,18 @@ def optimize(
         example_inputs = ()
     if isinstance(model, torch.nn.Module):
         result, report = _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration,
-                                          tokenizer, inplace, check, repro_dir, rollback)
+                                          tokenizer, inplace, check, repro_dir, rollback, snapshots)
     else:
         result, report = _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check,
                                         repro_dir, rollback)
     return (result, report) if return_report else result
 
 
-def _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback=True) -> PassContext:
+def _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback=True,
+             snapshots="auto") -> PassContext:
     return PassContext(example_inputs=example_inputs, example_kwargs=example_kwargs, calibration=calibration,
                        tokenizer=tokenizer, check=check, repro_dir=os.fspath(repro_dir) if repro_dir else None,
-                       rollback=rollback)
+                       rollback=rollback, snapshots=snapshots)
 
 
 def _on_model_device(model: torch.nn.Module, value: Any) -> Any:
@@ -121,8 +129,32 @@ def _take_state(model: torch.nn.Module, source: torch.nn.Module) -> None:
         model.__dict__.update(source.__dict__)
 
 
+def _restore_from_host(model: torch.nn.Module, original: Snapshot, error: BaseException) -> str:
+    """Put the state ``original`` holds back into the user's ``model`` after a failed in-place run; the
+    sentence to add to the error.  The half-edited tensors are released first (the traceback's frames hold
+    the graph), so the device never needs two copies; if the copy back to the device fails, the model keeps
+    the host copy, intact, on the CPU."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:  # the cause's frames (the pass's own) hold the graph too
+        seen.add(id(link))
+        traceback.clear_frames(link.__traceback__)
+        link = link.__cause__ or link.__context__
+    model.__dict__.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        _take_state(model, original.materialize())
+        return "your model was restored to its state before optimize() from its copy in host memory"
+    except Exception as copy_back:  # noqa: BLE001 - the user's model must not be left empty
+        _take_state(model, original.copy)
+        return (f"your model was restored from its copy in host memory but left on the CPU: moving it back "
+                f"failed ({type(copy_back).__name__}: {copy_back})")
+
+
 def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibration, tokenizer, inplace, check,
-                     repro_dir, rollback=True):
+                     repro_dir, rollback=True, snapshots="auto"):
     from .backends.torch_module import finalize_module
     from .frontends.torch_export import trace
 
@@ -137,12 +169,28 @@ def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibrati
     example_kwargs = _on_model_device(model, example_kwargs)
     # No copy only when asked for twice (inplace, no rollback): otherwise a failure must leave the caller's
     # object untouched. Passes that learn from the original (distillation) read it, so they always get a copy.
-    in_place = inplace and not rollback and not any(p.needs_reference for p in pass_list)
-    graph = trace(model, example_inputs, example_kwargs=example_kwargs, inplace=in_place)
-    ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback)
-    ctx.extras["reference_module"] = None if in_place else model
-    report = PassManager(pass_list).run(graph, ctx)
-    result = finalize_module(graph)
+    # With rollback, in place is safe only when a copy of the original waits in host memory.
+    needs_reference = any(p.needs_reference for p in pass_list)
+    original = None
+    if inplace and rollback and not needs_reference and snapshot_on_host(model, snapshots):
+        original = take_snapshot(model, on_host=True)
+    in_place = inplace and (not rollback or original is not None) and not needs_reference
+    try:
+        graph = trace(model, example_inputs, example_kwargs=example_kwargs, inplace=in_place)
+        ctx = _context(example_inputs, example_kwargs, calibration, tokenizer, check, repro_dir, rollback,
+                       snapshots)
+        ctx.extras["reference_module"] = None if in_place else model
+        ctx.restore_on_failure = original is None  # a per-pass restore would put a second copy on the device
+        report = PassManager(pass_list).run(graph, ctx)
+        result = finalize_module(graph)
+    except BaseException as error:
+        if original is None:
+            raise
+        graph = ctx = None
+        note = _restore_from_host(model, original, error)
+        if isinstance(error, GraphpressError):
+            raise type(error)(f"{error}\n{note}") from error
+        raise
     if inplace:
         _take_state(model, result)
         result = model

@@ -14,7 +14,10 @@ class PassContext:
 
     ``example_inputs``/``example_kwargs`` drive the numeric check after each pass; ``calibration`` is the
     user's calibration data as given (analyses turn it into statistics); ``check`` turns the numeric check
-    off; ``rollback`` keeps a snapshot before each pass; ``disabled`` names passes to skip; ``repro_dir``
+    off; ``rollback`` keeps a snapshot before each pass, in host memory or on the model's device as
+    ``snapshots`` says ("auto": host memory when a device copy would take over half the free device memory,
+    see ``snapshot.py``; ``restore_on_failure=False`` keeps them for the checks only, for a caller that
+    restores the model itself); ``disabled`` names passes to skip; ``repro_dir``
     receives a crash reproducer; ``progress`` is a factory of progress bars (see graphpress.progress).
     """
 
@@ -24,6 +27,8 @@ class PassContext:
     tokenizer: Any = None
     check: bool = True
     rollback: bool = True
+    snapshots: str = "auto"
+    restore_on_failure: bool = True  # False: the caller restores from its own copy (optimize in place)
     disabled: frozenset[str] = frozenset()
     repro_dir: str | None = None
     progress: Callable[..., Any] | None = None

@@ -9,7 +9,6 @@ where the crash reproducer was written.
 
 from __future__ import annotations
 
-import copy
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ..ir import Graph, verify
 from .base import Pass
 from .context import PassContext
 from .pipeline import format_pipeline
+from .snapshot import Snapshot, snapshot_on_host, take_snapshot
 
 __all__ = ["PassManager", "PassRecord", "PipelineReport"]
 
@@ -91,7 +91,7 @@ def _retrace(graph: Graph, ctx: PassContext) -> Graph:
 _EXACT_IN_FLOAT32 = 1e-4
 
 
-def _float32_change(graph: Graph, before: Graph | None, ctx: PassContext) -> float | None:
+def _float32_change(graph: Graph, before: Snapshot | None, ctx: PassContext) -> float | None:
     """How much a pass changed the outputs with both models (before and after it) run in float32; None where
     that cannot be asked (no snapshot, not a half-precision torch model, or the float32 run failed, e.g. for
     memory).  Deep float16/bfloat16 models move by percents from rounding alone when a rewrite only reorders
@@ -102,10 +102,22 @@ def _float32_change(graph: Graph, before: Graph | None, ctx: PassContext) -> flo
         return None
     try:
         after32 = evaluate_in_float32(graph, ctx.example_inputs, ctx.example_kwargs)
-        before32 = evaluate_in_float32(before, ctx.example_inputs, ctx.example_kwargs)
+        before32 = evaluate_in_float32(before.materialize(), ctx.example_inputs, ctx.example_kwargs)
     except Exception:  # noqa: BLE001 - the check is a second opinion; without it the dtype's verdict stands
         return None
     return relative_error(after32, before32)
+
+
+def _needs_snapshot(p: Pass, graph: Graph, ctx: PassContext) -> bool:
+    """Whether to copy the graph before ``p``: to restore it, or, for a caller that restores the model itself,
+    only where the copy has another use (the float32 judgement of an exact pass on a half-precision model, the
+    crash reproducer's input), since a host copy of a large model costs seconds."""
+    if not ctx.rollback:
+        return False
+    if ctx.restore_on_failure or ctx.repro_dir:
+        return True
+    return p.exact and ctx.check and graph.origin == "torch" and _dominant_dtype(graph) in (torch.float16,
+                                                                                        torch.bfloat16)
 
 
 def _dominant_dtype(graph: Graph) -> torch.dtype:
@@ -151,6 +163,9 @@ class PassManager:
         _refuse_non_finite_parameters(graph)
         report = PipelineReport(self.pipeline, layers_before=layer_summary(graph))
         can_run = ctx.check and ctx.example_inputs is not None and not is_meta_graph(graph)
+        on_host = ctx.rollback and snapshot_on_host(graph, ctx.snapshots)
+        if on_host:
+            ctx.log.append("rollback snapshots are kept in host memory (the model is large for its device)")
         original = evaluate(graph, ctx.example_inputs, ctx.example_kwargs) if can_run else None
         previous = original
         for _ in range(self.max_iterations if self.fixed_point else 1):
@@ -158,7 +173,7 @@ class PassManager:
             for p in self.passes:
                 if p.name in ctx.disabled:
                     continue
-                record, previous = self._run_one(p, graph, ctx, report, previous, original)
+                record, previous = self._run_one(p, graph, ctx, report, previous, original, on_host)
                 any_modified |= record.modified
             if not any_modified:
                 break
@@ -166,9 +181,10 @@ class PassManager:
         return report
 
     def _run_one(self, p: Pass, graph: Graph, ctx: PassContext, report: PipelineReport,
-                 previous: list | None, original: list | None) -> tuple[PassRecord, list | None]:
+                 previous: list | None, original: list | None, on_host: bool = False
+                 ) -> tuple[PassRecord, list | None]:
         ran_before = [r.text for r in report.records]
-        snapshot = copy.deepcopy(graph) if ctx.rollback else None
+        snapshot = take_snapshot(graph, on_host) if _needs_snapshot(p, graph, ctx) else None
         params_before, flops_before = graph.parameter_count(), count_flops(graph)
         bytes_before = graph.parameter_bytes()
         start = time.perf_counter()
@@ -193,10 +209,13 @@ class PassManager:
                     result.stats["exactness"] = (f"{err:.2g} in {_dominant_dtype(graph)}, {err32:.1g} with the "
                                                  "model in float32: rounding, not the rewrite")
         except Exception as exc:  # noqa: BLE001 - every failure is rolled back and re-raised as PassError
-            if snapshot is not None:
-                _restore(graph, snapshot)
-            repro = self._write_repro(graph, ctx, p, ran_before, exc)
-            raise self._wrap(exc, p, ran_before, repro, snapshot is not None) from exc
+            restored = snapshot is not None and ctx.restore_on_failure
+            if restored:
+                _restore(graph, snapshot.materialize())
+            # The reproducer wants the pass's input: the snapshot as it stands (host tensors serve) if not restored.
+            pass_input = snapshot.copy if snapshot is not None and not restored else graph
+            repro = self._write_repro(pass_input, ctx, p, ran_before, exc)
+            raise self._wrap(exc, p, ran_before, repro, restored) from exc
         seconds = time.perf_counter() - start
         if result.modified:
             invalidate(graph, p.preserves)

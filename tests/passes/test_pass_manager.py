@@ -120,6 +120,23 @@ def test_a_crashing_pass_is_rolled_back_named_and_leaves_a_reproducer(tmp_path):
     assert graphpress.load_onnx(str(repro / "graph.onnx")).find("Conv")
 
 
+def test_without_restore_the_failed_graph_stays_but_the_reproducer_holds_the_pass_input(tmp_path):
+    """``restore_on_failure=False`` (a caller that restores from its own copy): no restore, yet the reproducer is
+    written from the snapshot, the graph as the failing pass received it."""
+    from graphpress.api import optimize_graph, random_inputs_for
+    from graphpress.passes import PassContext
+
+    graph = graphpress.load_onnx(_conv_bn_model())
+    repro = tmp_path / "repro"
+    ctx = PassContext(example_inputs=random_inputs_for(graph), repro_dir=str(repro), restore_on_failure=False)
+    with pytest.raises(PassError) as info:
+        optimize_graph(graph, "test-crash", ctx)
+    assert "rolled back" not in str(info.value)
+    assert all(v.abs().sum() == 0 for v in _params(graph).values())  # left as the crash left it
+    written = graphpress.load_onnx(str(repro / "graph.onnx"))
+    assert all(v.abs().sum() > 0 for v in _params(written).values())
+
+
 def test_optimize_onnx_path_leaves_the_file_untouched(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(_conv_bn_model(), path)

@@ -154,3 +154,38 @@ def test_inplace_success_edits_the_callers_object():
     result = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(torch.randint(0, 96, (1, 8)),),
                                  inplace=True)
     assert result is model and model.model.layers[0].mlp.up_proj.out_features < 48
+
+
+class _RecordModuleThenCrash(_CorruptThenCrash):
+    """Notes which object the passes edit, then corrupts it and raises."""
+
+    name = "test-record-then-crash"
+    seen: list = []
+
+    def call(self, graph, ctx):
+        self.seen.append(graph.module)
+        return super().call(graph, ctx)
+
+
+def test_inplace_with_host_snapshots_edits_the_object_itself_and_restores_it_on_failure():
+    model = tiny_llama()
+    model.train()  # trace puts the model in eval mode: the restore must bring training mode back too
+    before = snapshot(model)
+    crash = _RecordModuleThenCrash()
+    with pytest.raises(PassError, match="restored to its state before optimize"):
+        graphpress.optimize(model, ["prune-channels{ratio=0.3}", crash], example_inputs=(torch.randint(0, 96, (1, 8)),),
+                            inplace=True, snapshots="host")
+    assert crash.seen[-1] is model  # no working copy: the passes edited the caller's object
+    assert_same(before, model)
+    assert model.training
+    assert model(torch.randint(0, 96, (1, 8))).logits.shape == (1, 8, 96)  # a working model, not an empty shell
+
+
+def test_inplace_with_host_snapshots_succeeds_without_a_copy():
+    case = tiny_case("llama")
+    model = case.model
+    embedding = model.model.embed_tokens.weight
+    result = graphpress.optimize(model, "quantize{bits=4,group=32}", example_inputs=case.inputs,
+                                 example_kwargs=case.call_kwargs, inplace=True, snapshots="host")
+    assert result is model and model.model.embed_tokens.weight is embedding  # the same tensor: no working copy
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == "QuantizedLinear"
