@@ -46,6 +46,24 @@ def test_every_candidate_launch_is_correct(dtype, m, n, k, group):
         assert error < 5e-3, f"{config}: relative error {error:.2e}"
 
 
+@pytest.mark.parametrize("bits, n, k, group", [(4, 4096, 11008, 128), (4, 1000, 2752, 64), (8, 4096, 11008, 128)])
+def test_deep_batch1_tiles_are_correct(bits, n, k, group):
+    """Tiles of several groups (no or few K splits), with a partial last tile where the tile does not divide K
+    (11008 = 21.5 x 512) and a ragged column block (1000)."""
+    gen = torch.Generator(device="cuda").manual_seed(bits + n)
+    q = rtn_quantize(torch.randn(n, k, device="cuda", generator=gen) * 0.02, bits, group)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, bits, group, k, meta_dtype=torch.float16)
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16) + 0.1
+    reference = x.float() @ dequantize_kernel_weights(w)
+    deep = [c for c in candidate_configs(1, n, w.padded_in_features, group, 132, True, bits) if c.block_k > group]
+    assert deep and ops.paired_gemv_applies(x, w)
+    for config in deep:
+        out = torch.full((1, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        ops._launch(x, w, config, out)
+        error = float((out.double() - reference.double()).norm() / reference.double().norm())
+        assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"
+
+
 def test_int8_paired_gemv_candidates_are_correct():
     gen = torch.Generator(device="cuda").manual_seed(8)
     weight = torch.randn(4096, 4096, device="cuda", generator=gen) * 0.02

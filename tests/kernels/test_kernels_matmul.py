@@ -102,10 +102,12 @@ def test_candidates_cover_every_path_and_tile_the_group():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("group, block_k, split", [(64, 64, 1), (128, 64, 3), (128, 128, 2)])
+@pytest.mark.parametrize("group, block_k, split", [(64, 64, 1), (128, 64, 3), (128, 128, 2), (64, 256, 1),
+                                                   (64, 256, 2), (128, 256, 1)])
 def test_paired_int4_gemv(dtype, group, block_k, split):
     # The paired float16 kernel (gemv_pairs.py, emulated arithmetic under the interpreter): split-K with the
-    # in-kernel last-arrival reduction, ragged and full column blocks, K a multiple of the group or not.
+    # in-kernel last-arrival reduction, ragged and full column blocks, K a multiple of the group or not, and
+    # deep tiles of several groups (block_k 256), whose last tile is partial where 256 does not divide K.
     config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
     for in_features, out_features in ((384, 72), (330, 72), (384, 64)):
         x = torch.zeros(1, in_features, dtype=dtype)
@@ -119,7 +121,8 @@ def test_paired_int4_gemv(dtype, group, block_k, split):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("group, block_k, split", [(None, 32, 1), (None, 64, 3), (128, 32, 2), (64, 64, 1)])
+@pytest.mark.parametrize("group, block_k, split", [(None, 32, 1), (None, 64, 3), (128, 32, 2), (64, 64, 1),
+                                                   (64, 128, 2)])
 def test_paired_int8_gemv(dtype, group, block_k, split):
     # int8 words (4 codes along K) on the paired kernel: per-channel and grouped, split-K, ragged columns.
     config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
@@ -144,7 +147,7 @@ def test_int8_words_need_integer_zero_points_for_the_paired_kernel():
     w = repack_for_kernels(odd.qweight, odd.scales, odd.zeros, 8, odd.group, 6)
     assert w.packed.dtype == torch.uint8 and w.codes_per_word == 1 and w.meta_pairs is None
     assert _check(8, 6, 6, 16, 1, LaunchConfig(1, 16, 16, 1, 2, 1), seed=2) < MAX_RELATIVE_ERROR
-    assert all(c.block_k in (32, 64) for c in candidate_configs(1, 4096, 4096, 4096, 132, paired=True, bits=8))
+    assert all(4096 % c.block_k == 0 for c in candidate_configs(1, 4096, 4096, 4096, 132, paired=True, bits=8))
 
 
 def test_paired_int4_gemv_is_chosen_only_where_it_applies():
@@ -159,7 +162,9 @@ def test_paired_int4_gemv_is_chosen_only_where_it_applies():
     w32 = repack_for_kernels(q32.qweight, q32.scales, q32.zeros, 4, 32, 128, meta_dtype=torch.float16)
     assert not ops.paired_gemv_applies(torch.zeros(1, 128, dtype=torch.bfloat16), w32)  # group below a tile
     assert kernel_path(1, paired=True) == "gemv-pairs"
-    assert all(c.block_k in (64, 128) for c in candidate_configs(1, 4096, 4096, 128, 132, paired=True))
+    paired = candidate_configs(1, 4096, 4096, 128, 132, paired=True)
+    assert all(c.block_k in (64, 128) or c.block_k % 128 == 0 for c in paired)
+    assert any(c.block_k > 128 and c.split_k == 1 for c in paired)  # deep tiles: several groups, no K split
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import triton
-from graphpress.backends.triton.configs import LaunchConfig
+from graphpress.backends.triton.configs import PATH_REVISIONS, LaunchConfig
 from graphpress.backends.triton.timing import graph_time_us
 
 __all__ = ["cache_path", "m_bucket", "tuning_key", "AutotuneCache", "pick_fastest"]
@@ -43,7 +43,9 @@ def m_bucket(m: int) -> int:
 
 
 def tuning_key(device_name: str, path: str, bits: int, group: int, m: int, n: int, k: int, dtype: str) -> str:
-    """A readable key: everything the best launch depends on."""
+    """A readable key: everything the best launch depends on (the path with its candidates' revision)."""
+    revision = PATH_REVISIONS.get(path)
+    path = f"{path} r{revision}" if revision else path
     return f"{device_name}|triton {triton.__version__}|{path}|int{bits} g{group}|{dtype}|M{m_bucket(m)} N{n} K{k}"
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS"]
+__all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS",
+           "PATH_REVISIONS"]
 
 #: Largest M served by the small-batch (split-K tensor-core) path.
 SMALL_BATCH_MAX_ROWS = 64
@@ -32,7 +33,11 @@ _GEMV_STAGES = (1, 2)
 # (BLOCK_N, BLOCK_K, num_warps) of the paired int4 GEMV: BLOCK_K / 8 words x BLOCK_N columns per tile.
 # Wide tiles give each thread more columns per word row, which shares the activation loads and conversions.
 _PAIRED_TILES = ((256, 64, 4), (512, 64, 8), (256, 128, 8), (128, 128, 4), (512, 128, 16), (1024, 64, 16),
-                 (128, 64, 2), (64, 128, 4))
+                 (128, 64, 2), (64, 128, 4),
+                 # Deep tiles (several groups per tile): many warps share a narrow column block and sum their
+                 # rows in the program, so few or no K splits are needed and the split-K tail goes away.
+                 (16, 1024, 8), (16, 512, 4), (32, 512, 8), (32, 1024, 16), (32, 256, 4), (32, 256, 8),
+                 (64, 512, 16), (64, 256, 8))
 _PAIRED_STAGES = (1, 2)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) for the tensor-core path at small M.
 _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 4), (256, 64, 8, 3), (128, 64, 4, 5))
@@ -68,6 +73,11 @@ class LaunchConfig:
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
         return asdict(self)
+
+
+#: Bumped when a path's candidates change, so that choices tuned among the old ones are tuned again (the
+#: revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups.
+PATH_REVISIONS = {"gemv-pairs": 2}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:
@@ -110,9 +120,12 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
         for stages in _PAIRED_STAGES:
             for block_n, words_k, warps in _PAIRED_TILES:
                 block_k = words_k if bits == 4 else words_k // 2
-                if group % block_k or block_k > padded_k:
+                if (group % block_k and block_k % group) or block_k > padded_k:
                     continue
-                for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
+                if block_k > group and stages > 1:  # deep tiles keep enough loads in flight without a 2nd stage
+                    continue
+                splits = _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors)
+                for split in splits if block_k <= group else splits[:4]:  # a deep tile is there to need few
                     out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
     elif path == "gemv":
         for stages in _GEMV_STAGES:

@@ -116,10 +116,17 @@ def _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N: tl.constex
 
 
 @triton.jit
-def _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS: tl.constexpr, EVEN_N: tl.constexpr):
-    """The ``meta_pairs`` row of one group, loaded once per word row so that it has the words' layout
-    (a ``[1, BLOCK_N]`` load is laid out differently and was moved through shared memory every tile)."""
-    pointers = m_ptr + (tl.zeros((WORDS, 1), dtype=tl.int32) + meta_row) + offs_n[None, :]
+def _load_meta(m_ptr, first_group, last_group, N, offs_n, mask_n, WORDS: tl.constexpr, GROUP_WORDS: tl.constexpr,
+               EVEN_N: tl.constexpr):
+    """The ``meta_pairs`` of each word row of a tile that starts in group ``first_group``, laid out like the
+    words (a ``[1, BLOCK_N]`` load is laid out differently and was moved through shared memory every tile).
+
+    A tile inside one group reads one row for all its word rows (the per-row offsets ``row // GROUP_WORDS``
+    are compile-time zeros, so the compiler loads each column once); a tile of several groups reads one row
+    per group.  Rows past the last group (a partial last tile) re-read the last one: their activations are 0.
+    """
+    groups = tl.minimum(first_group + tl.arange(0, WORDS)[:, None] // GROUP_WORDS, last_group)
+    pointers = m_ptr + groups * N + offs_n[None, :]
     if EVEN_N:
         return tl.load(pointers)
     return tl.load(pointers, mask=mask_n[None, :], other=0)
@@ -171,10 +178,12 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     ``BITS`` 4 (words of 8 codes) or 8 (words of 4 codes, ``layout.py``).  Requires an even K (activation
-    pairs), a group that is a multiple of ``codes per word * WORDS`` (one metadata row per tile) and
-    ``k_per_split`` a multiple of it.  ``x`` is bfloat16 or float16;
+    pairs), a tile of ``codes per word * WORDS`` inputs that divides the group or is a multiple of it (deep
+    tiles span several groups: many warps on one column block, summed in the program instead of across K
+    splits) and ``k_per_split`` a multiple of the tile.  ``x`` is bfloat16 or float16;
     ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
-    metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and
+    metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and that
+    the tile divides ``Kp`` (otherwise activations past K load as 0, which also empties a partial last tile),
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
     ``GLU`` (1 SiLU, 2 tanh-GELU): the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives
@@ -200,10 +209,11 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     PAIRS: tl.constexpr = CODES // 2
     tile_words = WORDS * CODES
     end_row = k_end // CODES
-    last_tile = tl.maximum(k_end - tile_words, k_begin)
     word_rows = k_begin // CODES + rows
+    GROUP_WORDS: tl.constexpr = GROUP // CODES
+    last_group = Kp // GROUP - 1
     words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
-    meta = _load_meta(m_ptr, (k_begin // GROUP) * N, offs_n, mask_n, WORDS, EVEN_N)
+    meta = _load_meta(m_ptr, k_begin // GROUP, last_group, N, offs_n, mask_n, WORDS, GROUP_WORDS, EVEN_N)
     if PDL == 2:
         wait_for_producers(PDL)
     x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
@@ -212,8 +222,8 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
         k_next = k_start + tile_words
         next_rows = k_next // CODES + rows
         words_next = _load_words(w_ptr, next_rows, end_row, offs_n, mask_n, N, EVEN_N)
-        meta_row = (tl.minimum(k_next, last_tile) // GROUP) * N
-        meta_next = _load_meta(m_ptr, meta_row, offs_n, mask_n, WORDS, EVEN_N)
+        meta_next = _load_meta(m_ptr, tl.minimum(k_next, k_end - 1) // GROUP, last_group, N, offs_n, mask_n, WORDS,
+                               GROUP_WORDS, EVEN_N)
         n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
         acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)

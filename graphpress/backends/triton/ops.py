@@ -128,13 +128,15 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
     gemv_pairs_kernel[(tiles_n, splits)](
         x2d, w.packed, w.meta_pairs, out, partials, counters, n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
-        X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(), EVEN_K=x2d.shape[1] == kp,
+        X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
+        EVEN_K=x2d.shape[1] == kp and kp % config.block_k == 0,
         EVEN_N=n % config.block_n == 0, GLU=glu, **launch_arguments(x2d.device, follows_product),
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
-    return config.block_m == 1 and paired_gemv_applies(x2d, w) and w.group % config.block_k == 0
+    return config.block_m == 1 and paired_gemv_applies(x2d, w) and (w.group % config.block_k == 0
+                                                                     or config.block_k % w.group == 0)
 
 
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
