@@ -29,18 +29,9 @@ from bench_kernels import _build_llama_7b  # noqa: E402
 
 import graphpress  # noqa: E402
 from graphpress.errors import PassError  # noqa: E402
-from graphpress.passes import Pass  # noqa: E402
+from graphpress.testing.faults import ZeroWeightsThenFail  # noqa: E402
 
 PIPELINE = 'quantize{bits=4,group=128,ignore=""}'
-
-
-class _ZeroThenFail(Pass):
-    name = "bench-zero-then-fail"
-
-    def call(self, graph, ctx):
-        for param in graph.module.parameters():
-            param.data.zero_()
-        raise RuntimeError("injected failure after zeroing every weight")
 
 
 def _probes(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -55,7 +46,7 @@ def _row(label: str, failing: bool, **options) -> None:
     model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     before = {k: v.detach().float().cpu().clone() for k, v in _probes(model).items()} if failing else {}
     prompt = torch.randint(0, 32000, (1, 16), device="cuda")
-    passes = [PIPELINE, _ZeroThenFail()] if failing else PIPELINE
+    passes = [PIPELINE, ZeroWeightsThenFail()] if failing else PIPELINE
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()

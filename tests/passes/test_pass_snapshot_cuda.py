@@ -10,19 +10,10 @@ import torch
 
 import graphpress
 from graphpress.errors import PassError
-from graphpress.passes import Pass
 from graphpress.passes.snapshot import take_snapshot
+from graphpress.testing.faults import ZeroWeightsThenFail
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-class _CorruptThenCrash(Pass):
-    name = "test-cuda-corrupt-then-crash"
-
-    def call(self, graph, ctx):
-        for param in graph.module.parameters():
-            param.data.zero_()
-        raise RuntimeError("crash after corrupting")
 
 
 def _stack() -> torch.nn.Module:
@@ -48,7 +39,7 @@ def _failed_run_peak(model: torch.nn.Module, **options) -> int:
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     with pytest.raises(PassError):
-        graphpress.optimize(model, ["dce", _CorruptThenCrash()], example_inputs=(torch.randn(1, 2048),), **options)
+        graphpress.optimize(model, ["dce", ZeroWeightsThenFail()], example_inputs=(torch.randn(1, 2048),), **options)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - base
 

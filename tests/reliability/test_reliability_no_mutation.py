@@ -18,8 +18,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import graphpress
 from graphpress.errors import GraphpressError, PassError
-from graphpress.passes import Pass
 from graphpress.testing import tiny_case
+from graphpress.testing.faults import ZeroWeightsThenFail
 
 # One small pipeline per registered pass (distill needs a changed model to learn from).
 PIPELINE_OF_PASS = {
@@ -128,23 +128,12 @@ def test_a_refused_model_is_untouched():
     assert_same(before, case.model)
 
 
-class _CorruptThenCrash(Pass):
-    """Zeroes every weight of the working copy, then raises: the rollback must undo it all."""
-
-    name = "test-corrupt-then-crash"
-
-    def call(self, graph, ctx):
-        for param in graph.module.parameters():
-            param.data.zero_()
-        raise RuntimeError("crash after corrupting")
-
-
 def test_inplace_with_a_failing_pass_leaves_the_model_exactly_as_before():
     model = tiny_llama()
     before = snapshot(model)
     tokens = torch.randint(0, 96, (1, 8))
-    with pytest.raises(PassError, match="test-corrupt-then-crash"):
-        graphpress.optimize(model, ["prune-channels{ratio=0.3}", _CorruptThenCrash()],
+    with pytest.raises(PassError, match="test-zero-weights-then-fail"):
+        graphpress.optimize(model, ["prune-channels{ratio=0.3}", ZeroWeightsThenFail()],
                             example_inputs=(tokens,), inplace=True)
     assert_same(before, model)
 
@@ -156,22 +145,11 @@ def test_inplace_success_edits_the_callers_object():
     assert result is model and model.model.layers[0].mlp.up_proj.out_features < 48
 
 
-class _RecordModuleThenCrash(_CorruptThenCrash):
-    """Notes which object the passes edit, then corrupts it and raises."""
-
-    name = "test-record-then-crash"
-    seen: list = []
-
-    def call(self, graph, ctx):
-        self.seen.append(graph.module)
-        return super().call(graph, ctx)
-
-
 def test_inplace_with_host_snapshots_edits_the_object_itself_and_restores_it_on_failure():
     model = tiny_llama()
     model.train()  # trace puts the model in eval mode: the restore must bring training mode back too
     before = snapshot(model)
-    crash = _RecordModuleThenCrash()
+    crash = ZeroWeightsThenFail()
     with pytest.raises(PassError, match="restored to its state before optimize"):
         graphpress.optimize(model, ["prune-channels{ratio=0.3}", crash], example_inputs=(torch.randint(0, 96, (1, 8)),),
                             inplace=True, snapshots="host")
