@@ -17,7 +17,7 @@ import torch
 from .errors import GraphpressError
 from .ir import Graph
 from .passes import Pass, PassContext, PassManager, PipelineReport, resolve_passes
-from .passes.snapshot import Snapshot, snapshot_on_host, take_snapshot
+from .passes.snapshot import SNAPSHOT_PLACES, Snapshot, snapshot_on_host, take_snapshot
 
 __all__ = ["optimize", "optimize_graph", "default_example_inputs", "random_inputs_for"]
 
@@ -91,6 +91,8 @@ def optimize(
     half-edited.
     """
     pass_list = resolve_passes(passes)  # validate the whole pipeline before any work
+    if snapshots not in SNAPSHOT_PLACES:
+        raise GraphpressError(f"snapshots must be one of {', '.join(SNAPSHOT_PLACES)}, not {snapshots!r}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     elif isinstance(example_inputs, dict):  # keyword inputs, e.g. {"input_ids": ..., "attention_mask": ...}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Snapshot", "take_snapshot", "device_tensors", "snapshot_on_host"]
+__all__ = ["Snapshot", "take_snapshot", "device_tensors", "snapshot_on_host", "SNAPSHOT_PLACES"]
 
 #: Where rollback snapshots live: "auto" (host memory when the model is on an accelerator and a device copy
 #: would take more than half of the free device memory), "host" or "device".

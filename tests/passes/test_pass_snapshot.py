@@ -82,3 +82,11 @@ def test_in_place_runs_copy_the_graph_only_where_the_copy_is_used(monkeypatch, d
                                     return_report=True)
     assert [r.name for r in report.records] == ["fuse-qkv", "quantize"]
     assert len(taken) == len(expected) and all(taken)
+
+
+def test_optimize_refuses_an_unknown_snapshot_place_before_any_work():
+    import graphpress
+    from graphpress.errors import GraphpressError
+
+    with pytest.raises(GraphpressError, match="snapshots must be one of auto, host, device"):
+        graphpress.optimize(torch.nn.Linear(4, 4), "dce", example_inputs=(torch.randn(1, 4),), snapshots="disk")
