@@ -68,3 +68,29 @@ def test_an_untuned_default_that_does_not_fit_the_gpu_gives_way_to_the_next_cand
     monkeypatch.setattr(ops, "_launch", lambda *a: (_ for _ in ()).throw(OutOfResources(1, 0, "shared memory")))
     with pytest.raises(RuntimeError, match="no launch configuration fits this GPU"):
         ops._runnable_default(x, w, 132, False)
+
+
+def test_the_staged_search_finds_the_best_split_of_the_best_tiles_with_fewer_timings():
+    """Round one times each tile once (at about four programs per multiprocessor), round two every split of
+    the fastest tiles: the overall best is found although its split was not the one probed."""
+    from graphpress.backends.triton.autotune import staged_search
+    from graphpress.backends.triton.configs import LaunchConfig
+
+    candidates = [LaunchConfig(1, block_n, 64, split, 4, 1) for block_n in (32, 64, 128, 256, 512, 1024)
+                  for split in (1, 2, 4, 8, 16)]
+    tile_cost = {32: 9.0, 64: 5.0, 128: 6.0, 256: 7.0, 512: 8.0, 1024: 10.0}
+    timed = []
+
+    def time_of(config):
+        timed.append(config)
+        if config.block_n == 1024 and config.split_k == 16:
+            return None  # does not compile here
+        return tile_cost[config.block_n] + abs(config.split_k - 16) / 10  # every tile is best at split 16
+
+    def programs(config):
+        return 4096 // config.block_n * config.split_k
+
+    best, us, count = staged_search(candidates, time_of, programs, multiprocessors=132, keep=2)
+    assert best == LaunchConfig(1, 64, 64, 16, 4, 1) and us == 5.0
+    assert count == len(set(timed)) < len(candidates)  # 6 probes + the other splits of two tiles
+    assert len(set(timed)) == 6 + 2 * 4

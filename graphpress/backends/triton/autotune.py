@@ -1,7 +1,8 @@
 """Choosing a launch configuration once per GPU and problem shape, and remembering it on disk.
 
 Users of other int4 libraries complain of 1-3 minute autotunes paid again in every process.  Here a
-choice is timed once (each candidate replayed in a CUDA graph, a few ms each) and written to a JSON file under
+choice is timed once (each candidate replayed in a CUDA graph, a few ms each, compiling being what costs;
+:func:`staged_search` times every tile but only the best tiles' K splits) and written to a JSON file under
 ``$GRAPHPRESS_CACHE_DIR`` (default ``~/.cache/graphpress``), keyed by GPU name, Triton version, path,
 bits, group, M bucket, N and K.  A second process reads the file and launches the stored choice at once.
 
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +25,7 @@ import triton
 from graphpress.backends.triton.configs import PATH_REVISIONS, LaunchConfig
 from graphpress.backends.triton.timing import graph_time_us
 
-__all__ = ["cache_path", "m_bucket", "tuning_key", "AutotuneCache", "pick_fastest"]
+__all__ = ["cache_path", "m_bucket", "tuning_key", "AutotuneCache", "pick_fastest", "staged_search"]
 
 _log = logging.getLogger("graphpress")
 
@@ -95,24 +98,67 @@ class AutotuneCache:
                 _log.warning("graphpress: could not write autotune cache %s (%s)", self.path, err)
 
 
-def pick_fastest(candidates: list[LaunchConfig], make_call: Callable[[LaunchConfig, int], Callable[[], None]],
-                 rotation: int) -> tuple[LaunchConfig, float]:
-    """Time every candidate and return the fastest with its microseconds per call.
-
-    ``make_call(config)`` returns closures over ``rotation`` different operand copies (one per call
-    index, see :func:`~graphpress.backends.triton.timing.graph_time_us`), so a candidate is timed on
-    weights read from device memory, without launch overhead, as it will run inside a decode graph.
-    A candidate that fails to compile or launch (too much shared memory, say) is skipped.
-    """
-    best: tuple[LaunchConfig, float] | None = None
-    for config in candidates:
+def _time_on_gpu(make_call: Callable[[LaunchConfig, int], Callable[[], None]],
+                 rotation: int) -> Callable[[LaunchConfig], float | None]:
+    def time_of(config: LaunchConfig) -> float | None:
         try:
-            us = graph_time_us([make_call(config, i) for i in range(rotation)], replays=5)
+            return graph_time_us([make_call(config, i) for i in range(rotation)], replays=5)
         except Exception as err:  # noqa: BLE001 - any compile/launch failure just disqualifies the candidate
             _log.debug("graphpress: autotune candidate %s failed: %s", config, err)
-            continue
-        if best is None or us < best[1]:
-            best = (config, us)
-    if best is None:
+            return None
+    return time_of
+
+
+def staged_search(candidates: list[LaunchConfig], time_of: Callable[[LaunchConfig], float | None],
+                  programs: Callable[[LaunchConfig], int], multiprocessors: int,
+                  keep: int = 4) -> tuple[LaunchConfig, float, int]:
+    """The fastest candidate, found in two rounds: (config, microseconds, candidates timed).
+
+    Every K-split count is a compiled variant of its own, and compiling dominates a tune, so timing all of
+    them (130-210 for one batch-1 shape) took 1-2 minutes.  Round one times each tile (everything but the
+    split) once, at the split that comes closest to four programs per multiprocessor; round two times every
+    split of the ``keep`` fastest tiles.  A tile whose best split is far from that one could be ranked too
+    low, so ``keep`` is a margin, not one.  ``time_of`` returns None for a candidate that does not run.
+    """
+    tiles: dict[LaunchConfig, list[LaunchConfig]] = {}
+    for config in candidates:
+        tiles.setdefault(replace(config, split_k=1), []).append(config)
+    target = 4 * multiprocessors
+    timed: dict[LaunchConfig, float | None] = {}
+    ranked = []
+    for tile, splits in tiles.items():
+        probe = min(splits, key=lambda c: abs(math.log(max(programs(c), 1) / target)))
+        timed[probe] = time_of(probe)
+        if timed[probe] is not None:
+            ranked.append((timed[probe], tile))
+    for _, tile in sorted(ranked, key=lambda r: r[0])[:keep]:
+        for config in tiles[tile]:
+            if config not in timed:
+                timed[config] = time_of(config)
+    ran = [(us, config) for config, us in timed.items() if us is not None]
+    if not ran:
         raise RuntimeError(f"no launch configuration ran among {len(candidates)} candidates")
-    return best
+    us, config = min(ran, key=lambda r: r[0])
+    return config, us, len(timed)
+
+
+def pick_fastest(candidates: list[LaunchConfig], make_call: Callable[[LaunchConfig, int], Callable[[], None]],
+                 rotation: int, programs: Callable[[LaunchConfig], int] | None = None,
+                 multiprocessors: int = 0) -> tuple[LaunchConfig, float]:
+    """Time the candidates and return the fastest with its microseconds per call.
+
+    ``make_call(config, i)`` returns the call on operand copy ``i`` of ``rotation`` (see
+    :func:`~graphpress.backends.triton.timing.graph_time_us`), so a candidate is timed on weights read from
+    device memory, without launch overhead, as it will run inside a decode graph.  With ``programs`` (the grid
+    size of a candidate) and ``multiprocessors`` the search is :func:`staged_search`; without, every candidate
+    is timed.  A candidate that fails to compile or launch (too much shared memory, say) is skipped.
+    """
+    time_of = _time_on_gpu(make_call, rotation)
+    if programs is not None and multiprocessors:
+        config, us, _ = staged_search(candidates, time_of, programs, multiprocessors)
+        return config, us
+    ran = [(us, config) for config in candidates if (us := time_of(config)) is not None]
+    if not ran:
+        raise RuntimeError(f"no launch configuration ran among {len(candidates)} candidates")
+    us, config = min(ran, key=lambda r: r[0])
+    return config, us

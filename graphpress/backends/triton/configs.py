@@ -36,8 +36,9 @@ _PAIRED_TILES = ((256, 64, 4), (512, 64, 8), (256, 128, 8), (128, 128, 4), (512,
                  (128, 64, 2), (64, 128, 4),
                  # Deep tiles (several groups per tile): many warps share a narrow column block and sum their
                  # rows in the program, so few or no K splits are needed and the split-K tail goes away.
-                 (16, 1024, 8), (16, 512, 4), (32, 512, 8), (32, 1024, 16), (32, 256, 4), (32, 256, 8),
-                 (64, 512, 16), (64, 256, 8))
+                 # The narrowest win on the H100 (KERNEL_NOTES runs 35 and 37): 8-16 columns, the most inputs.
+                 (16, 512, 8), (16, 1024, 8), (8, 1024, 4), (16, 2048, 8), (16, 1024, 16), (16, 2048, 16),
+                 (32, 512, 8), (32, 1024, 16), (32, 256, 8))
 _PAIRED_STAGES = (1, 2)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) for the tensor-core path at small M.
 _SMALL_TILES = ((64, 64, 4, 3), (128, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 4), (256, 64, 8, 3), (128, 64, 4, 5))
@@ -76,8 +77,8 @@ class LaunchConfig:
 
 
 #: Bumped when a path's candidates change, so that choices tuned among the old ones are tuned again (the
-#: revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups.
-PATH_REVISIONS = {"gemv-pairs": 2}
+#: revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower ones.
+PATH_REVISIONS = {"gemv-pairs": 3}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:

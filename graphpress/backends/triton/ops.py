@@ -250,7 +250,8 @@ def _runnable_default(x2d: torch.Tensor, w: KernelWeights, multiprocessors: int,
 
 
 def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int, paired: bool) -> LaunchConfig:
-    """Time every candidate on copies of the weights (more than L2 holds) and store the fastest."""
+    """Time the candidates on copies of the weights (more than L2 holds; every tile, then every split of the
+    fastest tiles: ``autotune.staged_search``) and store the fastest."""
     weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
     rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
     copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone(),
@@ -259,8 +260,14 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
                                    paired, w.bits)
+    m, n, kp = x2d.shape[0], w.out_features, w.padded_in_features
+
+    def programs(config: LaunchConfig) -> int:
+        return -(-m // config.block_m) * -(-n // config.block_n) * _k_split(kp, config)[1]
+
     with plain_launches():
-        config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation)
+        config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation,
+                                  programs, multiprocessors)
     _log.info("graphpress: tuned %s -> %s (%.1f us, %d candidates)", key, config, us, len(candidates))
     AUTOTUNE_CACHE.put(key, config)
     return config
