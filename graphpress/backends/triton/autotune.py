@@ -2,7 +2,7 @@
 
 Users of other int4 libraries complain of 1-3 minute autotunes paid again in every process.  Here a
 choice is timed once (each candidate replayed in a CUDA graph, a few ms each, compiling being what costs;
-:func:`staged_search` times every tile but only the best tiles' K splits) and written to a JSON file under
+:func:`staged_search`, opt-in, times every tile but only the best tiles' K splits) and written to a JSON file under
 ``$GRAPHPRESS_CACHE_DIR`` (default ``~/.cache/graphpress``), keyed by GPU name, Triton version, path,
 bits, group, M bucket, N and K.  A second process reads the file and launches the stored choice at once.
 
