@@ -98,7 +98,7 @@ def _float32_change(graph: Graph, before: Snapshot | None, ctx: PassContext) -> 
     a sum (fusing q/k/v changes the GEMM's tiling), so the dtype's tolerance cannot tell exact from wrong."""
     from ..backends.evaluate import evaluate_in_float32
 
-    if before is None or graph.origin != "torch" or _dominant_dtype(graph) not in (torch.float16, torch.bfloat16):
+    if before is None or not _half_precision_torch(graph):
         return None
     try:
         after32 = evaluate_in_float32(graph, ctx.example_inputs, ctx.example_kwargs)
@@ -116,8 +116,12 @@ def _needs_snapshot(p: Pass, graph: Graph, ctx: PassContext) -> bool:
         return False
     if ctx.restore_on_failure or ctx.repro_dir:
         return True
-    return p.exact and ctx.check and graph.origin == "torch" and _dominant_dtype(graph) in (torch.float16,
-                                                                                        torch.bfloat16)
+    return p.exact and ctx.check and _half_precision_torch(graph)
+
+
+def _half_precision_torch(graph: Graph) -> bool:
+    """A torch model in float16/bfloat16: where an exact pass may need the float32 second opinion."""
+    return graph.origin == "torch" and _dominant_dtype(graph) in (torch.float16, torch.bfloat16)
 
 
 def _dominant_dtype(graph: Graph) -> torch.dtype:

@@ -135,11 +135,17 @@ def staged_search(candidates: list[LaunchConfig], time_of: Callable[[LaunchConfi
         for config in tiles[tile]:
             if config not in timed:
                 timed[config] = time_of(config)
+    config, us = _fastest(timed, len(candidates))
+    return config, us, len(timed)
+
+
+def _fastest(timed: dict[LaunchConfig, float | None], candidates: int) -> tuple[LaunchConfig, float]:
+    """The fastest of the timed configurations that ran (the first one on a tie)."""
     ran = [(us, config) for config, us in timed.items() if us is not None]
     if not ran:
-        raise RuntimeError(f"no launch configuration ran among {len(candidates)} candidates")
+        raise RuntimeError(f"no launch configuration ran among {candidates} candidates")
     us, config = min(ran, key=lambda r: r[0])
-    return config, us, len(timed)
+    return config, us
 
 
 def pick_fastest(candidates: list[LaunchConfig], make_call: Callable[[LaunchConfig, int], Callable[[], None]],
@@ -157,8 +163,4 @@ def pick_fastest(candidates: list[LaunchConfig], make_call: Callable[[LaunchConf
     if programs is not None and multiprocessors:
         config, us, _ = staged_search(candidates, time_of, programs, multiprocessors)
         return config, us
-    ran = [(us, config) for config in candidates if (us := time_of(config)) is not None]
-    if not ran:
-        raise RuntimeError(f"no launch configuration ran among {len(candidates)} candidates")
-    us, config = min(ran, key=lambda r: r[0])
-    return config, us
+    return _fastest({config: time_of(config) for config in candidates}, len(candidates))
