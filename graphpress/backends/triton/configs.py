@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 __all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS",
-           "PATH_REVISIONS"]
+           "PATH_REVISIONS", "tile_fits_group"]
 
 #: Largest M served by the small-batch (split-K tensor-core) path.
 SMALL_BATCH_MAX_ROWS = 64
@@ -88,9 +88,14 @@ def kernel_path(m: int, paired: bool = False) -> str:
     return f"{path}-pairs" if paired else path
 
 
+def tile_fits_group(block_k: int, group: int) -> bool:
+    """A K tile lies inside one quantization group or covers whole groups (never a group's edge mid-tile)."""
+    return group % block_k == 0 or block_k % group == 0
+
+
 def _block_k_fits(block_k: int, group: int, padded_k: int) -> bool:
     """BLOCK_K must divide the group (one metadata row per tile) or be a multiple of it, and not exceed K."""
-    return (group % block_k == 0 or block_k % group == 0) and block_k <= max(padded_k, 16)
+    return tile_fits_group(block_k, group) and block_k <= max(padded_k, 16)
 
 
 def _useful_splits(tiles_mn: int, padded_k: int, block_k: int, multiprocessors: int) -> list[int]:
@@ -121,7 +126,7 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
         for stages in _PAIRED_STAGES:
             for block_n, words_k, warps in _PAIRED_TILES:
                 block_k = words_k if bits == 4 else words_k // 2
-                if (group % block_k and block_k % group) or block_k > padded_k:
+                if not _block_k_fits(block_k, group, padded_k):
                     continue
                 if block_k > group and stages > 1:  # deep tiles keep enough loads in flight without a 2nd stage
                     continue

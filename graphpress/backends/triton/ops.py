@@ -23,7 +23,13 @@ import torch
 
 from graphpress.backends.triton import kernels
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
-from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, default_config, kernel_path
+from graphpress.backends.triton.configs import (
+    LaunchConfig,
+    candidate_configs,
+    default_config,
+    kernel_path,
+    tile_fits_group,
+)
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
 from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, gated_columns
 from graphpress.backends.triton.pdl import launch_arguments, plain_launches
@@ -142,8 +148,7 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
 
 
 def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
-    return config.block_m == 1 and paired_gemv_applies(x2d, w) and (w.group % config.block_k == 0
-                                                                     or config.block_k % w.group == 0)
+    return config.block_m == 1 and paired_gemv_applies(x2d, w) and tile_fits_group(config.block_k, w.group)
 
 
 def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
