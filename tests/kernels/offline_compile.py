@@ -41,7 +41,8 @@ def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
 
 
-def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: str | None = None) -> dict:
+def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: str | None = None,
+            activation_tile: str | None = None) -> dict:
     try:
         compiled = _compile(kernel, constants, stages=stages)
     except Exception as err:  # noqa: BLE001 - reported to the test, which names the kernel
@@ -49,8 +50,11 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
     ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
     stored = [line.strip() for line in ttgir.splitlines()
               if weight_tile and re.search(r"ttg\.local_alloc %\S+ :", line) and weight_tile in line]
+    loops = [line for line in ttgir.splitlines() if "scf.for" in line]
     return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx, "prmt": "prmt.b32" in ptx,
-            "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx)}
+            "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx),
+            # A register tile carried from one iteration to the next is one loaded an iteration ahead.
+            "activation_tile_carried": bool(activation_tile) and any(activation_tile in line for line in loops)}
 
 
 def _pdl_order(ptx: str) -> dict:
@@ -74,7 +78,8 @@ def main() -> None:
                 f"swap_ab m{block_m} n{block_n} k{block_k} bf16={bf16}", swap_ab_kernel,
                 dict(GROUP=128, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=True, USE_ASM=True,
                      DOT_IN_FLOAT32=False, BF16=bf16, SPLIT_K=4),
-                weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}"))
+                weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}",
+                activation_tile=f"tensor<{block_m}x{block_k // 2}xi32"))
     for pdl in (0, 1, 2, 3):
         reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_pairs_kernel, dict(
             GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, PDL=pdl,

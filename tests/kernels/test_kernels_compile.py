@@ -47,6 +47,13 @@ def test_swapped_kernel_feeds_the_weights_to_wgmma_from_registers(reports):
         assert not report["weight_tile_in_shared"], (report["name"], report["weight_tile_in_shared"])
 
 
+def test_swapped_kernel_prefetches_its_activations(reports):
+    """Triton leaves the permuted activation load synchronous; the kernel loads its 32-bit pairs an iteration ahead."""
+    for name, report in reports.items():
+        if name.startswith("swap_ab"):
+            assert report["activation_tile_carried"], name
+
+
 def test_inline_assembly_reaches_the_ptx(reports):
     assert reports["gemv_int4 pdl=0"]["lop3"] and reports["dot pairs=True"]["lop3"]
     assert reports["gemv_pairs int8"]["prmt"]

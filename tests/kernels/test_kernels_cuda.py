@@ -64,19 +64,26 @@ def test_deep_batch1_tiles_are_correct(bits, n, k, group):
         assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"
 
 
-def test_int8_paired_gemv_candidates_are_correct():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("outliers", [False, True])
+def test_int8_paired_gemv_candidates_are_correct(dtype, outliers):
+    """With ``outliers``, every seventh activation is in the thousands (as a down projection's inputs are):
+    the float16 products of exact int8 codes must not overflow."""
     gen = torch.Generator(device="cuda").manual_seed(8)
     weight = torch.randn(4096, 4096, device="cuda", generator=gen) * 0.02
     q = rtn_quantize(weight, 8, None)  # per channel
     w = repack_for_kernels(q.qweight, q.scales, q.zeros, 8, q.group, 4096)
     group = q.group
-    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16) + 0.1
+    x = torch.randn(1, 4096, device="cuda") + 0.1
+    if outliers:
+        x[0, ::7] *= 3000.0
+    x = x.to(dtype)
     reference = x.float() @ dequantize_kernel_weights(w)
     assert ops.paired_gemv_applies(x, w)  # int8 words with integer zero points: the paired kernel
     configs = candidate_configs(1, 4096, w.padded_in_features, group, 132, paired=True, bits=8)
     assert any(c.split_k > 1 for c in configs)
     for config in configs[:24]:
-        out = torch.full((1, 4096), float("nan"), device="cuda", dtype=torch.bfloat16)
+        out = torch.full((1, 4096), float("nan"), device="cuda", dtype=dtype)
         ops._launch(x, w, config, out)
         error = float((out.double() - reference.double()).norm() / reference.double().norm())
         assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"

@@ -137,6 +137,26 @@ def test_paired_int8_gemv(dtype, group, block_k, split):
         assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_paired_gemv_stays_finite_for_large_activations(bits, dtype):
+    # Down projections of real LLMs see activations in the thousands; int8's float16 products of exact
+    # codes (|q - zero| up to 255) overflowed above about 128 before the activations were scaled down.
+    config = LaunchConfig(block_m=1, block_n=32, block_k=64 if bits == 8 else 128, split_k=2, num_warps=2,
+                          num_stages=1)
+    gen = torch.Generator().manual_seed(bits)
+    q = rtn_quantize(torch.randn(64, 512, generator=gen), bits, 128 if bits == 4 else None)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, bits, q.group, 512,
+                           meta_dtype=torch.float16 if bits == 4 else torch.float32)
+    x = torch.randn(1, 512, generator=gen) + 0.1
+    x[0, ::7] *= 3000.0  # outlier features, as LLM activations have
+    x = x.to(dtype)
+    assert ops._takes_paired_gemv(x, w, config)
+    out = torch.full((1, 64), float("nan"), dtype=dtype)
+    ops._launch(x, w, config, out)
+    assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
+
+
 def test_int8_words_need_integer_zero_points_for_the_paired_kernel():
     q = rtn_quantize(torch.randn(16, 128), 8, None)
     assert repack_for_kernels(q.qweight, q.scales, q.zeros, 8, q.group, 128).meta_pairs is not None
@@ -197,6 +217,22 @@ def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
         error = _check(4, group, in_features, out_features, rows, config, dtype=dtype, seed=rows + group + block_k,
                        meta_dtype=torch.float16)
         assert error < MAX_RELATIVE_ERROR
+
+
+def test_activations_unreadable_as_pairs_take_the_unswapped_kernel():
+    # The swapped kernel reads activations as 32-bit pairs; an odd row stride or a 2-byte offset (a view)
+    # cannot be, and a swapped launch given such activations runs the ordinary tensor-core kernel instead.
+    config = LaunchConfig(block_m=16, block_n=32, block_k=64, split_k=1, num_warps=4, num_stages=2, pairs=True,
+                          swap_ab=True)
+    q = rtn_quantize(torch.randn(48, 256), 4, 64)
+    w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 64, 256, meta_dtype=torch.float16)
+    base = torch.randn(7, 257).to(torch.bfloat16)
+    for x in (base[:, 1:], base[:, :256]):
+        assert not ops.pairs_apply(x, w)
+        out = torch.full((7, 48), float("nan"), dtype=torch.bfloat16)
+        ops._launch(x, w, config, out)
+        assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
+    assert ops.pairs_apply(base[:, :256].contiguous(), w)
 
 
 def test_swapped_operand_launches_are_offered_only_for_paired_int4():

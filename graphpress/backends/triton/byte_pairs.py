@@ -8,9 +8,11 @@ pairs by their activation pairs.  The scale stays out of the loop over codes: th
 word's float32 sum by it.  About 10 instructions for 4 weights, against about 20 for the float32 decode
 of ``kernels.gemv_kernel`` (shift, mask, the 2**23 trick, a dequantizing and an accumulating FMA per weight).
 
-Float16 range: ``|q - zero| <= 255``, so a word's partial sums stay finite for activations up to about 60
-in magnitude on all four codes at once, and the float16 rounding of each product (2**-11) averages out over
-K; relative error against float32 is about 1e-3 at the H100 shapes (measured in the benchmark).
+Float16 range: ``|q - zero| <= 255``, so the activations must enter these products small: the batch-1
+kernel scales them by ``gemv_pairs.X_DOWNSCALE`` (2**-8) on conversion and the word sums back in float32,
+which keeps the partial sums finite for activations up to about 3e4.  The float16 rounding of each product
+(2**-11) averages out over K; relative error against float32 is about 1e-3 at the H100 shapes (measured in
+the benchmark).
 
 ``USE_ASM=False`` computes the same float16 values with Triton arithmetic (the CPU interpreter).
 """

@@ -36,25 +36,58 @@ from graphpress.backends.triton.pairs import WIDEN_PAIR_SUM, _f16_bits, _f16_of_
 from graphpress.backends.triton.pdl import begin_program, wait_for_producers
 from graphpress.backends.triton.splitk import store_or_reduce
 
-__all__ = ["gemv_pairs_kernel"]
+__all__ = ["gemv_pairs_kernel", "X_DOWNSCALE"]
+
+#: int8 words multiply exact ``q - zero`` (up to 255) by the activations in float16, which would overflow
+#: for activations above about 128 (LLMs' down projections see thousands); the activations enter the
+#: float16 products scaled by 2**-8 and the sum is scaled back in float32 (no rounding: powers of two), so
+#: the products stay finite for activations up to about 3e4.
+X_DOWNSCALE: tl.constexpr = tl.constexpr(2.0 ** -8)
 
 
 @triton.jit
-def _x_pairs_to_f16(pairs, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr):
-    """Activation pairs (two bfloat16 or float16 in an int32) as float16 pairs."""
-    if not X_IS_BF16:
-        return pairs
+def _x_pairs_to_f16(pairs, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, DOWNSCALE: tl.constexpr = False):
+    """Activation pairs (two bfloat16 or float16 in an int32) as float16 pairs; with ``DOWNSCALE`` times
+    ``X_DOWNSCALE`` (exact: a power of two), rounded once."""
     if USE_ASM:
-        return tl.inline_asm_elementwise(
-            """{
-            .reg .b32 lo, hi;
-            shl.b32 lo, $1, 16;
-            and.b32 hi, $1, 0xFFFF0000;
-            cvt.rn.f16x2.f32 $0, hi, lo;
-            }""",
-            "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
-    lo = (pairs << 16).to(tl.float32, bitcast=True)
-    hi = (pairs & -65536).to(tl.float32, bitcast=True)
+        if X_IS_BF16 and DOWNSCALE:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b32 lo, hi;
+                shl.b32 lo, $1, 16;
+                and.b32 hi, $1, 0xFFFF0000;
+                mul.f32 lo, lo, 0f3B800000;
+                mul.f32 hi, hi, 0f3B800000;
+                cvt.rn.f16x2.f32 $0, hi, lo;
+                }""",
+                "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
+        if X_IS_BF16:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b32 lo, hi;
+                shl.b32 lo, $1, 16;
+                and.b32 hi, $1, 0xFFFF0000;
+                cvt.rn.f16x2.f32 $0, hi, lo;
+                }""",
+                "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
+        if DOWNSCALE:
+            return tl.inline_asm_elementwise(
+                """{
+                .reg .b32 factor;
+                mov.b32 factor, 0x1C001C00;
+                mul.rn.f16x2 $0, $1, factor;
+                }""",
+                "=r,r", [pairs], dtype=tl.int32, is_pure=True, pack=1)
+        return pairs
+    if X_IS_BF16:
+        lo = (pairs << 16).to(tl.float32, bitcast=True)
+        hi = (pairs & -65536).to(tl.float32, bitcast=True)
+    else:
+        lo = _f16_of_bits(pairs)
+        hi = _f16_of_bits(pairs >> 16)
+    if DOWNSCALE:
+        lo = lo * X_DOWNSCALE
+        hi = hi * X_DOWNSCALE
     return _f16_bits(lo) | (_f16_bits(hi) << 16)
 
 
@@ -133,10 +166,12 @@ def _load_meta(m_ptr, first_group, last_group, N, offs_n, mask_n, WORDS: tl.cons
 
 
 @triton.jit
-def _load_x_pair(x_pairs, index, half_k, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr):
+def _load_x_pair(x_pairs, index, half_k, X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
+                 DOWNSCALE: tl.constexpr):
     if EVEN_K:
-        return _x_pairs_to_f16(tl.load(x_pairs + index), X_IS_BF16, USE_ASM)[:, None]
-    return _x_pairs_to_f16(tl.load(x_pairs + index, mask=index < half_k, other=0), X_IS_BF16, USE_ASM)[:, None]
+        return _x_pairs_to_f16(tl.load(x_pairs + index), X_IS_BF16, USE_ASM, DOWNSCALE)[:, None]
+    return _x_pairs_to_f16(tl.load(x_pairs + index, mask=index < half_k, other=0), X_IS_BF16, USE_ASM,
+                           DOWNSCALE)[:, None]
 
 
 @triton.jit
@@ -149,12 +184,13 @@ def _load_x_pairs(x_pairs, word_rows, half_k, last_row, X_IS_BF16: tl.constexpr,
     clamped rows only feed a prefetched tile that is never computed, and no compare or predicate is spent.
     """
     first = (tl.minimum(word_rows, last_row) if EVEN_K else word_rows) * PAIRS
-    x0 = _load_x_pair(x_pairs, first, half_k, X_IS_BF16, USE_ASM, EVEN_K)
-    x1 = _load_x_pair(x_pairs, first + 1, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    DOWNSCALE: tl.constexpr = PAIRS == 2  # int8 words (see X_DOWNSCALE)
+    x0 = _load_x_pair(x_pairs, first, half_k, X_IS_BF16, USE_ASM, EVEN_K, DOWNSCALE)
+    x1 = _load_x_pair(x_pairs, first + 1, half_k, X_IS_BF16, USE_ASM, EVEN_K, DOWNSCALE)
     if PAIRS == 2:
         return x0, x1, x0, x1
-    x2 = _load_x_pair(x_pairs, first + 2, half_k, X_IS_BF16, USE_ASM, EVEN_K)
-    x3 = _load_x_pair(x_pairs, first + 3, half_k, X_IS_BF16, USE_ASM, EVEN_K)
+    x2 = _load_x_pair(x_pairs, first + 2, half_k, X_IS_BF16, USE_ASM, EVEN_K, DOWNSCALE)
+    x3 = _load_x_pair(x_pairs, first + 3, half_k, X_IS_BF16, USE_ASM, EVEN_K, DOWNSCALE)
     return x0, x1, x2, x3
 
 
@@ -228,5 +264,8 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
         acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
-    store_or_reduce(tl.sum(acc, axis=0), out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
+    total = tl.sum(acc, axis=0)
+    if BITS == 8:
+        total = total * (1.0 / X_DOWNSCALE)
+    store_or_reduce(total, out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
                     GLU)

@@ -95,18 +95,22 @@ _arrival_counters: dict[torch.device, torch.Tensor] = {}
 
 
 def pairs_apply(x2d: torch.Tensor, w: KernelWeights) -> bool:
-    """Whether the float16-pair decoding serves this product: int4 with ``meta_pairs``, 16-bit activations,
-    groups of at least one 64-input tile (the batch-1 kernel adds its own conditions)."""
+    """Whether the float16-pair decoding serves this product: int4 with ``meta_pairs``, 16-bit activations
+    that can be read as 32-bit pairs (even K and row stride, 4-byte aligned: the swapped-operand kernel
+    reads them so), groups of at least one 64-input tile (the batch-1 kernel adds its own conditions)."""
     return (w.bits == 4 and w.meta_pairs is not None and x2d.dtype in (torch.bfloat16, torch.float16)
-            and w.group % 64 == 0)
+            and w.group % 64 == 0 and _pair_readable(x2d))
+
+
+def _pair_readable(x2d: torch.Tensor) -> bool:
+    return x2d.shape[1] % 2 == 0 and x2d.stride(0) % 2 == 0 and x2d.stride(1) == 1 and x2d.data_ptr() % 4 == 0
 
 
 def paired_gemv_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     """Whether ``gemv_pairs.gemv_pairs_kernel`` can take this product (else the generic GEMV does): one row of
     16-bit activations, even K, int4 or int8 words with ``meta_pairs``, groups of at least 64 inputs."""
     return (x2d.shape[0] == 1 and w.meta_pairs is not None and w.packed.dtype == torch.int32
-            and x2d.dtype in (torch.bfloat16, torch.float16) and w.group % 64 == 0
-            and x2d.shape[1] % 2 == 0 and x2d.data_ptr() % 4 == 0)
+            and x2d.dtype in (torch.bfloat16, torch.float16) and w.group % 64 == 0 and _pair_readable(x2d))
 
 
 def _k_split(padded_k: int, config: LaunchConfig) -> tuple[int, int]:

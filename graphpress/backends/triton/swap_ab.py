@@ -46,16 +46,29 @@ def _fragment_order(tile, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _activation_order(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    """The ``[BLOCK_K, BLOCK_M]`` B operand from an activation tile ``[BLOCK_M, BLOCK_K]`` read in input order.
+def _activation_order(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BF16: tl.constexpr):
+    """The ``[BLOCK_K, BLOCK_M]`` B operand from an activation tile ``[BLOCK_M, BLOCK_K // 2]`` of int32 pairs
+    read in input order.
 
-    Reading contiguously keeps the activation loads 16 bytes wide; the renumbering is a register and
-    shared-memory relabelling on the way into B, which goes through shared memory in any case.
+    The renumbering moves whole pairs (``h`` stays inside one), so it is done on the int32 pairs: when
+    Triton carries the permuted layout back to the load (it does), the load still moves 4 bytes per element
+    instead of 2, and half as many values are relabelled.
     """
     PER_THREAD: tl.constexpr = BLOCK_K // 32
-    x = tl.reshape(x, (BLOCK_M, 4, PER_THREAD, 2, 2, 2))  # input 8 (I c + i) + 4 a + 2 b + h
-    x = tl.permute(x, (0, 2, 3, 4, 1, 5))
-    return tl.trans(tl.reshape(x, (BLOCK_M, BLOCK_K)))
+    x = tl.reshape(x, (BLOCK_M, 4, PER_THREAD, 2, 2))  # pair 4 (I c + i) + 2 a + b
+    x = tl.permute(x, (0, 2, 3, 4, 1))
+    x = tl.reshape(halves(tl.reshape(x, (BLOCK_M, BLOCK_K // 2)), BF16), (BLOCK_M, BLOCK_K))
+    return tl.trans(x)
+
+
+@triton.jit
+def _load_activations(x_ptr, offs_m, mask_m, k_start, K, stride_xm, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """The ``[BLOCK_M, BLOCK_K]`` activation tile of inputs ``k_start ..`` (rows past M and inputs past K read 0)."""
+    offs_pair = k_start // 2 + tl.arange(0, BLOCK_K // 2)
+    pointers = x_ptr.to(tl.pointer_type(tl.int32)) + offs_m[:, None] * (stride_xm // 2) + offs_pair[None, :]
+    if EVEN_K:
+        return tl.load(pointers, mask=mask_m[:, None], other=0)
+    return tl.load(pointers, mask=mask_m[:, None] & (offs_pair < K // 2)[None, :], other=0)
 
 
 @triton.jit
@@ -73,17 +86,19 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
     tile is used as loaded; otherwise weights and activations are float16.
     """
     WORDS: tl.constexpr = BLOCK_K // 8
+    X_IS_BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
     offs_m, offs_n, k_begin, k_end = program_tile(N, k_per_split, tl.cdiv(K, BLOCK_K) * BLOCK_K, BLOCK_M, BLOCK_N)
     mask_n = offs_n < N
     mask_m = offs_m < M
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    # The activations are prefetched one tile ahead in registers: Triton pipelines the word and metadata
+    # loads through shared memory but left this one synchronous (its reshape/permute on the way into the
+    # dot hides the operand pattern), so every iteration waited for an L2 round trip before its product.
+    # The last iteration re-reads its own tile (clamped) rather than one past the program's K range.
+    x = _load_activations(x_ptr, offs_m, mask_m, k_begin, K, stride_xm, BLOCK_K, EVEN_K)
     for k_start in range(k_begin, k_end, BLOCK_K):
-        offs_k = k_start + tl.arange(0, BLOCK_K)
-        if EVEN_K:
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-        else:
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                        mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
+        x_next = _load_activations(x_ptr, offs_m, mask_m, tl.minimum(k_start + BLOCK_K, k_end - BLOCK_K), K,
+                                   stride_xm, BLOCK_K, EVEN_K)
         rows = k_start // 8 + tl.arange(0, WORDS)
         words = tl.load(w_ptr + rows[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0,
                         eviction_policy="evict_first")
@@ -96,10 +111,11 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
             p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
         tile = tl.join(tl.join(halves(p0, BF16), halves(p1, BF16)), tl.join(halves(p2, BF16), halves(p3, BF16)))
         w = _fragment_order(tile, BLOCK_N, BLOCK_K)
-        xt = _activation_order(x, BLOCK_M, BLOCK_K).to(w.dtype)
+        xt = _activation_order(x, BLOCK_M, BLOCK_K, X_IS_BF16).to(w.dtype)
         if DOT_IN_FLOAT32:
             acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(w, xt, acc)
+        x = x_next
     store_or_reduce(acc, out_ptr, part_ptr, count_ptr, tl.program_id(0), offs_m[None, :] * N + offs_n[:, None],
                     mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K)
