@@ -32,6 +32,14 @@ def test_an_unreadable_cache_is_ignored(tmp_path):
     assert AutotuneCache(path).get("anything") is None
 
 
+def test_an_entry_written_by_another_version_is_tuned_again(tmp_path):
+    # A field this version does not know (or lacks) must not make every product on that shape fail.
+    path = tmp_path / "cache.json"
+    entry = {**LaunchConfig(16, 64, 64, 2, 4, 3).to_dict(), "field_of_a_later_version": 1}
+    path.write_text(json.dumps({"key": entry}))
+    assert AutotuneCache(path).get("key") is None
+
+
 @pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
 def test_autotuning_can_be_switched_off_by_the_environment(monkeypatch, value, enabled):
     from graphpress.backends.triton.ops import tuning_enabled

@@ -79,7 +79,12 @@ class AutotuneCache:
             if self._entries is None:
                 self._entries = self._read_file()
             entry = self._entries.get(key)
-        return LaunchConfig(**entry) if entry else None
+        if not entry:
+            return None
+        try:
+            return LaunchConfig(**entry)
+        except TypeError:  # written by another graphpress version: tune again rather than fail
+            return None
 
     def put(self, key: str, config: LaunchConfig) -> None:
         """Store a choice and rewrite the file atomically (other processes' entries are kept)."""

@@ -5,9 +5,12 @@ kernel costs a launch, which at decode sizes is as long as the product on a 4096
 every program stores its float32 partial tile; an atomic arrival counter per output tile tells the last
 one, which adds the partials in split order (deterministic) and writes the output, then resets the
 counter to zero for the next launch.  ``SPLIT_K`` is a compile-time constant so that the last program's
-partial loads are unrolled and issued together: with a run-time count they went out one L2 round trip
-after another, about 2 us at 16 splits, a quarter of a 4096 x 4096 batch-1 product.  The counters are one int32 buffer per device (``ops._counters``),
-allocated before any CUDA-graph capture.
+partial loads can be unrolled and issued together: with a run-time count they went out one L2 round trip
+after another, about 2 us at 16 splits, a quarter of a 4096 x 4096 batch-1 product.  That suits the
+batch-1 kernels' small 1-D tiles; a tensor-core tile holds 32-64 floats per thread, and loading all its
+partials at once spilled 576-748 bytes per thread at four splits (offline ``ptxas -v`` of the swapped
+kernel; 44-112 one after another).  Those kernels pass ``UNROLL=False``.
+The counters are one int32 buffer per device (``ops._counters``), allocated before any CUDA-graph capture.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ def write_output(out_ptr, offsets, mask, value, GLU: tl.constexpr):
 
 @triton.jit
 def store_or_reduce(result, out_ptr, part_ptr, count_ptr, tile, offsets, mask, split_stride, pid_k,
-                    SPLIT_K: tl.constexpr, GLU: tl.constexpr = 0):
+                    SPLIT_K: tl.constexpr, GLU: tl.constexpr = 0, UNROLL: tl.constexpr = True):
     """Write ``result`` (float32, any tile shape) to ``out_ptr + offsets``, or, with ``SPLIT_K`` > 1, to split
     ``pid_k``'s partials (``split_stride`` elements apart) and let the last of the tile's programs reduce.
-    ``GLU``: see :func:`write_output` (the partials keep every column; the activation comes after the sum)."""
+    ``GLU``: see :func:`write_output` (the partials keep every column; the activation comes after the sum).
+    ``UNROLL``: load every partial at once (small tiles) or one after another (large tiles, few registers)."""
     if SPLIT_K == 1:
         write_output(out_ptr, offsets, mask, result, GLU)
     else:
@@ -52,8 +56,13 @@ def store_or_reduce(result, out_ptr, part_ptr, count_ptr, tile, offsets, mask, s
         arrived = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel")
         if arrived == SPLIT_K - 1:
             total = tl.zeros_like(result)
-            for split in tl.static_range(SPLIT_K):  # unrolled: all partial loads in flight at once
-                total += tl.load(part_ptr + split * split_stride + offsets, mask=mask, other=0.0,
-                                 cache_modifier=".cg")
+            if UNROLL:
+                for split in tl.static_range(SPLIT_K):  # all partial loads in flight at once
+                    total += tl.load(part_ptr + split * split_stride + offsets, mask=mask, other=0.0,
+                                     cache_modifier=".cg")
+            else:
+                for split in range(SPLIT_K):
+                    total += tl.load(part_ptr + split * split_stride + offsets, mask=mask, other=0.0,
+                                     cache_modifier=".cg")
             write_output(out_ptr, offsets, mask, total, GLU)
             tl.atomic_xchg(count_ptr + tile, 0)

@@ -118,4 +118,4 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
             acc = tl.dot(w, xt, acc)
         x = x_next
     store_or_reduce(acc, out_ptr, part_ptr, count_ptr, tl.program_id(0), offs_m[None, :] * N + offs_n[:, None],
-                    mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K)
+                    mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K, UNROLL=False)
