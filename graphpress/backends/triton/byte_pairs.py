@@ -43,7 +43,7 @@ def _byte_word_dot_emulated(word, meta, x0, x1):
     hi = (d1 * _f16_of_bits(x0 >> 16)).to(tl.float16).to(tl.float32)
     lo = (d2 * _f16_of_bits(x1) + lo).to(tl.float16).to(tl.float32)
     hi = (d3 * _f16_of_bits(x1 >> 16) + hi).to(tl.float16).to(tl.float32)
-    return lo + hi
+    return (lo + hi).to(tl.float16).to(tl.float32)
 
 
 @triton.jit
@@ -56,7 +56,7 @@ def byte_word_dot(word, meta, x0, x1, USE_ASM: tl.constexpr):
         """{
         .reg .b32 magic, zero, acc, p1;
         .reg .b16 lo, hi;
-        .reg .f32 flo, fhi;
+        .reg .f32 flo;
         mov.b32 magic, 0x64646464;
         prmt.b32 zero, $2, $2, 0x3232;
         prmt.b32 acc, $1, magic, 0x5150;
