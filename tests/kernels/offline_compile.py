@@ -10,7 +10,10 @@ import inspect
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -41,10 +44,23 @@ def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
 
 
+def _registers(cubin: bytes) -> int | None:
+    """Registers per thread of a compiled kernel, read with the ``cuobjdump`` Triton ships (None without it)."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "kernel.cubin"
+        binary.write_bytes(cubin)
+        done = subprocess.run([str(tool), "-res-usage", str(binary)], capture_output=True, text=True)
+    found = re.search(r"REG:(\d+)", done.stdout)
+    return int(found.group(1)) if found else None
+
+
 def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: str | None = None,
-            activation_tile: str | None = None) -> dict:
+            activation_tile: str | None = None, warps: int = 4) -> dict:
     try:
-        compiled = _compile(kernel, constants, stages=stages)
+        compiled = _compile(kernel, constants, warps=warps, stages=stages)
     except Exception as err:  # noqa: BLE001 - reported to the test, which names the kernel
         return {"name": name, "ok": False, "error": str(err)[-1500:]}
     ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
@@ -52,7 +68,7 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
               if weight_tile and re.search(r"ttg\.local_alloc %\S+ :", line) and weight_tile in line]
     loops = [line for line in ttgir.splitlines() if "scf.for" in line]
     return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx, "lop3": "lop3.b32" in ptx, "prmt": "prmt.b32" in ptx,
-            "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx),
+            "weight_tile_in_shared": stored, "pdl": _pdl_order(ptx), "registers": _registers(compiled.asm["cubin"]),
             # A register tile carried from one iteration to the next is one loaded an iteration ahead.
             "activation_tile_carried": bool(activation_tile) and any(activation_tile in line for line in loops)}
 
@@ -95,7 +111,7 @@ def main() -> None:
             GLU=glu), stages=1))
     reports.append(_report("gemv_int4 deep tail", gemv_pairs_kernel, dict(
         GROUP=128, BLOCK_N=16, WORDS=256, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=1,
-        TAIL=128), stages=1))
+        TAIL=128), stages=1, warps=16))
     reports.append(_report("gemv_pairs int8", gemv_pairs_kernel, dict(
         GROUP=4096, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=4, BITS=8),
         stages=1))

@@ -218,7 +218,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     tiles span several groups: many warps on one column block, summed in the program instead of across K
     splits) and ``k_per_split`` a multiple of the tile.  The loop takes whole tiles only; what a deep tile
     leaves of the last split's range (11008 inputs = 5 tiles of 2048 + 768) is one tile of ``TAIL`` words
-    (a power of two, at most ``WORDS``), requested before the loop and added after it, instead of a last
+    (a power of two, at most ``WORDS``), requested with the first tile and summed before the loop, instead of a last
     full tile that mostly multiplied zeros (10% of down's work) with masked loads in every iteration.  ``x`` is bfloat16 or float16;
     ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
     metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and that
@@ -262,10 +262,15 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     if PDL == 2:
         wait_for_producers(PDL)
     x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
+    total = tl.zeros((BLOCK_N,), dtype=tl.float32)
     if TAIL > 0:
         # Rows past the range read activations of 0 (masked), which also empties the tail of a split without one.
         t0, t1, t2, t3 = _load_x_pairs(x_pairs, tail_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
                                        X_IS_BF16, USE_ASM, False, PAIRS)
+        # Summed first, so that its registers are free again for the loop's two tiles in flight (held across
+        # the loop they took 69 registers per thread, one program per multiprocessor instead of two).
+        if full_end < k_end:
+            total += tl.sum(_tile_dot(tail_words, tail_meta, t0, t1, t2, t3, BITS, USE_ASM), axis=0)
     for k_start in range(k_begin, full_end, tile_words):
         # The last iteration requests a tile it will not compute, clamped into the range (cache hits).
         k_next = k_start + tile_words
@@ -277,10 +282,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
         acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
-    total = tl.sum(acc, axis=0)
-    if TAIL > 0:
-        if full_end < k_end:
-            total += tl.sum(_tile_dot(tail_words, tail_meta, t0, t1, t2, t3, BITS, USE_ASM), axis=0)
+    total += tl.sum(acc, axis=0)
     if BITS == 8:
         total = total * (1.0 / X_DOWNSCALE)
     store_or_reduce(total, out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
