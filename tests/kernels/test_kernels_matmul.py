@@ -4,8 +4,6 @@ Each check draws fresh random inputs (never zeros), poisons the output buffer fi
 element shows up, and compares with a float32 product against the dequantized weights.
 """
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -137,15 +135,6 @@ def test_paired_int8_gemv(dtype, group, block_k, split):
         out = torch.full((1, out_features), float("nan"), dtype=dtype)
         ops._launch(x, w, config, out)
         assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
-
-
-def test_the_batch1_tail_tile_covers_what_whole_tiles_leave():
-    deep = LaunchConfig(block_m=1, block_n=16, block_k=2048, split_k=1, num_warps=16, num_stages=1)
-    assert ops.tail_words(11008, deep, 8) == 128  # down: 5 x 2048 + 768 inputs -> a 1024-input tail
-    assert ops.tail_words(8192, deep, 8) == 0  # whole tiles
-    assert ops.tail_words(2048 + 128, deep, 8) == 32  # 16 words, doubled until each of 512 threads has one
-    assert ops.tail_words(2048 + 1920, deep, 8) == 256  # never more than a whole tile
-    assert ops.tail_words(4096 + 512, replace(deep, block_k=1024), 4) == 128  # int8: 4 codes per word
 
 
 @pytest.mark.parametrize("bits", [8, 4])

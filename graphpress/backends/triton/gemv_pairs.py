@@ -210,19 +210,16 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                       BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
                       X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
                       EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = 0,
-                      BITS: tl.constexpr = 4, TAIL: tl.constexpr = 0):
+                      BITS: tl.constexpr = 4):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     ``BITS`` 4 (words of 8 codes) or 8 (words of 4 codes, ``layout.py``).  Requires an even K (activation
     pairs), a tile of ``codes per word * WORDS`` inputs that divides the group or is a multiple of it (deep
     tiles span several groups: many warps on one column block, summed in the program instead of across K
-    splits) and ``k_per_split`` a multiple of the tile.  The loop takes whole tiles only; what a deep tile
-    leaves of the last split's range (11008 inputs = 5 tiles of 2048 + 768) is one tile of ``TAIL`` words
-    (a power of two, at most ``WORDS``), requested with the first tile and summed before the loop, instead of a last
-    full tile that mostly multiplied zeros (10% of down's work) with masked loads in every iteration.  ``x`` is bfloat16 or float16;
+    splits) and ``k_per_split`` a multiple of the tile.  ``x`` is bfloat16 or float16;
     ``m_ptr`` points to ``layout.KernelWeights.meta_pairs``.  ``GROUP`` is a compile-time constant, so the
     metadata row index is a shift, not an integer division per tile; ``EVEN_K`` means ``K == Kp`` and that
-    every loaded activation lies below K (otherwise activations past K load as 0),
+    the tile divides ``Kp`` (otherwise activations past K load as 0, which also empties a partial last tile),
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
     ``GLU`` (1 SiLU, 2 tanh-GELU): the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives
@@ -251,28 +248,13 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     word_rows = k_begin // CODES + rows
     GROUP_WORDS: tl.constexpr = GROUP // CODES
     last_group = Kp // GROUP - 1
-    full_end = k_begin + (k_end - k_begin) // tile_words * tile_words
     words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
     meta = _load_meta(m_ptr, k_begin // GROUP, last_group, N, offs_n, mask_n, WORDS, GROUP_WORDS, EVEN_N)
-    if TAIL > 0:
-        tail_rows = full_end // CODES + tl.arange(0, TAIL)
-        tail_words = _load_words(w_ptr, tail_rows, end_row, offs_n, mask_n, N, EVEN_N)
-        tail_meta = _load_meta(m_ptr, tl.minimum(full_end, k_end - 1) // GROUP, last_group, N, offs_n, mask_n, TAIL,
-                               GROUP_WORDS, EVEN_N)
     if PDL == 2:
         wait_for_producers(PDL)
     x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
-    total = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    if TAIL > 0:
-        # Rows past the range read activations of 0 (masked), which also empties the tail of a split without one.
-        t0, t1, t2, t3 = _load_x_pairs(x_pairs, tail_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
-                                       X_IS_BF16, USE_ASM, False, PAIRS)
-        # Summed first, so that its registers are free again for the loop's two tiles in flight (held across
-        # the loop they took 69 registers per thread, one program per multiprocessor instead of two).
-        if full_end < k_end:
-            total += tl.sum(_tile_dot(tail_words, tail_meta, t0, t1, t2, t3, BITS, USE_ASM), axis=0)
-    for k_start in range(k_begin, full_end, tile_words):
-        # The last iteration requests a tile it will not compute, clamped into the range (cache hits).
+    for k_start in range(k_begin, k_end, tile_words):
+        # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
         k_next = k_start + tile_words
         next_rows = k_next // CODES + rows
         words_next = _load_words(w_ptr, next_rows, end_row, offs_n, mask_n, N, EVEN_N)
@@ -282,7 +264,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
         acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
-    total += tl.sum(acc, axis=0)
+    total = tl.sum(acc, axis=0)
     if BITS == 8:
         total = total * (1.0 / X_DOWNSCALE)
     store_or_reduce(total, out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,

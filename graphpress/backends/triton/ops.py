@@ -146,23 +146,9 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
         x2d, w.packed, w.meta_pairs, out, partials, counters, n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
-        EVEN_K=x2d.shape[1] == kp, EVEN_N=n % config.block_n == 0, GLU=glu,
-        TAIL=tail_words(kp - (splits - 1) * per_split, config, w.codes_per_word),
-        **launch_arguments(x2d.device, follows_product), num_warps=config.num_warps, num_stages=config.num_stages)
-
-
-def tail_words(last_split_inputs: int, config: LaunchConfig, codes_per_word: int) -> int:
-    """Words of the batch-1 kernel's tail tile (``gemv_pairs_kernel``'s ``TAIL``): the inputs a whole number of
-    tiles leaves of the last split, rounded up to a power of two, but at least one word per thread (a smaller
-    tile would be replicated across threads) and at most a whole tile; 0 where tiles cover the range."""
-    remainder = last_split_inputs % config.block_k
-    if not remainder:
-        return 0
-    words, whole = -(-remainder // codes_per_word), config.block_k // codes_per_word
-    tail = 1 << (words - 1).bit_length()
-    while tail * config.block_n < 32 * config.num_warps and tail < whole:
-        tail *= 2
-    return min(tail, whole)
+        EVEN_K=x2d.shape[1] == kp and kp % config.block_k == 0,
+        EVEN_N=n % config.block_n == 0, GLU=glu, **launch_arguments(x2d.device, follows_product),
+        num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
