@@ -96,11 +96,6 @@ def main() -> None:
                      DOT_IN_FLOAT32=False, BF16=bf16, SPLIT_K=4),
                 weight_tile=f"tensor<{block_n}x{block_k}x{'bf16' if bf16 else 'f16'}",
                 activation_tile=f"tensor<{block_m}x{block_k // 2}xi32"))
-    reports.append(_report(
-        "swap_ab m16 n64 k256 (two groups) bf16=False", swap_ab_kernel,
-        dict(GROUP=128, BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, EVEN_K=True, USE_ASM=True, DOT_IN_FLOAT32=False,
-             BF16=False, SPLIT_K=4),
-        weight_tile="tensor<64x128xf16", activation_tile="tensor<16x64xi32"))
     for pdl in (0, 1, 2, 3):
         reports.append(_report(f"gemv_int4 pdl={pdl}", gemv_pairs_kernel, dict(
             GROUP=128, BLOCK_N=64, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, PDL=pdl,

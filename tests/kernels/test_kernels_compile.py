@@ -34,14 +34,14 @@ def reports() -> dict[str, dict]:
 
 
 def test_every_kernel_compiles_for_sm90(reports):
-    assert len(reports) == 17
+    assert len(reports) == 16
     failed = {name: r["error"] for name, r in reports.items() if not r["ok"]}
     assert not failed, failed
 
 
 def test_swapped_kernel_feeds_the_weights_to_wgmma_from_registers(reports):
     swapped = [r for name, r in reports.items() if name.startswith("swap_ab") and r["ok"]]
-    assert len(swapped) == 5
+    assert len(swapped) == 4
     for report in swapped:
         assert report["wgmma"], report["name"]
         assert not report["weight_tile_in_shared"], (report["name"], report["weight_tile_in_shared"])

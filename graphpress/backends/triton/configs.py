@@ -50,9 +50,7 @@ _SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 # (BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M <= 64: BLOCK_N weight rows
 # per program (64 per warp group of four warps), BLOCK_K a multiple of 32 inside one group.
 _SWAP_SMALL_TILES = ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 4, 3), (256, 64, 8, 3), (128, 64, 8, 4),
-                     (64, 128, 4, 3), (64, 128, 4, 5), (64, 64, 4, 6), (128, 128, 4, 4),
-                     # Two groups per K step (g128): each thread decodes twice the words between barriers.
-                     (64, 256, 4, 3), (64, 256, 4, 2), (128, 256, 4, 2))
+                     (64, 128, 4, 3), (64, 128, 4, 5), (64, 64, 4, 6), (128, 128, 4, 4))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M > 64.
 _SWAP_GEMM_TILES = ((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                     (64, 256, 64, 8, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4), (64, 128, 128, 4, 3),
@@ -80,9 +78,8 @@ class LaunchConfig:
 
 #: Bumped when a path's candidates or kernel change, so that choices tuned among the old ones are tuned again
 #: (the revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower
-#: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted);
-#: small-pairs 3: tiles of two groups (the GEMM list has none for g128; with g64 its 128-input tiles now count).
-PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 3, "gemm-pairs": 2}
+#: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted).
+PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 2, "gemm-pairs": 2}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:
@@ -183,7 +180,7 @@ def _swap_ab_configs(m: int, n: int, padded_k: int, group: int, multiprocessors:
         tiles = list(_SWAP_GEMM_TILES)
     out = []
     for block_m, block_n, block_k, warps, stages in tiles:
-        if (group % block_k and block_k != 2 * group) or block_k % 32 or block_k > padded_k:
+        if group % block_k or block_k % 32 or block_k > padded_k:
             continue
         programs = -(-m // block_m) * -(-n // block_n)
         splits = _useful_splits(programs, padded_k, block_k, multiprocessors)

@@ -167,8 +167,7 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
     grid = (-(-m // config.block_m) * tiles_n, splits)
-    pairs = config.pairs and pairs_apply(x2d, w) and (
-        w.group % config.block_k == 0 or (config.swap_ab and config.block_k == 2 * w.group))
+    pairs = config.pairs and pairs_apply(x2d, w) and w.group % config.block_k == 0
     if config.block_m > 1 and pairs and config.swap_ab:
         _launch_swap_ab(x2d, w, config, out, grid, per_split)
         return

@@ -72,40 +72,6 @@ def _load_activations(x_ptr, offs_m, mask_m, k_start, K, stride_xm, BLOCK_K: tl.
 
 
 @triton.jit
-def _decoded_weights(w_ptr, m_ptr, k_start, word_rows, groups, offs_n, mask_n, N, GROUP: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16: tl.constexpr, USE_ASM: tl.constexpr,
-                     CLAMP: tl.constexpr):
-    """The ``[BLOCK_N, BLOCK_K]`` A operand of inputs ``k_start ..`` (one group), decoded in fragment order.  With
-    ``CLAMP`` rows are clamped below ``word_rows`` and the group below ``groups``: the second group of a two-group
-    tile may lie past the packed weights (its activations read 0)."""
-    rows = k_start // 8 + tl.arange(0, BLOCK_K // 8)
-    group = k_start // GROUP
-    if CLAMP:
-        rows = tl.minimum(rows, word_rows - 1)
-        group = tl.minimum(group, groups - 1)
-    words = tl.load(w_ptr + rows[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0,
-                    eviction_policy="evict_first")
-    meta = tl.load(m_ptr + group * N + offs_n, mask=mask_n, other=0)[:, None]
-    if BF16:
-        scale, offset = split_meta_bf16(meta, USE_ASM)
-        p0, p1, p2, p3 = dequantize_pairs_bf16(words, scale, offset, USE_ASM)
-    else:
-        scale, offset = split_meta(meta, USE_ASM)
-        p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
-    tile = tl.join(tl.join(halves(p0, BF16), halves(p1, BF16)), tl.join(halves(p2, BF16), halves(p3, BF16)))
-    return _fragment_order(tile, BLOCK_N, BLOCK_K)
-
-
-@triton.jit
-def _accumulate(w, x, acc, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, X_IS_BF16: tl.constexpr,
-                DOT_IN_FLOAT32: tl.constexpr):
-    xt = _activation_order(x, BLOCK_M, BLOCK_K, X_IS_BF16).to(w.dtype)
-    if DOT_IN_FLOAT32:
-        return tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
-    return tl.dot(w, xt, acc)
-
-
-@triton.jit
 def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
                    SPLIT_K: tl.constexpr,
                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -113,43 +79,43 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
                    DOT_IN_FLOAT32: tl.constexpr = False, BF16: tl.constexpr = False):
     """``out[M, N] = x[M, K] @ W`` for int4 weights with ``meta_pairs`` (``m_ptr``); program (m x n block, k split).
 
-    ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile), or two groups: then each
-    iteration decodes both groups' tiles before multiplying either, which gives every thread twice the independent
-    work between the loop's barriers and ``wgmma`` waits.  ``SPLIT_K`` > 1
+    ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile).  ``SPLIT_K`` > 1
     programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).
     ``DOT_IN_FLOAT32`` multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).  ``BF16``
     (bfloat16 activations) decodes the weights into bfloat16 and multiplies in bfloat16, so the activation
     tile is used as loaded; otherwise weights and activations are float16.
     """
-    SUB_K: tl.constexpr = BLOCK_K if BLOCK_K <= GROUP else GROUP
-    TWO: tl.constexpr = BLOCK_K > GROUP
+    WORDS: tl.constexpr = BLOCK_K // 8
     X_IS_BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
     offs_m, offs_n, k_begin, k_end = program_tile(N, k_per_split, tl.cdiv(K, BLOCK_K) * BLOCK_K, BLOCK_M, BLOCK_N)
     mask_n = offs_n < N
     mask_m = offs_m < M
-    groups = tl.cdiv(K, GROUP)
-    word_rows = groups * (GROUP // 8)
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     # The activations are prefetched one tile ahead in registers: Triton pipelines the word and metadata
     # loads through shared memory but left this one synchronous (its reshape/permute on the way into the
     # dot hides the operand pattern), so every iteration waited for an L2 round trip before its product.
     # The last iteration re-reads its own tile (clamped) rather than one past the program's K range.
-    x = _load_activations(x_ptr, offs_m, mask_m, k_begin, K, stride_xm, SUB_K, EVEN_K)
-    if TWO:
-        x_second = _load_activations(x_ptr, offs_m, mask_m, k_begin + SUB_K, K, stride_xm, SUB_K, EVEN_K)
+    x = _load_activations(x_ptr, offs_m, mask_m, k_begin, K, stride_xm, BLOCK_K, EVEN_K)
     for k_start in range(k_begin, k_end, BLOCK_K):
-        k_next = tl.minimum(k_start + BLOCK_K, k_end - BLOCK_K)
-        x_next = _load_activations(x_ptr, offs_m, mask_m, k_next, K, stride_xm, SUB_K, EVEN_K)
-        w = _decoded_weights(w_ptr, m_ptr, k_start, word_rows, groups, offs_n, mask_n, N, GROUP, BLOCK_N, SUB_K,
-                             BF16, USE_ASM, False)
-        if TWO:
-            x_second_next = _load_activations(x_ptr, offs_m, mask_m, k_next + SUB_K, K, stride_xm, SUB_K, EVEN_K)
-            w_second = _decoded_weights(w_ptr, m_ptr, k_start + SUB_K, word_rows, groups, offs_n, mask_n, N, GROUP,
-                                        BLOCK_N, SUB_K, BF16, USE_ASM, True)
-        acc = _accumulate(w, x, acc, BLOCK_M, SUB_K, X_IS_BF16, DOT_IN_FLOAT32)
-        if TWO:
-            acc = _accumulate(w_second, x_second, acc, BLOCK_M, SUB_K, X_IS_BF16, DOT_IN_FLOAT32)
-            x_second = x_second_next
+        x_next = _load_activations(x_ptr, offs_m, mask_m, tl.minimum(k_start + BLOCK_K, k_end - BLOCK_K), K,
+                                   stride_xm, BLOCK_K, EVEN_K)
+        rows = k_start // 8 + tl.arange(0, WORDS)
+        words = tl.load(w_ptr + rows[None, :] * N + offs_n[:, None], mask=mask_n[:, None], other=0,
+                        eviction_policy="evict_first")
+        meta = tl.load(m_ptr + (k_start // GROUP) * N + offs_n, mask=mask_n, other=0)[:, None]
+        if BF16:
+            scale, offset = split_meta_bf16(meta, USE_ASM)
+            p0, p1, p2, p3 = dequantize_pairs_bf16(words, scale, offset, USE_ASM)
+        else:
+            scale, offset = split_meta(meta, USE_ASM)
+            p0, p1, p2, p3 = dequantize_pairs(words, scale, offset, USE_ASM)
+        tile = tl.join(tl.join(halves(p0, BF16), halves(p1, BF16)), tl.join(halves(p2, BF16), halves(p3, BF16)))
+        w = _fragment_order(tile, BLOCK_N, BLOCK_K)
+        xt = _activation_order(x, BLOCK_M, BLOCK_K, X_IS_BF16).to(w.dtype)
+        if DOT_IN_FLOAT32:
+            acc = tl.dot(w.to(tl.float32), xt.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(w, xt, acc)
         x = x_next
     store_or_reduce(acc, out_ptr, part_ptr, count_ptr, tl.program_id(0), offs_m[None, :] * N + offs_n[:, None],
                     mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K, UNROLL=False)
