@@ -109,9 +109,6 @@ def main() -> None:
         reports.append(_report(f"gemv_int4 glu={glu}", gemv_pairs_kernel, dict(
             GROUP=128, BLOCK_N=256, WORDS=16, X_IS_BF16=True, USE_ASM=True, EVEN_K=True, EVEN_N=True, SPLIT_K=6,
             GLU=glu), stages=1))
-    reports.append(_report("gemv_int4 deep prefetch=2", gemv_pairs_kernel, dict(
-        GROUP=128, BLOCK_N=16, WORDS=128, X_IS_BF16=True, USE_ASM=True, EVEN_K=False, EVEN_N=True, SPLIT_K=1,
-        PREFETCH=2), stages=1, warps=16))
     reports.append(_report("gemv_int4 deep", gemv_pairs_kernel, dict(
         GROUP=128, BLOCK_N=16, WORDS=256, X_IS_BF16=True, USE_ASM=True, EVEN_K=False, EVEN_N=True, SPLIT_K=1),
         stages=1, warps=16))

@@ -34,7 +34,7 @@ def reports() -> dict[str, dict]:
 
 
 def test_every_kernel_compiles_for_sm90(reports):
-    assert len(reports) == 17
+    assert len(reports) == 16
     failed = {name: r["error"] for name, r in reports.items() if not r["ok"]}
     assert not failed, failed
 
@@ -57,11 +57,10 @@ def test_swapped_kernel_prefetches_its_activations(reports):
 def test_the_deep_batch1_launch_keeps_two_programs_per_multiprocessor(reports):
     """down's launch (16 warps, 16 x 2048 tile, partial last tile) must stay within 64 registers per thread: one
     more and a multiprocessor holds one program instead of two (KERNEL_NOTES run 44: 69 registers, 12.7 -> 16.5 us)."""
-    for name in ("gemv_int4 deep", "gemv_int4 deep prefetch=2"):  # 16 x 2048, and 16 x 1024 two tiles ahead
-        registers = reports[name]["registers"]
-        if registers is None:
-            pytest.skip("this Triton ships no cuobjdump to count registers with")
-        assert registers <= 64, name
+    registers = reports["gemv_int4 deep"]["registers"]
+    if registers is None:
+        pytest.skip("this Triton ships no cuobjdump to count registers with")
+    assert registers <= 64
 
 
 def test_inline_assembly_reaches_the_ptx(reports):

@@ -137,25 +137,6 @@ def test_paired_int8_gemv(dtype, group, block_k, split):
         assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-@pytest.mark.parametrize("split", [1, 2])
-def test_deep_batch1_tiles_with_two_tiles_requested_ahead(bits, split):
-    # A deep tile's second stage is a second tile in flight (PREFETCH=2): ranges of 1, 2 and 3 tiles, a partial
-    # last tile (384 = 1.5 x 256) and K inside the last group (330).
-    config = LaunchConfig(block_m=1, block_n=32, block_k=256 if bits == 4 else 128, split_k=split, num_warps=2,
-                          num_stages=2)
-    for in_features in (768, 384, 330, 256):
-        gen = torch.Generator().manual_seed(in_features + bits)
-        q = rtn_quantize(torch.randn(40, in_features, generator=gen), bits, 64)
-        w = repack_for_kernels(q.qweight, q.scales, q.zeros, bits, 64, in_features,
-                               meta_dtype=torch.float16 if bits == 4 else torch.float32)
-        x = (torch.randn(1, in_features, generator=gen) + 0.1).to(torch.bfloat16)
-        assert ops._takes_paired_gemv(x, w, config)
-        out = torch.full((1, 40), float("nan"), dtype=torch.bfloat16)
-        ops._launch(x, w, config, out)
-        assert _relative_error(out, x.float() @ dequantize_kernel_weights(w)) < MAX_RELATIVE_ERROR
-
-
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_paired_gemv_stays_finite_for_large_activations(bits, dtype):

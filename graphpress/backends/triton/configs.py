@@ -78,9 +78,8 @@ class LaunchConfig:
 
 #: Bumped when a path's candidates or kernel change, so that choices tuned among the old ones are tuned again
 #: (the revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower
-#: ones; 4: deep tiles with two tiles requested ahead.  small-/gemm-pairs 2: the swapped-operand kernel prefetches
-#: its activations (their speeds shifted).
-PATH_REVISIONS = {"gemv-pairs": 4, "small-pairs": 2, "gemm-pairs": 2}
+#: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted).
+PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 2, "gemm-pairs": 2}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:
@@ -130,9 +129,8 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
                 block_k = words_k if bits == 4 else words_k // 2
                 if not _block_k_fits(block_k, group, padded_k):
                     continue
-                # A deep tile's second stage is no Triton pipeline stage but a second tile requested ahead in
-                # registers (``gemv_pairs_kernel``'s ``PREFETCH``): a 1024-input tile then keeps as many loads in
-                # flight as a 2048-input one, with less of a partial last tile (down: 11008 inputs).
+                if block_k > group and stages > 1:  # deep tiles keep enough loads in flight without a 2nd stage
+                    continue
                 splits = _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors)
                 for split in splits if block_k <= group else splits[:4]:  # a deep tile is there to need few
                     out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))

@@ -210,7 +210,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                       BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
                       X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
                       EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = 0,
-                      BITS: tl.constexpr = 4, PREFETCH: tl.constexpr = 1):
+                      BITS: tl.constexpr = 4):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     ``BITS`` 4 (words of 8 codes) or 8 (words of 4 codes, ``layout.py``).  Requires an even K (activation
@@ -223,8 +223,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
     ``GLU`` (1 SiLU, 2 tanh-GELU): the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives
-    ``act(gate) * up`` (``splitk.write_output``).  ``PREFETCH``: tiles requested ahead of the one computed (1 or 2;
-    2 keeps a shallower deep tile's loads as many as a tile twice as deep, with less of a partial last tile).
+    ``act(gate) * up`` (``splitk.write_output``).
     """
     begin_program(PDL)
     pid_n = tl.program_id(0)
@@ -251,20 +250,12 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     last_group = Kp // GROUP - 1
     words = _load_words(w_ptr, word_rows, end_row, offs_n, mask_n, N, EVEN_N)
     meta = _load_meta(m_ptr, k_begin // GROUP, last_group, N, offs_n, mask_n, WORDS, GROUP_WORDS, EVEN_N)
-    if PREFETCH == 2:
-        second_rows = word_rows + WORDS
-        words_b = _load_words(w_ptr, second_rows, end_row, offs_n, mask_n, N, EVEN_N)
-        meta_b = _load_meta(m_ptr, tl.minimum(k_begin + tile_words, k_end - 1) // GROUP, last_group, N, offs_n,
-                            mask_n, WORDS, GROUP_WORDS, EVEN_N)
     if PDL == 2:
         wait_for_producers(PDL)
     x0, x1, x2, x3 = _load_x_pairs(x_pairs, word_rows, half_k, end_row - 1, X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
-    if PREFETCH == 2:
-        b0, b1, b2, b3 = _load_x_pairs(x_pairs, second_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
-                                       X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
     for k_start in range(k_begin, k_end, tile_words):
-        # The last iterations request tiles they will not compute, clamped into the range (cache hits).
-        k_next = k_start + PREFETCH * tile_words
+        # The last iteration re-requests its own metadata row (clamped) rather than a row past the end.
+        k_next = k_start + tile_words
         next_rows = k_next // CODES + rows
         words_next = _load_words(w_ptr, next_rows, end_row, offs_n, mask_n, N, EVEN_N)
         meta_next = _load_meta(m_ptr, tl.minimum(k_next, k_end - 1) // GROUP, last_group, N, offs_n, mask_n, WORDS,
@@ -272,11 +263,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
         n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
         acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
-        if PREFETCH == 2:
-            words, meta, x0, x1, x2, x3 = words_b, meta_b, b0, b1, b2, b3
-            words_b, meta_b, b0, b1, b2, b3 = words_next, meta_next, n0, n1, n2, n3
-        else:
-            words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
+        words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     total = tl.sum(acc, axis=0)
     if BITS == 8:
         total = total * (1.0 / X_DOWNSCALE)

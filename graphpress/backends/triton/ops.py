@@ -142,16 +142,13 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
     partials, counters = _split_k_buffers(out, tiles_n, splits, (splits, n))
-    deep = config.block_k > w.group
     gemv_pairs_kernel[(tiles_n, splits)](
         x2d, w.packed, w.meta_pairs, out, partials, counters, n, x2d.shape[1], kp, per_split,
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
         EVEN_K=x2d.shape[1] == kp and kp % config.block_k == 0,
         EVEN_N=n % config.block_n == 0, GLU=glu, **launch_arguments(x2d.device, follows_product),
-        # A deep tile's second stage is a second tile requested ahead in registers (configs._PAIRED_TILES).
-        PREFETCH=2 if deep and config.num_stages == 2 else 1, num_warps=config.num_warps,
-        num_stages=1 if deep else config.num_stages)
+        num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _takes_paired_gemv(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig) -> bool:
