@@ -210,7 +210,7 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                       BLOCK_N: tl.constexpr, WORDS: tl.constexpr, SPLIT_K: tl.constexpr,
                       X_IS_BF16: tl.constexpr, USE_ASM: tl.constexpr, EVEN_K: tl.constexpr,
                       EVEN_N: tl.constexpr, PDL: tl.constexpr = 0, GLU: tl.constexpr = 0,
-                      BITS: tl.constexpr = 4):
+                      BITS: tl.constexpr = 4, PROBE: tl.constexpr = 0):
     """``out[N] = x[K] @ dequant(W)``; program (column block, K split) covers ``k_per_split`` inputs.
 
     ``BITS`` 4 (words of 8 codes) or 8 (words of 4 codes, ``layout.py``).  Requires an even K (activation
@@ -223,7 +223,9 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
     ``EVEN_N`` that ``BLOCK_N`` divides N (then no load needs a predicate).  ``PDL`` (``pdl.py``): mode 2
     requests the first tile's words and metadata before waiting for the previous kernel, mode 1 waits first.
     ``GLU`` (1 SiLU, 2 tanh-GELU): the columns are interleaved ``(gate, up)`` pairs and ``out[N / 2]`` receives
-    ``act(gate) * up`` (``splitk.write_output``).
+    ``act(gate) * up`` (``splitk.write_output``).  ``PROBE`` (a bit mask, for ``benchmarks/overhead_probe.py``
+    only; the output is then wrong): 1 replaces the decode and product by an XOR of the loaded values, 2 stores
+    each split's partial sums plainly instead of the split-K arrival and reduction.
     """
     begin_program(PDL)
     pid_n = tl.program_id(0)
@@ -262,10 +264,15 @@ def gemv_pairs_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr,
                                GROUP_WORDS, EVEN_N)
         n0, n1, n2, n3 = _load_x_pairs(x_pairs, next_rows, tl.minimum(half_k, end_row * PAIRS), end_row - 1,
                                        X_IS_BF16, USE_ASM, EVEN_K, PAIRS)
-        acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
+        if PROBE & 1:
+            acc += (words ^ meta ^ x0 ^ x1 ^ x2 ^ x3).to(tl.float32)
+        else:
+            acc += _tile_dot(words, meta, x0, x1, x2, x3, BITS, USE_ASM)
         words, meta, x0, x1, x2, x3 = words_next, meta_next, n0, n1, n2, n3
     total = tl.sum(acc, axis=0)
     if BITS == 8:
         total = total * (1.0 / X_DOWNSCALE)
-    store_or_reduce(total, out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K,
-                    GLU)
+    if PROBE & 2:
+        tl.store(part_ptr + pid_k * N + offs_n, total, mask=mask_n)
+    else:
+        store_or_reduce(total, out_ptr, part_ptr, count_ptr, pid_n, offs_n, mask_n, N, pid_k, SPLIT_K, GLU)

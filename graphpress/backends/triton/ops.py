@@ -137,7 +137,8 @@ def _split_k_buffers(out: torch.Tensor, tiles: int, splits: int,
 
 
 def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor,
-                   glu: int = 0, follows_product: bool = False) -> None:
+                   glu: int = 0, follows_product: bool = False, probe: int = 0) -> None:
+    """One launch of the batch-1 kernel; ``probe``: its ``PROBE`` switches (``benchmarks/overhead_probe.py``)."""
     n, kp = w.out_features, w.padded_in_features
     per_split, splits = _k_split(kp, config)
     tiles_n = -(-n // config.block_n)
@@ -147,7 +148,7 @@ def _launch_paired(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, ou
         GROUP=w.group, BLOCK_N=config.block_n, WORDS=config.block_k // w.codes_per_word, SPLIT_K=splits, BITS=w.bits,
         X_IS_BF16=x2d.dtype == torch.bfloat16, USE_ASM=not interpreting(),
         EVEN_K=x2d.shape[1] == kp and kp % config.block_k == 0,
-        EVEN_N=n % config.block_n == 0, GLU=glu, **launch_arguments(x2d.device, follows_product),
+        EVEN_N=n % config.block_n == 0, GLU=glu, PROBE=probe, **launch_arguments(x2d.device, follows_product),
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 
