@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,7 +24,7 @@ from graphpress.backends.triton.configs import LaunchConfig, candidate_configs  
 from graphpress.backends.triton.layout import repack_for_kernels  # noqa: E402
 from graphpress.backends.triton.pdl import plain_launches  # noqa: E402
 from graphpress.backends.triton.reference import rtn_quantize  # noqa: E402
-from graphpress.backends.triton.timing import copies_to_defeat_l2, graph_time_us  # noqa: E402
+from graphpress.backends.triton.timing import graph_time_us  # noqa: E402
 
 SHAPES = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
 
@@ -40,9 +39,8 @@ def sweep(name: str, rows: int, top: int) -> None:
     q = rtn_quantize(torch.randn(n, k, device="cuda", generator=gen) * 0.02, 4, 128)
     w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, 128, k, meta_dtype=torch.float16)
     x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16, generator=gen)
-    weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets, w.meta_pairs))
-    rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
-    copies = [w] + [replace(w, packed=w.packed.clone(), meta_pairs=w.meta_pairs.clone()) for _ in range(rotation - 1)]
+    copies = ops.weight_copies(w)
+    rotation = len(copies)
     outs = [torch.empty(rows, n, device="cuda", dtype=torch.bfloat16) for _ in copies]
     paired = ops.paired_gemv_applies(x, w) if rows == 1 else ops.pairs_apply(x, w)
     candidates = candidate_configs(rows, n, w.padded_in_features, 128, ops._device_facts(x.device)[1], paired)

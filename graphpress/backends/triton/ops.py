@@ -266,14 +266,21 @@ def _runnable_default(x2d: torch.Tensor, w: KernelWeights, multiprocessors: int,
     raise RuntimeError(f"no launch configuration fits this GPU among {1 + len(others)} candidates")
 
 
+def weight_copies(w: KernelWeights) -> list[KernelWeights]:
+    """``w`` and enough clones that timing a product over them reads its weights from device memory, not L2
+    (what the autotuner times on, and ``benchmarks/launch_sweep.py``)."""
+    weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
+    rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
+    return [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone(),
+                          meta_pairs=None if w.meta_pairs is None else w.meta_pairs.clone())
+                  for _ in range(rotation - 1)]
+
+
 def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: int, paired: bool) -> LaunchConfig:
     """Time every candidate on copies of the weights (more than L2 holds) and store the fastest; with
     ``GRAPHPRESS_AUTOTUNE=fast``, every tile and then every split of the fastest tiles only."""
-    weight_bytes = sum(t.numel() * t.element_size() for t in (w.packed, w.scales, w.offsets))
-    rotation = copies_to_defeat_l2(weight_bytes, maximum=16)
-    copies = [w] + [replace(w, packed=w.packed.clone(), scales=w.scales.clone(), offsets=w.offsets.clone(),
-                            meta_pairs=None if w.meta_pairs is None else w.meta_pairs.clone())
-                    for _ in range(rotation - 1)]
+    copies = weight_copies(w)
+    rotation = len(copies)
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
                                    paired, w.bits)
