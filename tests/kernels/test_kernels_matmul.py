@@ -13,6 +13,7 @@ from graphpress.backends.triton import ops  # noqa: E402
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, kernel_path  # noqa: E402
 from graphpress.backends.triton.layout import dequantize_kernel_weights, repack_for_kernels  # noqa: E402
 from graphpress.backends.triton.reference import rtn_quantize  # noqa: E402
+from graphpress.backends.triton.splitk import partials_in_flight  # noqa: E402
 
 if not ops.interpreting():
     pytest.skip("these tests run the kernels under TRITON_INTERPRET=1", allow_module_level=True)
@@ -107,9 +108,10 @@ def test_candidates_cover_every_path_and_tile_the_group():
 def test_paired_int4_gemv(dtype, group, block_k, split):
     # The paired float16 kernel (gemv_pairs.py, emulated arithmetic under the interpreter): split-K with the
     # in-kernel last-arrival reduction, ragged and full column blocks, K a multiple of the group or not, and
-    # deep tiles of several groups (block_k 256), whose last tile is partial where 256 does not divide K.
+    # deep tiles of several groups (block_k 256), whose last tile is partial where 256 does not divide K
+    # (384 and 448 inputs: half and three quarters of it hold inputs).
     config = LaunchConfig(block_m=1, block_n=32, block_k=block_k, split_k=split, num_warps=2, num_stages=1)
-    for in_features, out_features in ((384, 72), (330, 72), (384, 64)):
+    for in_features, out_features in ((384, 72), (330, 72), (384, 64), (448, 64)):
         x = torch.zeros(1, in_features, dtype=dtype)
         q = rtn_quantize(torch.randn(8, in_features), 4, group)
         w = repack_for_kernels(q.qweight, q.scales, q.zeros, 4, group, in_features, meta_dtype=torch.float16)
@@ -208,7 +210,8 @@ def test_pairs_are_offered_to_the_tuner_only_where_they_apply():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("rows, group, block_m, block_k, split", [(5, 64, 16, 32, 2), (16, 128, 16, 64, 1),
-                                                                  (33, 128, 64, 128, 1), (70, 64, 64, 64, 3)])
+                                                                  (33, 128, 64, 128, 1), (70, 64, 64, 64, 3),
+                                                                  (70, 64, 64, 32, 8)])
 def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
     # swap_ab.py: out^T = W @ x^T with K renumbered inside each tile; ragged N and K, partial row blocks.
     config = LaunchConfig(block_m=block_m, block_n=32, block_k=block_k, split_k=split, num_warps=4, num_stages=2,
@@ -217,6 +220,15 @@ def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
         error = _check(4, group, in_features, out_features, rows, config, dtype=dtype, seed=rows + group + block_k,
                        meta_dtype=torch.float16)
         assert error < MAX_RELATIVE_ERROR
+
+
+def test_partials_in_flight_divide_the_splits_within_the_register_budget():
+    # (70, 64, 64, 32, 8) above: 16 floats per thread, so the last program loads its 8 partials as 2 x 4.
+    assert partials_in_flight(8, 64 * 32, 128) == 4
+    assert partials_in_flight(8, 16 * 64, 128) == 8
+    assert partials_in_flight(12, 16 * 64, 128) == 6
+    assert partials_in_flight(4, 64 * 128, 128) == 1  # a 64-float tile: one partial at a time
+    assert partials_in_flight(1, 16 * 64, 128) == 1
 
 
 def test_activations_unreadable_as_pairs_take_the_unswapped_kernel():

@@ -78,8 +78,9 @@ class LaunchConfig:
 
 #: Bumped when a path's candidates or kernel change, so that choices tuned among the old ones are tuned again
 #: (the revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower
-#: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted).
-PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 2, "gemm-pairs": 2}
+#: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted);
+#: small-/gemm-pairs 3: its last program loads several split-K partials at once.
+PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 3, "gemm-pairs": 3}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:

@@ -33,6 +33,7 @@ from graphpress.backends.triton.configs import (
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
 from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, gated_columns
 from graphpress.backends.triton.pdl import launch_arguments, plain_launches
+from graphpress.backends.triton.splitk import partials_in_flight
 from graphpress.backends.triton.swap_ab import swap_ab_kernel
 from graphpress.backends.triton.timing import copies_to_defeat_l2
 from triton.runtime.errors import OutOfResources
@@ -215,6 +216,7 @@ def _launch_swap_ab(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, o
         x2d.stride(0), splits, GROUP=w.group, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_K=config.block_k, EVEN_K=k % config.block_k == 0, USE_ASM=not interpreting(),
         DOT_IN_FLOAT32=interpreting(), BF16=_bf16_product(x2d, config),
+        REDUCE_IN_FLIGHT=partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps),
         num_warps=config.num_warps, num_stages=config.num_stages)
 
 

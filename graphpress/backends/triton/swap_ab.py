@@ -76,14 +76,16 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
                    SPLIT_K: tl.constexpr,
                    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    EVEN_K: tl.constexpr, USE_ASM: tl.constexpr = True,
-                   DOT_IN_FLOAT32: tl.constexpr = False, BF16: tl.constexpr = False):
+                   DOT_IN_FLOAT32: tl.constexpr = False, BF16: tl.constexpr = False,
+                   REDUCE_IN_FLIGHT: tl.constexpr = 1):
     """``out[M, N] = x[M, K] @ W`` for int4 weights with ``meta_pairs`` (``m_ptr``); program (m x n block, k split).
 
     ``BLOCK_K`` is a multiple of 32 that divides ``GROUP`` (one metadata row per tile).  ``SPLIT_K`` > 1
     programs of one output tile meet in ``splitk.store_or_reduce`` (float32 partials ``[splits, M, N]``).
     ``DOT_IN_FLOAT32`` multiplies in float32 (Triton's CPU interpreter, whose 16-bit ``tl.dot`` is unreliable).  ``BF16``
     (bfloat16 activations) decodes the weights into bfloat16 and multiplies in bfloat16, so the activation
-    tile is used as loaded; otherwise weights and activations are float16.
+    tile is used as loaded; otherwise weights and activations are float16.  ``REDUCE_IN_FLIGHT``: the split-K
+    partials the last program loads together (``splitk.partials_in_flight``).
     """
     WORDS: tl.constexpr = BLOCK_K // 8
     X_IS_BF16: tl.constexpr = x_ptr.dtype.element_ty == tl.bfloat16
@@ -118,4 +120,5 @@ def swap_ab_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k
             acc = tl.dot(w, xt, acc)
         x = x_next
     store_or_reduce(acc, out_ptr, part_ptr, count_ptr, tl.program_id(0), offs_m[None, :] * N + offs_n[:, None],
-                    mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K, UNROLL=False)
+                    mask_n[:, None] & mask_m[None, :], M * N, tl.program_id(1), SPLIT_K,
+                    IN_FLIGHT=REDUCE_IN_FLIGHT)
