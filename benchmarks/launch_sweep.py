@@ -43,7 +43,8 @@ def sweep(name: str, rows: int, top: int) -> None:
     rotation = len(copies)
     outs = [torch.empty(rows, n, device="cuda", dtype=torch.bfloat16) for _ in copies]
     paired = ops.paired_gemv_applies(x, w) if rows == 1 else ops.pairs_apply(x, w)
-    candidates = candidate_configs(rows, n, w.padded_in_features, 128, ops._device_facts(x.device)[1], paired)
+    candidates = candidate_configs(rows, n, w.padded_in_features, 128, ops._device_facts(x.device)[1], paired,
+                                   gluon=ops.gluon_applies(x, w))
     timed = []
     with plain_launches():
         for config in candidates:

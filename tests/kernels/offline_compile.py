@@ -21,6 +21,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from graphpress.backends.triton import gluon_swap  # noqa: E402
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel  # noqa: E402
 from graphpress.backends.triton.kernels import dot_kernel, gemv_kernel  # noqa: E402
 from graphpress.backends.triton.swap_ab import swap_ab_kernel  # noqa: E402
@@ -73,6 +74,42 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
             "activation_tile_carried": bool(activation_tile) and any(activation_tile in line for line in loops)}
 
 
+def _ptxas_notes(ptx: str) -> str | None:
+    """What the ``ptxas`` Triton ships says about a PTX module for sm_90a (``-v``), or None without it."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not tool.exists():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "kernel.ptx"
+        source.write_text(ptx)
+        done = subprocess.run([str(tool), "-arch=sm_90a", "-v", str(source), "-o", str(Path(folder) / "k.cubin")],
+                              capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
+def _gluon_report(name: str, constants: dict, warps: int) -> dict:
+    """Compile ``gluon_swap_kernel`` for sm_90: its wgmma must stay asynchronous (``wait_group 1``, and no
+    serialisation note from ``ptxas``) and its weight tile must reach the fragment without a layout conversion."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    names = list(inspect.signature(gluon_swap.gluon_swap_kernel.fn).parameters)
+    signature = {n: "constexpr" if n in constants else _POINTERS.get(n, "i32") for n in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in constants and n != "M"}
+    try:
+        compiled = triton.compile(GluonASTSource(fn=gluon_swap.gluon_swap_kernel, signature=signature,
+                                                 constexprs=constants, attrs=attrs),
+                                  target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+    except Exception as err:  # noqa: BLE001 - reported to the test, which names the kernel
+        return {"name": name, "ok": False, "error": str(err)[-1500:]}
+    ptx = compiled.asm["ptx"]
+    notes = _ptxas_notes(ptx)
+    return {"name": name, "ok": True, "wgmma": "wgmma.mma_async" in ptx,
+            "waits_for_the_previous": "wgmma.wait_group.sync.aligned 1;" in ptx,
+            "serialised": None if notes is None else ("C7514" in notes or "C7515" in notes or "serialized" in notes),
+            "layout_conversions": compiled.asm["ttgir"].count("ttg.convert_layout"),
+            "registers": _registers(compiled.asm["cubin"])}
+
+
 def _pdl_order(ptx: str) -> dict:
     """Where the grid-dependency instructions sit: how many global loads come before the wait (the
     prefetched weights), and whether ``launch_dependents`` precedes every load."""
@@ -118,6 +155,11 @@ def main() -> None:
     for pdl in (0, 2):
         reports.append(_report(f"gemv int8 pdl={pdl}", gemv_kernel, dict(
             BITS=8, CODES_PER_WORD=4, TILE_IN_ONE_GROUP=True, BLOCK_N=128, BLOCK_K=64, PDL=pdl, SPLIT_K=8), stages=2))
+    if gluon_swap.AVAILABLE:
+        for block_m, block_n, block_k, splits, warps in ((16, 64, 64, 8, 4), (16, 128, 64, 2, 8), (64, 128, 64, 2, 8)):
+            reports.append(_gluon_report(f"gluon_swap m{block_m} n{block_n} k{block_k}", dict(
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP=128, SPLIT_K=splits, WARPS=warps, STAGES=3,
+                IN_FLIGHT=2), warps))
     for report in reports:
         print(json.dumps(report))
 

@@ -46,6 +46,27 @@ def test_every_candidate_launch_is_correct(dtype, m, n, k, group):
         assert error < 5e-3, f"{config}: relative error {error:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m, n, k, group", [(16, 4096, 4096, 128), (5, 1024, 11008, 128), (70, 2048, 1024, 64),
+                                            (128, 4096, 2048, 128)])
+def test_gluon_launches_are_correct(dtype, m, n, k, group):
+    # gluon_swap.py (asynchronous wgmma): every candidate, partial row blocks, K splits meeting in the kernel;
+    # each launch twice, so a split-K counter left unreset would show.
+    w = _weights(n, k, group, seed=m + k)
+    x = torch.randn(m, k, device="cuda", dtype=dtype) + 0.1
+    if not ops.gluon_applies(x, w):
+        pytest.skip("Gluon does not run here (Triton without it, or not Hopper)")
+    reference = x.float() @ dequantize_kernel_weights(w)
+    configs = [c for c in candidate_configs(m, n, w.padded_in_features, group, 132, True, gluon=True) if c.gluon]
+    assert configs
+    for config in configs:
+        for _ in range(2):
+            out = torch.full((m, n), float("nan"), device="cuda", dtype=dtype)
+            ops._launch(x, w, config, out)
+            error = float((out.double() - reference.double()).norm() / reference.double().norm())
+            assert torch.isfinite(out).all() and error < 5e-3, f"{config}: relative error {error:.2e}"
+
+
 @pytest.mark.parametrize("bits, n, k, group", [(4, 4096, 11008, 128), (4, 1000, 2752, 64), (8, 4096, 11008, 128)])
 def test_deep_batch1_tiles_are_correct(bits, n, k, group):
     """Tiles of several groups (no or few K splits), with a partial last tile where the tile does not divide K

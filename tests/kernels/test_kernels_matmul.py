@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton")
 
 from graphpress.backends.triton import ops  # noqa: E402
-from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, kernel_path  # noqa: E402
+from graphpress.backends.triton.configs import LaunchConfig, candidate_configs, kernel_path, pair_split  # noqa: E402
 from graphpress.backends.triton.layout import dequantize_kernel_weights, repack_for_kernels  # noqa: E402
 from graphpress.backends.triton.reference import rtn_quantize  # noqa: E402
 from graphpress.backends.triton.splitk import partials_in_flight  # noqa: E402
@@ -220,6 +220,22 @@ def test_swapped_operand_kernel(dtype, rows, group, block_m, block_k, split):
         error = _check(4, group, in_features, out_features, rows, config, dtype=dtype, seed=rows + group + block_k,
                        meta_dtype=torch.float16)
         assert error < MAX_RELATIVE_ERROR
+
+
+def test_gluon_launches_are_offered_only_where_the_kernel_can_take_them():
+    # gluon_swap.py: int4 pairs on a GPU that runs it, tiles dividing N, splits of whole pairs of K tiles.
+    def gluon(m, n, kp, group=128, **kw):
+        return [c for c in candidate_configs(m, n, kp, group, 132, **kw) if c.gluon]
+    assert not gluon(16, 4096, 4096, paired=True) and not gluon(16, 4096, 4096, paired=False, gluon=True)
+    assert not gluon(1, 4096, 4096, paired=True, gluon=True)  # batch 1 has its own kernel
+    offered = gluon(16, 4096, 11008, paired=True, gluon=True) + gluon(128, 4096, 11008, paired=True, gluon=True)
+    assert offered and all(c.swap_ab and c.pairs for c in offered)
+    for config in offered:
+        per_split, splits = pair_split(11008, config.block_k, config.split_k)
+        assert splits > 1 and per_split % (2 * config.block_k) == 0
+        assert 11008 - (splits - 1) * per_split >= 2 * config.block_k
+    assert all(c.block_n <= 64 for c in gluon(16, 4160, 4096, paired=True, gluon=True))  # 128 does not divide 4160
+    assert not gluon(16, 4096, 4096, group=32, paired=True, gluon=True)  # tiles of 64 inputs exceed the group
 
 
 def test_partials_in_flight_divide_the_splits_within_the_register_budget():

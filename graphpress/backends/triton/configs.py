@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 __all__ = ["LaunchConfig", "kernel_path", "candidate_configs", "default_config", "SMALL_BATCH_MAX_ROWS",
-           "PATH_REVISIONS", "tile_fits_group"]
+           "PATH_REVISIONS", "tile_fits_group", "pair_split"]
 
 #: Largest M served by the small-batch (split-K tensor-core) path.
 SMALL_BATCH_MAX_ROWS = 64
@@ -51,6 +51,10 @@ _SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 32)
 # per program (64 per warp group of four warps), BLOCK_K a multiple of 32 inside one group.
 _SWAP_SMALL_TILES = ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 4, 3), (256, 64, 8, 3), (128, 64, 8, 4),
                      (64, 128, 4, 3), (64, 128, 4, 5), (64, 64, 4, 6), (128, 128, 4, 4))
+# (BLOCK_N, BLOCK_K, num_warps, num_stages) of its Gluon version (``gluon_swap.py``: asynchronous wgmma) at
+# M <= 64, and (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) at M > 64; num_stages is its cp.async ring.
+_GLUON_SMALL_TILES = ((64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (64, 64, 4, 5))
+_GLUON_GEMM_TILES = ((64, 128, 64, 8, 3), (64, 64, 64, 4, 3))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M > 64.
 _SWAP_GEMM_TILES = ((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                     (64, 256, 64, 8, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4), (64, 128, 128, 4, 3),
@@ -70,6 +74,7 @@ class LaunchConfig:
     unpack_by_words: bool = True  # tensor-core paths: one load per packed word (see kernels.dot_kernel)
     pairs: bool = False  # tensor-core paths: float16-pair decoding (pairs.py; int4 with meta_pairs only)
     swap_ab: bool = False  # tensor-core paths: weights as the register operand (swap_ab.py; implies pairs)
+    gluon: bool = False  # with swap_ab: its Gluon version, asynchronous wgmma (gluon_swap.py; Hopper)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
@@ -79,8 +84,9 @@ class LaunchConfig:
 #: Bumped when a path's candidates or kernel change, so that choices tuned among the old ones are tuned again
 #: (the revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower
 #: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted);
-#: small-/gemm-pairs 3: its last program loads several split-K partials at once.
-PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 3, "gemm-pairs": 3}
+#: small-/gemm-pairs 3: its last program loads several split-K partials at once; 4: Gluon launches; 5: none
+#: without a K split.
+PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 5, "gemm-pairs": 5}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:
@@ -117,10 +123,10 @@ def _small_block_m(m: int) -> int:
 
 
 def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int,
-                      paired: bool = False, bits: int = 4) -> list[LaunchConfig]:
+                      paired: bool = False, bits: int = 4, gluon: bool = False) -> list[LaunchConfig]:
     """Every configuration worth timing for this problem (order: most likely good first).  ``paired``: the
     float16-pair kernels apply (int4 at every M, int8 words at M = 1, where ``bits`` = 8 halves BLOCK_K so a
-    tile holds as many words as int4's)."""
+    tile holds as many words as int4's).  ``gluon``: the Gluon kernel runs here (``ops.gluon_applies``)."""
     path = kernel_path(m, paired)
     paired_int4 = paired and bits == 4
     out: list[LaunchConfig] = []
@@ -143,6 +149,8 @@ def candidate_configs(m: int, n: int, padded_k: int, group: int, multiprocessors
                 for split in _useful_splits(-(-n // block_n), padded_k, block_k, multiprocessors):
                     out.append(LaunchConfig(1, block_n, block_k, split, warps, stages))
     else:
+        if paired_int4 and gluon:
+            out.extend(_gluon_configs(m, n, padded_k, group, multiprocessors))
         if paired_int4:
             out.extend(_swap_ab_configs(m, n, padded_k, group, multiprocessors))
         out.extend(_dot_configs(m, n, padded_k, group, multiprocessors, paired_int4))
@@ -188,6 +196,33 @@ def _swap_ab_configs(m: int, n: int, padded_k: int, group: int, multiprocessors:
         for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:4]:
             out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, pairs=True, swap_ab=True))
     return out
+
+
+def _gluon_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> list[LaunchConfig]:
+    """Launches of ``gluon_swap.gluon_swap_kernel``: tiles that divide N, and at least two K splits of whole tile
+    pairs (its output always goes through split-K partials: ``gluon_swap._finish``)."""
+    if m <= SMALL_BATCH_MAX_ROWS:
+        tiles = [(_small_block_m(m), *tile) for tile in _GLUON_SMALL_TILES]
+    else:
+        tiles = list(_GLUON_GEMM_TILES)
+    out = []
+    for block_m, block_n, block_k, warps, stages in tiles:
+        if group % block_k or n % block_n or padded_k % (2 * block_k):
+            continue
+        programs = -(-m // block_m) * (n // block_n)
+        splits = [s for s in _useful_splits(programs, padded_k, 2 * block_k, multiprocessors) if s > 1]
+        for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:4]:
+            if pair_split(padded_k, block_k, split)[1] > 1:
+                out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, pairs=True, swap_ab=True,
+                                        gluon=True))
+    return out
+
+
+def pair_split(padded_k: int, block_k: int, split_k: int) -> tuple[int, int]:
+    """``(inputs per split, splits)`` of a Gluon launch asking for ``split_k``: whole pairs of K tiles per split."""
+    pair = 2 * block_k
+    per_split = -(-padded_k // (split_k * pair)) * pair
+    return per_split, -(-padded_k // per_split)
 
 
 def _loader_variants(config: LaunchConfig, pairs: bool) -> list[LaunchConfig]:

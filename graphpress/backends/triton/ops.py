@@ -21,13 +21,14 @@ from typing import Iterable, Optional
 
 import torch
 
-from graphpress.backends.triton import kernels
+from graphpress.backends.triton import gluon_swap, kernels
 from graphpress.backends.triton.autotune import AutotuneCache, m_bucket, pick_fastest, tuning_key
 from graphpress.backends.triton.configs import (
     LaunchConfig,
     candidate_configs,
     default_config,
     kernel_path,
+    pair_split,
     tile_fits_group,
 )
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
@@ -170,7 +171,10 @@ def _launch(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torc
     tiles_n = -(-n // config.block_n)
     grid = (-(-m // config.block_m) * tiles_n, splits)
     pairs = config.pairs and pairs_apply(x2d, w) and w.group % config.block_k == 0
-    if config.block_m > 1 and pairs and config.swap_ab:
+    if config.block_m > 1 and pairs and config.gluon and gluon_applies(x2d, w) and n % config.block_n == 0:
+        _launch_gluon(x2d, w, config, out)
+        return
+    if config.block_m > 1 and pairs and config.swap_ab:  # also a Gluon launch where Gluon cannot run it
         _launch_swap_ab(x2d, w, config, out, grid, per_split)
         return
     common = dict(BITS=w.bits, CODES_PER_WORD=w.codes_per_word, TILE_IN_ONE_GROUP=w.group % config.block_k == 0,
@@ -218,6 +222,28 @@ def _launch_swap_ab(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, o
         DOT_IN_FLOAT32=interpreting(), BF16=_bf16_product(x2d, config),
         REDUCE_IN_FLIGHT=partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps),
         num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def gluon_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
+    """Whether the Gluon kernel (``gluon_swap.py``) can run this product: Hopper, a Triton with Gluon, int4 with
+    float16 metadata pairs, and activations exactly as wide as the packed K (it reads no padding)."""
+    if not gluon_swap.AVAILABLE or interpreting() or x2d.device.type != "cuda" or not pairs_apply(x2d, w):
+        return False
+    index = x2d.device.index if x2d.device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] == 9 and x2d.shape[1] == w.padded_in_features
+
+
+def _launch_gluon(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
+    m, k = x2d.shape
+    per_split, splits = pair_split(k, config.block_k, config.split_k)
+    tiles = -(-m // config.block_m) * (w.out_features // config.block_n)
+    partials, counters = _split_k_buffers(out, tiles, splits, (splits, m, w.out_features))
+    gluon_swap.gluon_swap_kernel[(tiles, splits)](
+        x2d, w.packed, w.meta_pairs, out, partials, counters, m, w.out_features, k, per_split, x2d.stride(0),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP=w.group, SPLIT_K=splits,
+        WARPS=config.num_warps, STAGES=config.num_stages,
+        IN_FLIGHT=partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps),
+        num_warps=config.num_warps)
 
 
 def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True) -> LaunchConfig:
@@ -285,11 +311,12 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
     rotation = len(copies)
     outputs = [torch.empty((x2d.shape[0], w.out_features), device=x2d.device, dtype=x2d.dtype) for _ in copies]
     candidates = candidate_configs(x2d.shape[0], w.out_features, w.padded_in_features, w.group, multiprocessors,
-                                   paired, w.bits)
+                                   paired, w.bits, gluon=gluon_applies(x2d, w))
     m, n, kp = x2d.shape[0], w.out_features, w.padded_in_features
 
     def programs(config: LaunchConfig) -> int:
-        return -(-m // config.block_m) * -(-n // config.block_n) * _k_split(kp, config)[1]
+        splits = pair_split(kp, config.block_k, config.split_k)[1] if config.gluon else _k_split(kp, config)[1]
+        return -(-m // config.block_m) * -(-n // config.block_n) * splits
 
     with plain_launches():
         config, us = pick_fastest(candidates, lambda c, i: (lambda: _launch(x2d, copies[i], c, outputs[i])), rotation,

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["dequantize_pairs", "split_meta", "load_tile_pairs", "halves", "split_meta_bf16",
-           "dequantize_pairs_bf16"]
+           "dequantize_pairs_bf16", "DECODE_PAIRS_PTX", "SPLIT_META_PTX"]
 
 
 #: PTX tail shared by the paired dot products: add the halves of the float16 pair in register ``acc`` (in
@@ -31,6 +31,38 @@ WIDEN_PAIR_SUM = tl.constexpr("""
         add.rn.f16 lo, lo, hi;
         cvt.f32.f16 flo, lo;
         mov.b32 $0, flo;
+        }""")
+
+
+#: ``split_meta``'s PTX: ``$0`` = (scale, scale), ``$1`` = (offset, offset) from the ``meta_pairs`` word ``$2``
+#: (shared with the Gluon kernel, ``gluon_swap.py``).
+SPLIT_META_PTX = tl.constexpr("""{
+        .reg .b16 s, o;
+        mov.b32 {s, o}, $2;
+        mov.b32 $0, {s, s};
+        mov.b32 $1, {o, o};
+        }""")
+
+#: ``dequantize_pairs``'s PTX: the four float16 weight pairs ``$0..$3`` of word ``$4`` with scale pair ``$5``
+#: and offset pair ``$6`` (shared with the Gluon kernel, ``gluon_swap.py``).
+DECODE_PAIRS_PTX = tl.constexpr("""{
+        .reg .b32 t, magic, sixteenth, minus64;
+        mov.b32 magic, 0x64006400;
+        mov.b32 sixteenth, 0x2C002C00;
+        mov.b32 minus64, 0xD400D400;
+        shr.u32 t, $4, 8;
+        lop3.b32 $0, $4, 0x000F000F, magic, 0xEA;
+        lop3.b32 $1, $4, 0x00F000F0, magic, 0xEA;
+        lop3.b32 $2, t, 0x000F000F, magic, 0xEA;
+        lop3.b32 $3, t, 0x00F000F0, magic, 0xEA;
+        sub.f16x2 $0, $0, magic;
+        fma.rn.f16x2 $1, $1, sixteenth, minus64;
+        sub.f16x2 $2, $2, magic;
+        fma.rn.f16x2 $3, $3, sixteenth, minus64;
+        fma.rn.f16x2 $0, $0, $5, $6;
+        fma.rn.f16x2 $1, $1, $5, $6;
+        fma.rn.f16x2 $2, $2, $5, $6;
+        fma.rn.f16x2 $3, $3, $5, $6;
         }""")
 
 
@@ -74,14 +106,8 @@ def split_meta(meta, USE_ASM: tl.constexpr):
     """
     if not USE_ASM:
         return meta & 0xFFFF, (meta >> 16) & 0xFFFF
-    return tl.inline_asm_elementwise(
-        """{
-        .reg .b16 s, o;
-        mov.b32 {s, o}, $2;
-        mov.b32 $0, {s, s};
-        mov.b32 $1, {o, o};
-        }""",
-        "=r,=r,r", [meta], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
+    return tl.inline_asm_elementwise(SPLIT_META_PTX, "=r,=r,r", [meta], dtype=(tl.int32, tl.int32), is_pure=True,
+                                     pack=1)
 
 
 @triton.jit
@@ -110,28 +136,8 @@ def dequantize_pairs(word, scale, offset, USE_ASM: tl.constexpr):
     """
     if not USE_ASM:
         return _dequantize_pairs_emulated(word, scale, offset)
-    return tl.inline_asm_elementwise(
-        """{
-        .reg .b32 t, magic, sixteenth, minus64;
-        mov.b32 magic, 0x64006400;
-        mov.b32 sixteenth, 0x2C002C00;
-        mov.b32 minus64, 0xD400D400;
-        shr.u32 t, $4, 8;
-        lop3.b32 $0, $4, 0x000F000F, magic, 0xEA;
-        lop3.b32 $1, $4, 0x00F000F0, magic, 0xEA;
-        lop3.b32 $2, t, 0x000F000F, magic, 0xEA;
-        lop3.b32 $3, t, 0x00F000F0, magic, 0xEA;
-        sub.f16x2 $0, $0, magic;
-        fma.rn.f16x2 $1, $1, sixteenth, minus64;
-        sub.f16x2 $2, $2, magic;
-        fma.rn.f16x2 $3, $3, sixteenth, minus64;
-        fma.rn.f16x2 $0, $0, $5, $6;
-        fma.rn.f16x2 $1, $1, $5, $6;
-        fma.rn.f16x2 $2, $2, $5, $6;
-        fma.rn.f16x2 $3, $3, $5, $6;
-        }""",
-        "=r,=r,=r,=r,r,r,r", [word, scale, offset], dtype=(tl.int32, tl.int32, tl.int32, tl.int32),
-        is_pure=True, pack=1)
+    return tl.inline_asm_elementwise(DECODE_PAIRS_PTX, "=r,=r,=r,=r,r,r,r", [word, scale, offset],
+                                     dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
 
 
 @triton.jit
