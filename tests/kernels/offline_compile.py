@@ -45,16 +45,24 @@ def _compile(kernel, constants: dict, warps: int = 4, stages: int = 3):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
 
 
-def _registers(cubin: bytes) -> int | None:
-    """Registers per thread of a compiled kernel, read with the ``cuobjdump`` Triton ships (None without it)."""
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if not tool.exists():
+def _bundled_tool(tool: str, file_name: str, content: str | bytes, *args: str) -> str | None:
+    """The output of a CUDA tool Triton ships (``cuobjdump``, ``ptxas``) run on ``content`` written to
+    ``file_name`` in a scratch folder (``{folder}`` in ``args`` names that folder), or None without the tool."""
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool
+    if not path.exists():
         return None
     with tempfile.TemporaryDirectory() as folder:
-        binary = Path(folder) / "kernel.cubin"
-        binary.write_bytes(cubin)
-        done = subprocess.run([str(tool), "-res-usage", str(binary)], capture_output=True, text=True)
-    found = re.search(r"REG:(\d+)", done.stdout)
+        source = Path(folder) / file_name
+        source.write_bytes(content) if isinstance(content, bytes) else source.write_text(content)
+        done = subprocess.run([str(path), *(a.format(folder=folder) for a in args), str(source)],
+                              capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
+def _registers(cubin: bytes) -> int | None:
+    """Registers per thread of a compiled kernel, read with the ``cuobjdump`` Triton ships (None without it)."""
+    out = _bundled_tool("cuobjdump", "kernel.cubin", cubin, "-res-usage")
+    found = re.search(r"REG:(\d+)", out or "")
     return int(found.group(1)) if found else None
 
 
@@ -76,15 +84,7 @@ def _report(name: str, kernel, constants: dict, stages: int = 3, weight_tile: st
 
 def _ptxas_notes(ptx: str) -> str | None:
     """What the ``ptxas`` Triton ships says about a PTX module for sm_90a (``-v``), or None without it."""
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    if not tool.exists():
-        return None
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "kernel.ptx"
-        source.write_text(ptx)
-        done = subprocess.run([str(tool), "-arch=sm_90a", "-v", str(source), "-o", str(Path(folder) / "k.cubin")],
-                              capture_output=True, text=True)
-    return done.stdout + done.stderr
+    return _bundled_tool("ptxas", "kernel.ptx", ptx, "-arch=sm_90a", "-v", "-o", "{folder}/k.cubin")
 
 
 def _gluon_report(name: str, constants: dict, warps: int) -> dict:
