@@ -73,20 +73,21 @@ def _warn_once(message: str) -> None:
         _log.info("graphpress: %s", message)
 
 
-_device_facts_memo: dict[int, tuple[str, int]] = {}
+_device_facts_memo: dict[int, tuple[str, int, int]] = {}
 # (device, bits, group, M bucket, N, Kp, dtype) -> config: the per-call lookup, no string building.
 _config_memo: dict[tuple, LaunchConfig] = {}
 
 
-def _device_facts(device: torch.device) -> tuple[str, int]:
-    """GPU name and multiprocessor count (fixed stand-ins under the interpreter), memoised."""
+def _device_facts(device: torch.device) -> tuple[str, int, int]:
+    """GPU name, multiprocessor count and compute-capability major (fixed stand-ins under the interpreter),
+    memoised: launches ask on every call."""
     if device.type != "cuda":
-        return "interpreter", 4
+        return "interpreter", 4, 0
     index = device.index if device.index is not None else torch.cuda.current_device()
     facts = _device_facts_memo.get(index)
     if facts is None:
         props = torch.cuda.get_device_properties(index)
-        facts = _device_facts_memo[index] = (props.name, props.multi_processor_count)
+        facts = _device_facts_memo[index] = (props.name, props.multi_processor_count, props.major)
     return facts
 
 
@@ -220,17 +221,20 @@ def _launch_swap_ab(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, o
         x2d.stride(0), splits, GROUP=w.group, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         BLOCK_K=config.block_k, EVEN_K=k % config.block_k == 0, USE_ASM=not interpreting(),
         DOT_IN_FLOAT32=interpreting(), BF16=_bf16_product(x2d, config),
-        REDUCE_IN_FLIGHT=partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps),
+        REDUCE_IN_FLIGHT=_partials_in_flight(splits, config),
         num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def _partials_in_flight(splits: int, config: LaunchConfig) -> int:
+    """Split-K partials a tensor-core launch's last program loads at once (``splitk.partials_in_flight``)."""
+    return partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps)
 
 
 def gluon_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     """Whether the Gluon kernel (``gluon_swap.py``) can run this product: Hopper, a Triton with Gluon, int4 with
     float16 metadata pairs, and activations exactly as wide as the packed K (it reads no padding)."""
-    if not gluon_swap.AVAILABLE or interpreting() or x2d.device.type != "cuda" or not pairs_apply(x2d, w):
-        return False
-    index = x2d.device.index if x2d.device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)[0] == 9 and x2d.shape[1] == w.padded_in_features
+    return (gluon_swap.AVAILABLE and not interpreting() and x2d.device.type == "cuda"
+            and _device_facts(x2d.device)[2] == 9 and x2d.shape[1] == w.padded_in_features and pairs_apply(x2d, w))
 
 
 def _launch_gluon(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
@@ -242,7 +246,7 @@ def _launch_gluon(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out
         x2d, w.packed, w.meta_pairs, out, partials, counters, m, w.out_features, k, per_split, x2d.stride(0),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP=w.group, SPLIT_K=splits,
         WARPS=config.num_warps, STAGES=config.num_stages,
-        IN_FLIGHT=partials_in_flight(splits, config.block_m * config.block_n, 32 * config.num_warps),
+        IN_FLIGHT=_partials_in_flight(splits, config),
         num_warps=config.num_warps)
 
 
@@ -256,7 +260,7 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     config = _config_memo.get(memo_key)
     if config is not None:
         return config
-    name, sms = _device_facts(x2d.device)
+    name, sms, _ = _device_facts(x2d.device)
     if x2d.device.type != "cuda":
         return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
     _counters(x2d.device)  # allocated now, not inside a graph capture (split-K launches count arrivals)
