@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from graphpress.backends.triton import ops  # noqa: E402
 from graphpress.backends.triton.configs import LaunchConfig, candidate_configs  # noqa: E402
+from graphpress.backends.triton.gpu_facts import gpu_facts  # noqa: E402
 from graphpress.backends.triton.layout import repack_for_kernels  # noqa: E402
 from graphpress.backends.triton.pdl import plain_launches  # noqa: E402
 from graphpress.backends.triton.reference import rtn_quantize  # noqa: E402
@@ -30,6 +31,8 @@ SHAPES = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "do
 
 
 def _family(config: LaunchConfig) -> str:
+    if config.gluon:
+        return "gluon swap_ab"
     return "swap_ab" if config.swap_ab else "pairs" if config.pairs else "words" if config.unpack_by_words else "dot"
 
 
@@ -43,7 +46,7 @@ def sweep(name: str, rows: int, top: int) -> None:
     rotation = len(copies)
     outs = [torch.empty(rows, n, device="cuda", dtype=torch.bfloat16) for _ in copies]
     paired = ops.paired_gemv_applies(x, w) if rows == 1 else ops.pairs_apply(x, w)
-    candidates = candidate_configs(rows, n, w.padded_in_features, 128, ops._device_facts(x.device)[1], paired,
+    candidates = candidate_configs(rows, n, w.padded_in_features, 128, gpu_facts(x.device).multiprocessors, paired,
                                    gluon=ops.gluon_applies(x, w))
     timed = []
     with plain_launches():

@@ -5,12 +5,12 @@ import torch
 
 pytest.importorskip("triton")
 
-from graphpress.backends.triton import pdl  # noqa: E402
+from graphpress.backends.triton import gpu_facts, pdl  # noqa: E402
 
 
 def _pretend_hopper(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr(pdl, "_capable", {0: True})
+    monkeypatch.setattr(gpu_facts, "_memo", {0: gpu_facts.GpuFacts("pretend H100", 132, 9)})
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
 
 
@@ -63,6 +63,6 @@ def test_the_tuner_times_plain_launches(monkeypatch):
 
 def test_older_gpus_get_plain_launches(monkeypatch):
     _pretend_hopper(monkeypatch)
-    monkeypatch.setattr(pdl, "_capable", {0: False})
+    monkeypatch.setattr(gpu_facts, "_memo", {0: gpu_facts.GpuFacts("pretend A100", 108, 8)})
     monkeypatch.setenv("GRAPHPRESS_PDL", "prefetch")
     assert pdl.pdl_mode(torch.device("cuda", 0)) == pdl.PDL_OFF

@@ -32,6 +32,7 @@ from graphpress.backends.triton.configs import (
     tile_fits_group,
 )
 from graphpress.backends.triton.gemv_pairs import gemv_pairs_kernel
+from graphpress.backends.triton.gpu_facts import gpu_facts
 from graphpress.backends.triton.layout import GATED_ACTIVATIONS, KernelWeights, gated_columns
 from graphpress.backends.triton.pdl import launch_arguments, plain_launches
 from graphpress.backends.triton.splitk import partials_in_flight
@@ -73,22 +74,8 @@ def _warn_once(message: str) -> None:
         _log.info("graphpress: %s", message)
 
 
-_device_facts_memo: dict[int, tuple[str, int, int]] = {}
 # (device, bits, group, M bucket, N, Kp, dtype) -> config: the per-call lookup, no string building.
 _config_memo: dict[tuple, LaunchConfig] = {}
-
-
-def _device_facts(device: torch.device) -> tuple[str, int, int]:
-    """GPU name, multiprocessor count and compute-capability major (fixed stand-ins under the interpreter),
-    memoised: launches ask on every call."""
-    if device.type != "cuda":
-        return "interpreter", 4, 0
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    facts = _device_facts_memo.get(index)
-    if facts is None:
-        props = torch.cuda.get_device_properties(index)
-        facts = _device_facts_memo[index] = (props.name, props.multi_processor_count, props.major)
-    return facts
 
 
 # Per-device arrival counters of the paired GEMV's split-K (zero between launches: the last program of a
@@ -234,7 +221,7 @@ def gluon_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
     """Whether the Gluon kernel (``gluon_swap.py``) can run this product: Hopper, a Triton with Gluon, int4 with
     float16 metadata pairs, and activations exactly as wide as the packed K (it reads no padding)."""
     return (gluon_swap.AVAILABLE and not interpreting() and x2d.device.type == "cuda"
-            and _device_facts(x2d.device)[2] == 9 and x2d.shape[1] == w.padded_in_features and pairs_apply(x2d, w))
+            and gpu_facts(x2d.device).major == 9 and x2d.shape[1] == w.padded_in_features and pairs_apply(x2d, w))
 
 
 def _launch_gluon(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
@@ -260,7 +247,7 @@ def chosen_config(x2d: torch.Tensor, w: KernelWeights, allow_tuning: bool = True
     config = _config_memo.get(memo_key)
     if config is not None:
         return config
-    name, sms, _ = _device_facts(x2d.device)
+    name, sms, _ = gpu_facts(x2d.device)
     if x2d.device.type != "cuda":
         return default_config(m, w.out_features, kp, w.group, sms, paired, w.bits)
     _counters(x2d.device)  # allocated now, not inside a graph capture (split-K launches count arrivals)

@@ -41,6 +41,7 @@ import torch
 
 import triton
 import triton.language as tl
+from graphpress.backends.triton.gpu_facts import gpu_facts
 
 try:  # Triton >= 3.3 exposes grid dependency control; older ones get plain launches.
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -57,7 +58,6 @@ PDL_OFF, PDL_WAIT, PDL_PREFETCH, PDL_SIGNAL = 0, 1, 2, 3
 PDL_CHAIN = -1
 _MODES = {"off": PDL_OFF, "0": PDL_OFF, "wait": PDL_WAIT, "prefetch": PDL_PREFETCH, "1": PDL_PREFETCH,
           "chain": PDL_CHAIN}
-_capable: dict[int, bool] = {}
 _plain_depth = 0
 
 
@@ -74,11 +74,7 @@ def pdl_mode(device: torch.device) -> int:
     older GPUs, inside :func:`plain_launches`)."""
     if device.type != "cuda" or gdc_wait is None or _plain_depth or os.environ.get("TRITON_INTERPRET", "0") == "1":
         return PDL_OFF
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    capable = _capable.get(index)
-    if capable is None:
-        capable = _capable[index] = torch.cuda.get_device_capability(index)[0] >= 9
-    return _requested() if capable else PDL_OFF
+    return _requested() if gpu_facts(device).major >= 9 else PDL_OFF
 
 
 def launch_arguments(device: torch.device, follows_product: bool = False) -> dict:
