@@ -1,7 +1,7 @@
 """graphpress's ONNX entry points on files from exporters nobody listed: a sweep over how the file was made.
 
 Sources (tiny models, random weights, from configs): the CNNs and the BERT / Llama configs of
-graphpress.testing.zoo written by ``torch.onnx.export`` (legacy TorchScript and dynamo, opsets 13-20),
+graphpress.testing.zoo written by ``torch.onnx.export`` (legacy TorchScript and dynamo, opsets 9-20),
 in float16, with external data, after onnxruntime's offline optimizer (basic and extended levels, which
 write com.microsoft fused ops), and graphs built with onnx.helper (graphpress.testing.onnx_handmade).
 
@@ -108,6 +108,8 @@ def sources() -> list[Source]:
     out: list[Source] = []
     for model in ("resnet", "mobilenet", "bert", "llama"):
         out += [
+            Source(f"{model}", "legacy opset 9", _exported(model, dynamo=False, opset=9)),
+            Source(f"{model}", "legacy opset 11", _exported(model, dynamo=False, opset=11)),
             Source(f"{model}", "legacy opset 13", _exported(model, dynamo=False, opset=13)),
             Source(f"{model}", "legacy opset 17", _exported(model, dynamo=False, opset=17)),
             Source(f"{model}", "dynamo opset 18", _exported(model, dynamo=True, opset=18)),
@@ -308,9 +310,13 @@ def main() -> None:
         "com.microsoft ops have no rule and freeze what flows through them (also named). "
         "`SimplifiedLayerNormalization` (default domain) is rewritten to standard ops; any other default-domain "
         "op ONNX does not define is refused at load with its name.",
-        "- `dynamic-reshape`: heads split by a Reshape whose shape is computed at run time "
-        "(Shape/Gather/Concat) are recognised, but the merge Reshape's `-1` output dim is unknown to shape "
-        "inference, so the head groups stay frozen.",
+        "- Shapes computed at run time: a Reshape's target written as `concat(gather(shape(x), ...), [C])` "
+        "(the legacy exporter with dynamic axes, tf2onnx's Dense on a sequence) has its constant pieces "
+        "rewritten when channels shrink (a Concat several reshapes share is copied first), and a `-1` dim ONNX "
+        "inference leaves unknown is sized from the element count, so `dynamic-reshape` prunes whole heads. "
+        "Still frozen, with the reason named: heads merged with the batch into one run-time dim, as tf2onnx "
+        "writes Keras `MultiHeadAttention`'s einsums (`[b, 4, 1, 8, 12] -> [?, ?, 12]`); its feed-forward "
+        "layers prune (tests/onnx_io/test_onnx_io_keras.py, files made by tf2onnx 1.17 from Keras 3).",
         "- Shared weights: every reader of one initializer, directly or through a `Transpose` or "
         "`Identity` node, reads one stored tensor, so pruning keeps the same channels for all of them and writes "
         "the tensor once (`shared-block`, ALBERT-style layer sharing, and `tied-embedding` prune by the ratio). "

@@ -41,7 +41,43 @@ def test_reshape_groups_factor_blocks():
     assert reshape_groups((1, 6, 4, 4), (1, 96)) == [([1, 2, 3], [1])]
     assert reshape_groups(("b", 12), ("b", 3, 4)) == [([0], [0]), ([1], [1, 2])]
     assert reshape_groups((6, 4), (4, 6)) == [([0, 1], [0, 1])]  # one block of 24
-    assert reshape_groups(("b", 12), ("s", 12)) is None
+    # Equal element counts: a trailing block of equal size holds the same elements whatever leads it, so
+    # unrelated run-time symbols in front become one block of their own (followed only if it holds no channel).
+    assert reshape_groups(("b", 12), ("s", 12)) == [([0], [0]), ([1], [1])]
+    assert reshape_groups(("n", 64), ("b", 12, 64)) == [([0], [0, 1]), ([1], [2])]
+    assert reshape_groups(("b", 4, 8, 12), ("m", "d", 12)) == [([0, 1, 2], [0, 1]), ([3], [2])]
+    assert reshape_groups(("b",), ("b", "s")) is None
+
+
+def _sequence_dense(graph: Graph, x, out_features: int, name: str, rows: str, batch: str):
+    """tf2onnx's Dense on a sequence: flatten to [rows, C], multiply, reshape back, each with its own symbol."""
+    flat = _node(graph, "Reshape", [x, graph.constant(torch.tensor([-1, x.shape[-1]]))], (rows, x.shape[-1]))
+    y = _linear(graph, flat, out_features, name)
+    return _node(graph, "Reshape", [y, graph.constant(torch.tensor([-1, 12, out_features]))], (batch, 12, out_features))
+
+
+def test_channels_pass_reshapes_whose_leading_dims_are_unrelated_symbols():
+    g = Graph("keras-mlp", origin="onnx")
+    x = g.add_input("x", ("batch", 12, 32), F32)
+    hidden = _node(g, "Relu", [_sequence_dense(g, x, 64, "up", "n1", "b1")], ("b1", 12, 64))
+    y = _node(g, "Add", [_sequence_dense(g, hidden, 32, "down", "n2", "b2"), x], ("batch", 12, 32))
+    g.outputs = [y]
+    result = compute_coupling(g)
+    inner = _group_with(result, "up.weight", 0)
+    assert inner is _group_with(result, "down.weight", 1) and inner.units == 64 and inner.prunable_units == 64
+
+
+def test_a_channel_merged_with_run_time_dims_is_frozen_and_named():
+    g = Graph("merge", origin="onnx")
+    x = g.add_input("x", ("batch", 12, 32), F32)
+    up = _linear(g, x, 16, "up")
+    merged = _node(g, "Reshape", [up, g.constant(torch.tensor([-1, 12]))], ("m", 12))  # batch x 16 -> m
+    back = _node(g, "Reshape", [merged, g.constant(torch.tensor([-1, 12, 16]))], ("batch", 12, 16))
+    g.outputs = [_linear(g, back, 3, "head")]
+    result = compute_coupling(g)
+    group = _group_with(result, "up.weight", 0)
+    assert not group.prunable
+    assert any("known only at run time" in reason for reason in group.frozen_reasons.values())
 
 
 def test_heads_split_makes_whole_head_units_and_residual_couples():

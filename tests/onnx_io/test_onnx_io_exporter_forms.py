@@ -13,7 +13,7 @@ from graphpress.backends.onnx import run_onnxruntime
 from graphpress.errors import FrontendError
 from graphpress.frontends.onnx_import import load_onnx
 from graphpress.testing.onnx_exporters import export_torch
-from graphpress.testing.onnx_handmade import shared_initializer_mlp
+from graphpress.testing.onnx_handmade import dynamic_reshape_attention, shared_initializer_mlp
 from graphpress.testing.zoo import tiny_case
 
 
@@ -137,3 +137,17 @@ def test_tied_embedding_is_written_once():
     result = graphpress.optimize(model, "dce")
     assert sorted(tuple(t.dims) for t in result.graph.initializer if len(t.dims) == 2) == [(32, 64), (50, 32), (64, 32)]
     np.testing.assert_allclose(run_onnxruntime(result, inputs)[0], run_onnxruntime(model, inputs)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_heads_split_and_merged_by_run_time_shapes_prune_whole_heads():
+    # The split shape is concat(shape(x)[:2], [heads, head_dim]), one Concat read by the q, k and v reshapes;
+    # the merge reshape asks for -1, a width ONNX inference leaves unknown and the element count fixes.
+    model, inputs = dynamic_reshape_attention()
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", return_report=True)
+    stats = report.records[-1].stats
+    assert stats["groups_pruned"] == 1 and stats["removed_params"] == 1048  # one head of four, q k v o
+    onnx.checker.check_model(pruned, full_check=True)
+    x = list(inputs.values())
+    assert run_onnxruntime(pruned, x)[0].shape == run_onnxruntime(model, x)[0].shape
+    heads = [numpy_helper.to_array(i).tolist() for i in pruned.graph.initializer if i.dims == [2]]
+    assert [3, 8] in heads and [4, 8] not in heads

@@ -18,44 +18,72 @@ from typing import Sequence
 import numpy as np
 
 from ...ir import Node
+from ...ir.dims import solve_reshape_dims
 from .state import CouplingState, Labels
 
 __all__ = ["reshape_groups", "reshape_labels"]
 
 
-def reshape_groups(in_shape: Sequence, out_shape: Sequence) -> list[tuple[list[int], list[int]]] | None:
-    """Blocks of (input axes, output axes) with equal element counts, or None when the shapes don't factor."""
-    ins = [i for i, d in enumerate(in_shape) if d != 1]
-    outs = [j for j, d in enumerate(out_shape) if d != 1]
-    groups: list[tuple[list[int], list[int]]] = []
+def _leading_blocks(in_shape: Sequence, out_shape: Sequence, ins: list[int],
+                    outs: list[int]) -> tuple[list[tuple[list[int], list[int]]], int, int]:
+    """Blocks matched from the front of ``ins`` / ``outs`` (axis lists, either order) up to the first that
+    cannot be: a symbolic dim meeting anything but itself.  Returns the blocks and how many axes they used."""
+    blocks: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(ins) and j < len(outs):
         a, b = in_shape[ins[i]], out_shape[outs[j]]
-        gi, gj = [ins[i]], [outs[j]]
-        i, j = i + 1, j + 1
         if isinstance(a, str) or isinstance(b, str):
             if a != b:
-                return None
-            groups.append((gi, gj))
+                break
+            blocks.append(([ins[i]], [outs[j]]))
+            i, j = i + 1, j + 1
             continue
-        pa, pb = a, b
+        gi, gj, pa, pb, ii, jj = [ins[i]], [outs[j]], a, b, i + 1, j + 1
         while pa != pb:
-            if pa < pb:
-                if i >= len(ins) or isinstance(in_shape[ins[i]], str):
-                    return None
-                pa *= in_shape[ins[i]]
-                gi.append(ins[i])
-                i += 1
+            if pa < pb and ii < len(ins) and not isinstance(in_shape[ins[ii]], str):
+                pa *= in_shape[ins[ii]]
+                gi.append(ins[ii])
+                ii += 1
+            elif pb < pa and jj < len(outs) and not isinstance(out_shape[outs[jj]], str):
+                pb *= out_shape[outs[jj]]
+                gj.append(outs[jj])
+                jj += 1
             else:
-                if j >= len(outs) or isinstance(out_shape[outs[j]], str):
-                    return None
-                pb *= out_shape[outs[j]]
-                gj.append(outs[j])
-                j += 1
-        groups.append((gi, gj))
-    if i < len(ins) or j < len(outs):
+                break
+        if pa != pb:
+            break
+        blocks.append((gi, gj))
+        i, j = ii, jj
+    return blocks, i, j
+
+
+def reshape_groups(in_shape: Sequence, out_shape: Sequence) -> list[tuple[list[int], list[int]]] | None:
+    """Blocks of (input axes, output axes) with equal element counts, or None when the shapes don't factor.
+
+    Blocks are matched from the front, then from the back: since a reshape keeps the element count, a
+    trailing block of equal size holds the same elements on both sides whatever the leading dims are, so
+    ``[n, 64] -> [b, 12, 64]`` (tf2onnx's Dense on a sequence, ``n`` and ``b`` unrelated symbols) still
+    passes its 64 channels through.  What lies between is one block of dims known only at run time.
+    """
+    ins = [i for i, d in enumerate(in_shape) if d != 1]
+    outs = [j for j, d in enumerate(out_shape) if d != 1]
+    head, i, j = _leading_blocks(in_shape, out_shape, ins, outs)
+    if i == len(ins) and j == len(outs):
+        return head
+    back, bi, bj = _leading_blocks(in_shape, out_shape, ins[i:][::-1], outs[j:][::-1])
+    tail = [(gi[::-1], gj[::-1]) for gi, gj in reversed(back)]
+    rest_in, rest_out = ins[i:len(ins) - bi], outs[j:len(outs) - bj]
+    if not rest_in and not rest_out:
+        return head + tail
+    if not rest_in or not rest_out:
         return None
-    return groups
+    return head + [(rest_in, rest_out)] + tail
+
+
+def _opaque(in_shape: Sequence, out_shape: Sequence, gi: list[int], gj: list[int]) -> bool:
+    """A block whose element positions can't be followed: it has a run-time dim and is not one symbol kept."""
+    dims = [in_shape[a] for a in gi] + [out_shape[b] for b in gj]
+    return any(isinstance(d, str) for d in dims) and not (len(gi) == len(gj) == 1 and dims[0] == dims[1])
 
 
 def _constant_along(grid: np.ndarray, axis: int) -> bool:
@@ -68,6 +96,7 @@ def reshape_labels(state: CouplingState, node: Node, in_shape: Sequence, out_sha
     out: Labels = [None] * len(out_shape)
     if not any(ids is not None for ids in labels):
         return out
+    in_shape, out_shape = solve_reshape_dims(in_shape, out_shape)
     groups = reshape_groups(in_shape, out_shape)
     if groups is None:
         for ids in labels:
@@ -76,6 +105,14 @@ def reshape_labels(state: CouplingState, node: Node, in_shape: Sequence, out_sha
     for gi, gj in groups:
         labeled = [k for k, axis in enumerate(gi) if labels[axis] is not None]
         if not labeled:
+            continue
+        if _opaque(in_shape, out_shape, gi, gj):
+            for k in labeled:
+                state.freeze(labels[gi[k]], f"reshape {list(in_shape)} -> {list(out_shape)} mixes channels with "
+                             "dims known only at run time", node)
+            continue
+        if len(gi) == len(gj) == 1 and isinstance(in_shape[gi[0]], str):
+            out[gj[0]] = labels[gi[0]]
             continue
         keep = labeled[0]
         for k in labeled[1:]:

@@ -17,6 +17,7 @@ import onnx
 from ...errors import BackendError
 from ...frontends.onnx_reader import UNKNOWN_OP, set_type
 from ...ir import GRAPHPRESS_DOMAIN, Graph, Value
+from ...ir.dims import solve_reshape_dims
 from .emit import emit_model
 from .shape_proxies import replace_with_proxies
 
@@ -60,13 +61,33 @@ def infer_shapes(graph: Graph, *, strict: bool = True) -> Graph:
         before, waiting = waiting, _infer_round(graph, strict)
         if not waiting or waiting == before:
             break  # nothing waits for a rank, or the last round sized none of those that did
+    sized = _size_reshape_outputs(graph)
+    if sized:
+        _infer_round(graph, strict, sized)  # what follows a sized reshape may be sized now too
     return graph
 
 
-def _infer_round(graph: Graph, strict: bool) -> int:
-    """One run of ONNX inference over the graph; returns how many fused nodes had no stand-in yet because
-    an operand's rank was unknown (inferring again may now size them)."""
-    model = emit_model(graph, with_data=False, hint_values=_opaque_outputs(graph))
+def _size_reshape_outputs(graph: Graph) -> list[Value]:
+    """Reshape outputs given the one dim ONNX inference left unknown that their element count fixes
+    (``ir.dims.solve_reshape_dims``); returns the values whose shape changed."""
+    sized = []
+    for node in graph.nodes:
+        out = node.outputs[0] if node.op == "Reshape" and node.domain == "" else None
+        source = node.input(0) if out is not None else None
+        if out is None or source is None or out.shape is None or source.shape is None:
+            continue
+        _, solved = solve_reshape_dims(source.shape, out.shape)
+        if solved != tuple(out.shape):
+            out.shape = solved
+            sized.append(out)
+    return sized
+
+
+def _infer_round(graph: Graph, strict: bool, hints: list[Value] = ()) -> int:
+    """One run of ONNX inference over the graph (``hints``: more values whose shapes it is told); returns how
+    many fused nodes had no stand-in yet because an operand's rank was unknown (inferring again may now size
+    them)."""
+    model = emit_model(graph, with_data=False, hint_values=_opaque_outputs(graph) + list(hints))
     _, waiting = replace_with_proxies(model, _rank_of(graph))
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)

@@ -85,24 +85,81 @@ def _set_ints(graph: Graph, node: Node, index: int, ints: list[int], hint: str) 
 _SHAPE_INPUT = {"Reshape": 1, "Expand": 1, "Resize": 3, "ConstantOfShape": 0}
 
 
+def _shape_source(node: Node, slot: int) -> tuple[Node, int]:
+    """Follow input ``slot`` of ``node`` back through single-use Cast/Identity nodes (the shape arithmetic
+    exporters emit); returns the node and input slot that read the value the chain starts from."""
+    value = node.input(slot)
+    while (value.producer is not None and value.producer.op in ("Cast", "Identity")
+           and len(value.consumers()) == 1):
+        node, slot = value.producer, 0
+        value = node.input(0)
+    return node, slot
+
+
+def _shape_pieces(node: Node, slot: int) -> list[tuple[Node, int, int]] | None:
+    """Where each entry of the shape tensor read by input ``slot`` of ``node`` is spelled out: ``(reader,
+    input index, position)`` of a constant, or None for an entry computed at run time.  A constant shape is
+    one piece; a computed one is followed into a Concat of 1-D pieces of known length (tf2onnx's
+    ``concat(gather(shape(x), dims), [C])``).  None when the shape is neither."""
+    reader, index = _shape_source(node, slot)
+    source = reader.input(index)
+    if source.param is not None:
+        return [(reader, index, k) for k in range(int(np.prod(source.shape or (1,))))]
+    concat = source.producer
+    if concat is None or concat.op != "Concat":
+        return None
+    entries: list = []
+    for piece_index, piece in enumerate(concat.inputs):
+        if piece is None or piece.shape is None or len(piece.shape) != 1 or not isinstance(piece.shape[0], int):
+            return None
+        reader, index = _shape_source(concat, piece_index)
+        constant = reader.input(index).param is not None
+        entries += [(reader, index, k) if constant else None for k in range(int(piece.shape[0]))]
+    return entries
+
+
 def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
-    """Reshape/Expand/Resize: rewrite explicit sizes of axes that shrank (0 and -1 entries are left alone)."""
+    """Reshape/Expand/Resize: rewrite explicit sizes of axes that shrank (0 and -1 entries are left alone),
+    in the shape constant or in the constant pieces of a shape computed at run time."""
     out = node.outputs[0]
-    index = _SHAPE_INPUT[node.op]
-    target = node.input(index)
-    if out not in old or target is None or target.param is None:
+    target_slot = _SHAPE_INPUT[node.op]
+    if out not in old or node.input(target_slot) is None:
         return
-    entries = [int(v) for v in target.param.data.reshape(-1).tolist()]
+    pieces = _shape_pieces(node, target_slot)
+    if pieces is None:
+        return
     before, after = old[out], out.shape
-    offset = len(after) - len(entries)
-    changed = False
-    for k, entry in enumerate(entries):
+    offset = len(after) - len(pieces)
+    edits: dict[tuple[int, int], tuple[Node, int, list[int]]] = {}
+    for k, piece in enumerate(pieces):
         axis = k + offset
-        if axis >= 0 and before[axis] != after[axis] and entry == before[axis]:
-            entries[k] = int(after[axis])
-            changed = True
-    if changed:
-        _set_ints(graph, node, index, entries, f"{node.name}_shape")
+        if piece is None or axis < 0 or before[axis] == after[axis]:
+            continue
+        reader, index, position = piece
+        if (id(reader), index) not in edits:
+            data = reader.input(index).param.data
+            edits[(id(reader), index)] = (reader, index, [int(v) for v in data.reshape(-1).tolist()])
+        entries = edits[(id(reader), index)][2]
+        if entries[position] == before[axis]:
+            entries[position] = int(after[axis])
+    for reader, index, entries in edits.values():
+        if reader.op == "Concat" and len(reader.outputs[0].consumers()) > 1:
+            reader = _private_concat(graph, reader, *_shape_source(node, target_slot))
+        data = reader.input(index).param.data  # a new constant: the old one may be read elsewhere
+        reader.set_input(index, graph.constant(torch.tensor(entries, dtype=data.dtype).reshape(data.shape),
+                                               f"{node.name}_shape"))
+
+
+def _private_concat(graph: Graph, concat: Node, reader: Node, slot: int) -> Node:
+    """A copy of a shape Concat that other readers share (one shape for the q, k and v reshapes, say), read
+    by ``reader`` alone, so that editing it leaves the others' shapes as they are."""
+    copy = graph.make_node("Concat", list(concat.inputs), 1, dict(concat.attrs), after=concat,
+                           hint=concat.outputs[0].name)
+    copy.outputs[0].shape, copy.outputs[0].dtype = concat.outputs[0].shape, concat.outputs[0].dtype
+    reader.set_input(slot, copy.outputs[0])
+    if not concat.outputs[0].uses and concat.outputs[0] not in graph.outputs:
+        graph.remove(concat)
+    return copy
 
 
 def _fix_split(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
