@@ -317,6 +317,10 @@ def main() -> None:
         "Still frozen, with the reason named: heads merged with the batch into one run-time dim, as tf2onnx "
         "writes Keras `MultiHeadAttention`'s einsums (`[b, 4, 1, 8, 12] -> [?, ?, 12]`); its feed-forward "
         "layers prune (tests/onnx_io/test_onnx_io_keras.py, files made by tf2onnx 1.17 from Keras 3).",
+        "- Files from Hugging Face's exporter (optimum-onnx 0.1; tests/onnx_io/test_onnx_io_optimum.py): a GPT-2 "
+        "with its cache as inputs and a ViT with symbolic channels and sides prune and quantize with no example "
+        "inputs given; the inputs graphpress makes up take their sizes from the weights a symbol meets, evaluate "
+        "`past_sequence_length + sequence_length`, and try sizes for the rest until the model runs.",
         "- Shared weights: every reader of one initializer, directly or through a `Transpose` or "
         "`Identity` node, reads one stored tensor, so pruning keeps the same channels for all of them and writes "
         "the tensor once (`shared-block`, ALBERT-style layer sharing, and `tied-embedding` prune by the ratio). "

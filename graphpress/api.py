@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import GraphpressError
+from .frontends.input_sizes import input_shapes
 from .ir import Graph
 from .passes import Pass, PassContext, PassManager, PipelineReport, resolve_passes
 from .passes.snapshot import SNAPSHOT_PLACES, Snapshot, snapshot_on_host, take_snapshot
@@ -37,12 +38,13 @@ def default_example_inputs(model: torch.nn.Module, seq_len: int = 16) -> tuple |
     return None
 
 
-def random_inputs_for(graph: Graph, seed: int = 0) -> tuple:
-    """Random inputs matching the graph's inputs (symbolic dims become 1), for numeric checks."""
+def random_inputs_for(graph: Graph, seed: int = 0, free_size: int = 1) -> tuple:
+    """Random inputs matching the graph's inputs, for numeric checks: symbolic dims at the size a weight they
+    meet fixes, expressions of symbols evaluated, other symbols ``free_size``
+    (:func:`graphpress.frontends.input_sizes.input_shapes`)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
-    for value in graph.inputs:
-        shape = [d if isinstance(d, int) else 1 for d in (value.shape or ())]
+    for value, shape in zip(graph.inputs, input_shapes(graph, free_size)):
         dtype = value.dtype or torch.float32
         if dtype.is_floating_point:
             out.append(torch.randn(shape, generator=generator).to(dtype))
@@ -199,6 +201,32 @@ def _optimize_module(model, pass_list, example_inputs, example_kwargs, calibrati
     return result, report
 
 
+#: Sizes tried, in order, for the input dims nothing in the graph fixes (sequence lengths, image sides).
+_FREE_SIZES = (1, 2, 8, 16, 32, 64, 128, 224, 256, 384, 512)
+
+
+def _runnable_inputs(graph: Graph) -> tuple:
+    """Made-up inputs the model runs on: :func:`random_inputs_for` with the free symbolic dims at the first
+    size of :data:`_FREE_SIZES` that runs (a ViT's image side must match its position table, say)."""
+    from .backends.evaluate import evaluate
+
+    first_error = None
+    for size in _FREE_SIZES:
+        inputs = random_inputs_for(graph, free_size=size)
+        try:
+            evaluate(graph, inputs)
+            return inputs
+        except Exception as error:  # noqa: BLE001 - any failure means: try the next size
+            first_error = first_error or error
+            if not any(isinstance(d, str) for v in graph.inputs for d in (v.shape or ())):
+                break  # static shapes: no other size to try
+    message = str(first_error).strip().splitlines()[0] if str(first_error).strip() else type(first_error).__name__
+    raise GraphpressError(
+        "the model does not run on inputs made from its declared input shapes (symbolic dims tried at "
+        f"{', '.join(map(str, _FREE_SIZES))}): {message}. Give example inputs (optimize(..., example_inputs=...)) "
+        "or skip the numeric checks (check=False, the CLI's --no-check)")
+
+
 def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, check, repro_dir, rollback=True):
     import onnx
 
@@ -211,7 +239,7 @@ def _optimize_onnx(model, pass_list, example_inputs, calibration, tokenizer, che
         )
     graph = load_onnx(model)
     if example_inputs is None:
-        example_inputs = random_inputs_for(graph)
+        example_inputs = _runnable_inputs(graph) if check else random_inputs_for(graph)
     ctx = _context(example_inputs, None, calibration, tokenizer, check, repro_dir, rollback)
     report = PassManager(pass_list).run(graph, ctx)
     return to_onnx(graph), report

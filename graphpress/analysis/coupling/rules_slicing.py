@@ -79,10 +79,12 @@ def slice_(state: CouplingState, node: Node) -> None:
     x, out = node.input(0), node.outputs[0]
     labels = list(state.get(x))
     starts, ends = const_ints(node, 1, "starts"), const_ints(node, 2, "ends")
-    axes = const_ints(node, 3, "axes") or list(range(len(starts or ())))
-    steps = const_ints(node, 4) or [1] * len(axes)
-    if starts is None or ends is None:
+    axes, steps = const_ints(node, 3, "axes"), const_ints(node, 4)
+    computed = any(node.input(i) is not None and node.input(i).param is None for i in (3, 4))
+    if starts is None or ends is None or computed:  # bounds or axes known only at run time
         return freeze_uncovered(state, node)
+    axes = axes or list(range(len(starts)))
+    steps = steps or [1] * len(axes)
     for start, end, axis, step in zip(starts, ends, axes, steps):
         axis %= len(labels)
         ids = labels[axis]

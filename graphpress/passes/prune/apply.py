@@ -180,8 +180,9 @@ def _fix_split(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
 
 def _fix_slice(graph: Graph, node: Node, result: CouplingResult, keep_id: np.ndarray) -> None:
     labels = result.state.labels.get(node.input(0))
-    if not labels or node.input(1) is None or node.input(1).param is None:
-        return
+    if not labels or node.input(1) is None or node.input(2) is None \
+            or any(v is not None and v.param is None for v in node.inputs[1:4]):
+        return  # bounds or axes computed at run time: the coupling froze every channel such a slice reads
     starts = [int(v) for v in node.input(1).param.data.reshape(-1).tolist()]
     ends = [int(v) for v in node.input(2).param.data.reshape(-1).tolist()]
     axes_value = node.input(3)
