@@ -26,7 +26,9 @@ _UNARY = {
     aten.abs: "Abs", aten.neg: "Neg", aten.exp: "Exp", aten.log: "Log", aten.sqrt: "Sqrt", aten.sin: "Sin",
     aten.cos: "Cos", aten.tanh: "Tanh", aten.sigmoid: "Sigmoid", aten.erf: "Erf", aten.floor: "Floor",
     aten.ceil: "Ceil", aten.round: "Round", aten.sign: "Sign", aten.reciprocal: "Reciprocal",
-    aten.logical_not: "Not", aten.bitwise_not: "Not", aten.isnan: "IsNaN",
+    aten.logical_not: "Not", aten.bitwise_not: "Not", aten.isnan: "IsNaN", aten.tan: "Tan", aten.asin: "Asin",
+    aten.acos: "Acos", aten.atan: "Atan", aten.sinh: "Sinh", aten.cosh: "Cosh", aten.asinh: "Asinh",
+    aten.acosh: "Acosh", aten.atanh: "Atanh",
 }
 _ARITHMETIC = {aten.add: "Add", aten.sub: "Sub", aten.mul: "Mul", aten.div: "Div", aten.pow: "Pow",
                aten.maximum: "Max", aten.minimum: "Min"}
@@ -56,6 +58,25 @@ def unary(ctx: LoweringContext, node: torch.fx.Node) -> Value:
 def rsqrt(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     x = ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype)
     return ctx.emit("Reciprocal", [ctx.emit("Sqrt", [x], like=x)])
+
+
+@lowers(aten.log1p, aten.expm1, aten.log2, aten.log10)
+def log_exp_variant(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """log1p, expm1, log2, log10 from Log and Exp (ONNX has none of them; Mamba's state step uses log1p)."""
+    dtype = ctx.out_meta().dtype
+    x = ctx.cast(ctx.env[node.args[0]], dtype)
+    packet = node.target.overloadpacket
+    if packet is aten.log1p:
+        return ctx.emit("Log", [ctx.emit("Add", [x, ctx.scalar(1.0, dtype)], like=x)])
+    if packet is aten.expm1:
+        return ctx.emit("Sub", [ctx.emit("Exp", [x], like=x), ctx.scalar(1.0, dtype)])
+    base = 2.0 if packet is aten.log2 else 10.0
+    return ctx.emit("Div", [ctx.emit("Log", [x], like=x), ctx.scalar(float(torch.tensor(base).log()), dtype)])
+
+
+@lowers(aten.trunc)
+def trunc(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    return _truncate(ctx, ctx.cast(ctx.env[node.args[0]], ctx.out_meta().dtype))
 
 
 @lowers(*_ARITHMETIC)

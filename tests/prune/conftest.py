@@ -32,14 +32,8 @@ def _causal_lm(config_name: str, **extra) -> ZooCase:
     return ZooCase(config_name, model, {"input_ids": _tokens()}, {"use_cache": False})
 
 
-HF_EXTRA = {
-    "mistral": lambda: _causal_lm("MistralConfig", num_key_value_heads=2),
-    "qwen2": lambda: _causal_lm("Qwen2Config", num_key_value_heads=2),
-    "qwen3": lambda: _causal_lm("Qwen3Config", num_key_value_heads=2, head_dim=16),
-    "phi3": lambda: _causal_lm("Phi3Config", num_key_value_heads=2, pad_token_id=0),
+HF_EXTRA = {  # the other language models come from graphpress.testing.arch_zoo
     "gemma": lambda: _causal_lm("GemmaConfig", num_key_value_heads=2, head_dim=16),
-    "mixtral": lambda: _causal_lm("MixtralConfig", num_key_value_heads=2, num_local_experts=4,
-                                  num_experts_per_tok=2),
 }
 
 

@@ -15,7 +15,8 @@ from graphpress.backends.onnx.runtime import run_onnxruntime
 TORCH_CASES = ["llama", "llama_tied", "mistral", "qwen2", "qwen3", "phi3", "gemma", "mixtral", "gpt2", "bert", "vit",
                "resnet", "mobilenet", "segnet",
                # from benchmarks/arch_sweep.py: x @ weight.T linears, weightless LayerNorm, no token embeddings
-               "falcon", "olmo", "resnet_hf"]
+               "falcon", "olmo", "resnet_hf",
+               "mamba"]  # a state-space model: no attention, a selective scan unrolled over the sequence
 ONNX_CASES = ["llama", "mistral", "qwen2", "gemma", "llama_tied", "qwen3", "phi3", "mixtral", "gpt2", "bert", "vit",
               "resnet", "mobilenet", "segnet"]
 

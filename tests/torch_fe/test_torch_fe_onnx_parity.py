@@ -58,3 +58,22 @@ def test_decomposed_path_matches_torch(name: str) -> None:
     outputs = run_onnxruntime(to_onnx(graph), _feed(case, graph))
     error = _max_relative_error(outputs, _reference_outputs(case, graph.metadata["output_names"]))
     assert error <= TOLERANCE, f"{name} (decomposed): max relative error {error:.2e}"
+
+
+class _ElementwiseZoo(torch.nn.Module):
+    """Unary ops with no ONNX op of their own (log1p, expm1, log2, log10, trunc) and the trigonometric family."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positive, unit = x.abs() + 0.5, torch.tanh(x) * 0.9
+        parts = [torch.log1p(positive), torch.expm1(x), torch.log2(positive), torch.log10(positive),
+                 torch.trunc(x * 3), torch.tan(unit), torch.asin(unit), torch.acos(unit), torch.atan(x),
+                 torch.sinh(x), torch.cosh(x), torch.asinh(x), torch.acosh(positive + 1), torch.atanh(unit)]
+        return torch.stack(parts)
+
+
+def test_composite_unary_ops_match_torch() -> None:
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    graph = trace(_ElementwiseZoo(), (x,))
+    got = run_onnxruntime(to_onnx(graph), (x,))[0]
+    expected = _ElementwiseZoo()(x)
+    assert torch.allclose(torch.as_tensor(got), expected, rtol=1e-5, atol=1e-5)
