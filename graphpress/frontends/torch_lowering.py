@@ -31,6 +31,7 @@ from ..ir import Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
 from .torch_registry import rule_for
+from .torch_rules_complex import complex_rule_for, involves_complex, real_layout
 
 __all__ = ["lower_exported_program", "lower_nodes"]
 
@@ -70,7 +71,7 @@ def _try_fold(ctx: LoweringContext, node: torch.fx.Node) -> Any:
     with torch.no_grad():
         result = node.target(*args, **kwargs)
     if isinstance(result, torch.Tensor):
-        return ctx.const(result, hint=node.name)
+        return ctx.const(torch.view_as_real(result) if result.is_complex() else result, hint=node.name)
     if isinstance(result, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in result):
         return [ctx.const(t, hint=f"{node.name}_{i}") for i, t in enumerate(result)]
     return result
@@ -84,7 +85,8 @@ def _check_shapes(ctx: LoweringContext, node: torch.fx.Node, result: Any) -> Non
     elif isinstance(result, list) and isinstance(meta, (list, tuple)):
         pairs = [(r, m) for r, m in zip(result, meta) if isinstance(r, Value) and isinstance(m, torch.Tensor)]
     for value, fake in pairs:
-        if value.shape != shape_of(fake) or value.dtype != fake.dtype:
+        shape, dtype = real_layout(fake) if fake.is_complex() else (shape_of(fake), fake.dtype)
+        if value.shape != shape or value.dtype != dtype:
             raise FrontendError(
                 f"internal error lowering {ctx.describe()}: produced {value!r}, torch says "
                 f"{list(shape_of(fake))}:{fake.dtype}; please report this with the model"
@@ -153,7 +155,13 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
     folded = _try_fold(ctx, node)
     if folded is not None:
         return folded
-    rule = rule_for(node.target)
+    complex_values = node.target is not operator.getitem and involves_complex(node)
+    rule = complex_rule_for(node.target) if complex_values else rule_for(node.target)
+    if rule is None and complex_values:
+        raise UnsupportedOpError(
+            f"no graphpress rule for {ctx.describe()} on complex tensors; add one with "
+            f"@graphpress.frontends.torch_rules_complex.lowers_complex({node.target}) (complex values are carried "
+            f"as real ones with a trailing axis of two), or rewrite that module with ops graphpress knows")
     if rule is None:
         raise UnsupportedOpError(
             f"no graphpress rule for {ctx.describe()}; add one with "

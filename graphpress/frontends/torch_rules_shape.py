@@ -211,6 +211,19 @@ def gather(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("GatherElements", [x, idx], {"axis": _dim(dim, len(x.shape))})
 
 
+@lowers(aten.scatter)
+def scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.scatter(dim, index, src)`` (or a value) -> ScatterElements (Llama 4's router writes its top-k scores
+    into a tensor of -inf this way)."""
+    x, dim, idx, src = ctx.env[node.args[0]], node.args[1], ctx.env[node.args[2]], node.args[3]
+    if node.kwargs.get("reduce") is not None:
+        raise UnsupportedOpError(f"{ctx.describe()} with reduce={node.kwargs['reduce']!r}")
+    updates = ctx.cast(ctx.env[src], x.dtype) if isinstance(src, torch.fx.Node) else \
+        ctx.emit("Expand", [ctx.scalar(src, x.dtype), ctx.emit("Shape", [idx], shape=(len(idx.shape),),
+                                                                  dtype=torch.int64)], like=idx, dtype=x.dtype)
+    return ctx.emit("ScatterElements", [x, idx, updates], {"axis": _dim(dim, len(x.shape))})
+
+
 @lowers(aten.constant_pad_nd)
 def constant_pad(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)

@@ -77,3 +77,44 @@ def test_composite_unary_ops_match_torch() -> None:
     got = run_onnxruntime(to_onnx(graph), (x,))[0]
     expected = _ElementwiseZoo()(x)
     assert torch.allclose(torch.as_tensor(got), expected, rtol=1e-5, atol=1e-5)
+
+
+class _ComplexRotary(torch.nn.Module):
+    """Rotary embedding in complex numbers, as Meta's reference Llama and transformers' Llama 4 write it."""
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        inverse = 1.0 / (10000 ** (torch.arange(0, x.shape[-1], 2, dtype=torch.float32) / x.shape[-1]))
+        table = torch.polar(torch.ones(positions.shape[0], inverse.shape[0]), positions[:, None] * inverse) * 0.5
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(pairs * table[None, :, None, :]).flatten(3).type_as(x)
+
+
+def test_complex_rotary_embedding_matches_torch() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x, positions = torch.randn(2, 5, 3, 8, generator=generator), torch.arange(5, dtype=torch.float32) + 1.5
+    graph = trace(_ComplexRotary(), (x, positions))
+    assert graph.find("Cos") and graph.find("Sin")  # the table is computed in the graph, in real arithmetic
+    got = run_onnxruntime(to_onnx(graph), (x, positions))[0]
+    assert torch.allclose(torch.as_tensor(got), _ComplexRotary()(x, positions), rtol=1e-5, atol=1e-5)
+
+
+def test_other_ops_on_complex_tensors_are_refused_by_name() -> None:
+    from graphpress.errors import UnsupportedOpError
+
+    class ComplexExp(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.view_as_real(torch.view_as_complex(x).exp())
+
+    with pytest.raises(UnsupportedOpError, match="exp.*complex tensors"):
+        trace(ComplexExp(), (torch.randn(3, 2),))
+
+
+def test_scatter_matches_torch() -> None:
+    class TopKScores(torch.nn.Module):  # Llama 4's router
+        def forward(self, logits: torch.Tensor) -> torch.Tensor:
+            top, index = torch.topk(logits, 2, dim=1)
+            return torch.full_like(logits, float("-inf")).scatter(1, index, top).sigmoid()
+
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    got = run_onnxruntime(to_onnx(trace(TopKScores(), (logits,))), (logits,))[0]
+    assert torch.allclose(torch.as_tensor(got), TopKScores()(logits), atol=1e-6)
