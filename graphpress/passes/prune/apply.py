@@ -142,9 +142,15 @@ def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
         entries = edits[(id(reader), index)][2]
         if entries[position] == before[axis]:
             entries[position] = int(after[axis])
+    chain_reader, chain_slot = _shape_source(node, target_slot)
+    concat = chain_reader.input(chain_slot).producer
+    if concat is not None and len(concat.outputs[0].consumers()) > 1:  # the shape is shared: edit a copy
+        # (a constant behind a Cast inside it would change for every reader: left for the run-time check)
+        edits = {key: edit for key, edit in edits.items() if edit[0] is concat}
+        if edits:
+            private = _private_concat(graph, concat, chain_reader, chain_slot)
+            edits = {key: (private, index, entries) for key, (_, index, entries) in edits.items()}
     for reader, index, entries in edits.values():
-        if reader.op == "Concat" and len(reader.outputs[0].consumers()) > 1:
-            reader = _private_concat(graph, reader, *_shape_source(node, target_slot))
         data = reader.input(index).param.data  # a new constant: the old one may be read elsewhere
         reader.set_input(index, graph.constant(torch.tensor(entries, dtype=data.dtype).reshape(data.shape),
                                                f"{node.name}_shape"))
