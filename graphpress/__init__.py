@@ -23,6 +23,7 @@ __all__ = [
     "optimize",
     "trace",
     "load_onnx",
+    "load_pruned",
     "export_onnx",
     "merge_models",
     "list_passes",
@@ -51,6 +52,14 @@ def load_onnx(path_or_model: Any):
     from .frontends.onnx_import import load_onnx as _load
 
     return _load(path_or_model)
+
+
+def load_pruned(folder: Any, model_class: Any = None, **kwargs: Any):
+    """Reload a Hugging Face model that graphpress pruned and ``save_pretrained`` wrote, whatever its layer widths
+    (see graphpress.backends.hf_fixups.load_pruned)."""
+    from .backends.hf_fixups import load_pruned as _load
+
+    return _load(folder, model_class, **kwargs)
 
 
 def merge_models(base: Any, models: Any, **kwargs: Any):

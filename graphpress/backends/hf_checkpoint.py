@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["to_model_keys"]
+__all__ = ["build_from_config", "to_model_keys"]
+
+
+def build_from_config(model_class, config, **kwargs) -> torch.nn.Module:
+    """A model of ``model_class`` with fresh weights, built from ``config``: Auto classes take ``from_config``,
+    concrete ones (``LlamaForCausalLM``, ``BertModel``...) ``_from_config`` (they have no ``from_config``)."""
+    build = getattr(model_class, "from_config", None) or getattr(model_class, "_from_config", None) or model_class
+    return build(config, **kwargs)
 
 
 def to_model_keys(model: torch.nn.Module, saved: dict[str, torch.Tensor],

@@ -32,12 +32,12 @@ from torch import nn
 
 from ..errors import BackendError
 from ..ir import Graph
-from .hf_checkpoint import to_model_keys
+from .hf_checkpoint import build_from_config, to_model_keys
 from .hf_moe import experts_widths, is_fused_experts, moe_config_updates
 from .torch_module import register_module_fixup
 
 __all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
-           "apply_recorded_shapes", "refresh_attributes", "input_embeddings"]
+           "apply_recorded_shapes", "refresh_attributes", "input_embeddings", "module_scalars"]
 
 _Q_NAMES = ("q_proj", "query")
 _K_NAMES = ("k_proj", "key")
@@ -185,6 +185,47 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
     fix_bias_switches(module)
     config.graphpress_layer_widths = widths
     config.graphpress_shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+    config.graphpress_module_scalars = module_scalars(module)
+
+
+#: Non-persistent buffers up to this many elements are recorded by value (rotary tables: head_dim / 2).
+_RECORDED_BUFFER_LIMIT = 4096
+
+
+def module_scalars(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Every submodule's plain number attributes and small non-persistent buffers, by module path.
+
+    Modules derive sizes and constants from the config when they are built (``head_dim = hidden_size //
+    num_heads``, a rotary ``inv_freq`` of ``head_dim / 2`` entries, Gemma's ``embed_scale = hidden_size ** 0.5``);
+    after pruning the config can't say them all (a pruned hidden size with an unpruned head size), so
+    :func:`load_pruned` puts back the values the pruned model had instead of the ones its config implies.
+    Buffers ``save_pretrained`` does not write are recorded as (nested) lists.
+    """
+    recorded: dict[str, dict[str, Any]] = {}
+    for path, module in model.named_modules():
+        values = {name: value for name, value in vars(module).items()
+                  if not name.startswith("_") and name != "training" and type(value) in (int, float, bool)}
+        for name in module._non_persistent_buffers_set:
+            buffer = module._buffers.get(name)
+            if buffer is not None and buffer.numel() <= _RECORDED_BUFFER_LIMIT and buffer.device.type != "meta":
+                values[name] = buffer.tolist()
+        if values:
+            recorded[path] = values
+    return recorded
+
+
+def _restore_scalars(model: nn.Module, recorded: dict[str, dict[str, Any]]) -> None:
+    for path, values in recorded.items():
+        try:
+            module = model.get_submodule(path) if path else model
+        except AttributeError:
+            continue
+        for name, value in values.items():
+            buffer = module._buffers.get(name)
+            if buffer is not None:
+                module._buffers[name] = torch.tensor(value, dtype=buffer.dtype, device=buffer.device)
+            elif type(getattr(module, name, None)) is type(value):
+                setattr(module, name, value)
 
 
 def _switched_linears(model: nn.Module, switch: str) -> list[nn.Linear]:
@@ -255,7 +296,7 @@ def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: An
     if model_class is None:
         arch = (getattr(config, "architectures", None) or [""])[0]
         model_class = AutoModelForCausalLM if "CausalLM" in arch or "LMHead" in arch else AutoModel
-    model = model_class.from_config(config, **kwargs)
+    model = build_from_config(model_class, config, **kwargs)
     apply_recorded_shapes(model, shapes)
     state = {}
     for name in sorted(os.listdir(folder)):
@@ -270,6 +311,7 @@ def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: An
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     refresh_attributes(model)
+    _restore_scalars(model, getattr(config, "graphpress_module_scalars", None) or {})
     return model.eval()
 
 

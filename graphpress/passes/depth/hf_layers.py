@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ...backends.hf_checkpoint import build_from_config
 from ...calibration import find_blocks
 from ...errors import PassError
 
@@ -244,7 +245,7 @@ def load_pretrained(folder: str | os.PathLike, model_class: Any = None, **kwargs
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     if getattr(config, LAYER_WIDTHS_KEY, None) is None:
         return model_class.from_pretrained(folder, local_files_only=True, **kwargs)
-    model = model_class.from_config(config, **kwargs)
+    model = build_from_config(model_class, config, **kwargs)
     apply_layer_widths(model)
     missing, unexpected = model.load_state_dict(_read_state_dict(folder), strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
