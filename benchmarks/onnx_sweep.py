@@ -17,7 +17,6 @@ no output written) counts as handled, not as a pass.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -38,7 +37,7 @@ import graphpress  # noqa: E402
 from graphpress.errors import GraphpressError  # noqa: E402
 from graphpress.testing.onnx_exporters import export_torch, ort_optimize, save_external  # noqa: E402
 from graphpress.testing.onnx_handmade import HANDMADE  # noqa: E402
-from graphpress.testing.results import markdown_cell, publish_lines  # noqa: E402
+from graphpress.testing.results import markdown_cell, publish_lines, sweep_arguments  # noqa: E402
 from graphpress.testing.zoo import tiny_case  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "onnx_sweep.md")
@@ -267,10 +266,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="sweep only sources whose name or description contains this")
-    parser.add_argument("--output", default=RESULTS)
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__, RESULTS, "sweep only sources whose name or description contains this").parse_args()
     warnings.filterwarnings("ignore")
     started = time.time()
     rows = []

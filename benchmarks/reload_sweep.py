@@ -13,7 +13,6 @@ Writes benchmarks/results/reload_sweep.md (``--output`` to write elsewhere).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -43,12 +42,9 @@ def reload_error(name: str, scope: str) -> float:
 
 def main() -> None:
     from graphpress.testing.arch_zoo import arch_case_names
-    from graphpress.testing.results import publish_lines
+    from graphpress.testing.results import publish_lines, sweep_arguments
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated architecture names (default: all)")
-    parser.add_argument("--output", default=RESULTS)
-    args = parser.parse_args()
+    args = sweep_arguments(__doc__, RESULTS, "comma-separated architecture names (default: all)").parse_args()
     warnings.filterwarnings("ignore")
     started = time.time()
     rows, passed = [], 0
