@@ -131,18 +131,34 @@ def _dominant_dtype(graph: Graph) -> torch.dtype:
     return torch.float32
 
 
+#: Ops and the input slots at which they read a layer's weights (an ONNX initializer there must be finite).
+_WEIGHT_SLOTS = {"Linear": (1, 2), "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1),
+                 "Gather": (0,), "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2),
+                 "InstanceNormalization": (1, 2), "GroupNormalization": (1, 2), "RMSNormalization": (1,)}
+
+
+def _read_as_weight(value) -> bool:
+    return any(slot in _WEIGHT_SLOTS.get(node.op, ()) for node, slot in value.uses)
+
+
 def _refuse_non_finite_parameters(graph: Graph) -> None:
     """Refuse a model whose weights hold NaN or Inf, naming the first such tensor.
 
     Every importance score, quantization grid and numeric check downstream would be meaningless (NaN
     compares false, so a broken result could even pass a check). Only weights are checked: buffers may
-    hold -inf on purpose (attention masks), and meta tensors have no values.
+    hold -inf on purpose (attention masks), and meta tensors have no values. An ONNX file does not say which
+    initializers are weights: there Inf counts only in a tensor a layer reads as its weight, since exporters
+    fold causal masks (-inf by design) into initializers too.
     """
     for value in graph.parameters():
         if value.param.kind != "parameter" or value.param.is_meta:
             continue
         tensor = value.param.data
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if not tensor.is_floating_point():
+            continue
+        if graph.origin == "onnx" and not torch.isnan(tensor).any() and not _read_as_weight(value):
+            continue
+        if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise GraphpressError(f"weight '{value.param.key}' holds {bad} NaN/Inf value(s) of {tensor.numel()}: "
                                   "graphpress refuses non-finite weights; fix or reload the checkpoint first")

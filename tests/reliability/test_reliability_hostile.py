@@ -99,8 +99,23 @@ def test_non_finite_buffers_are_allowed_since_masks_hold_minus_inf():
     graphpress.optimize(model, "dce", example_inputs=(torch.randn(1, 4),))
 
 
-def test_cli_refuses_non_finite_onnx_weights_and_keeps_the_previous_output(tmp_path, capsys):
-    source = tiny_onnx(tmp_path, poison=float("nan"))
+def test_onnx_masks_folded_into_initializers_may_hold_minus_inf(tmp_path):
+    # The legacy exporter folds a causal mask into an initializer added to the scores: not a weight.
+    model = torch.nn.Linear(4, 4).eval()
+    path = tmp_path / "masked.onnx"
+    graphpress.export_onnx(model, path, example_inputs=(torch.randn(4, 4),))
+    proto = onnx.load(path)
+    mask = np.triu(np.full((4, 4), -np.inf, dtype=np.float32), 1)
+    proto.graph.initializer.append(numpy_helper.from_array(mask, "causal_mask"))
+    last = proto.graph.output[0].name
+    proto.graph.node.append(onnx.helper.make_node("Add", [last, "causal_mask"], ["masked"]))
+    proto.graph.output[0].name = "masked"
+    assert graphpress.optimize(proto, "dce").graph.initializer
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_cli_refuses_non_finite_onnx_weights_and_keeps_the_previous_output(tmp_path, capsys, poison):
+    source = tiny_onnx(tmp_path, poison=poison)
     output = tmp_path / "out" / "small.onnx"
     output.parent.mkdir()
     output.write_bytes(b"previous output")
