@@ -18,7 +18,6 @@ from typing import Sequence
 import numpy as np
 
 from ...ir import Node
-from ...ir.dims import solve_reshape_dims
 from .state import CouplingState, Labels
 
 __all__ = ["reshape_groups", "reshape_labels"]
@@ -96,7 +95,6 @@ def reshape_labels(state: CouplingState, node: Node, in_shape: Sequence, out_sha
     out: Labels = [None] * len(out_shape)
     if not any(ids is not None for ids in labels):
         return out
-    in_shape, out_shape = solve_reshape_dims(in_shape, out_shape)
     groups = reshape_groups(in_shape, out_shape)
     if groups is None:
         for ids in labels:
