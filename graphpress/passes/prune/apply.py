@@ -96,12 +96,11 @@ def _shape_source(node: Node, slot: int) -> tuple[Node, int]:
     return node, slot
 
 
-def _shape_pieces(node: Node, slot: int) -> list[tuple[Node, int, int]] | None:
-    """Where each entry of the shape tensor read by input ``slot`` of ``node`` is spelled out: ``(reader,
-    input index, position)`` of a constant, or None for an entry computed at run time.  A constant shape is
-    one piece; a computed one is followed into a Concat of 1-D pieces of known length (tf2onnx's
-    ``concat(gather(shape(x), dims), [C])``).  None when the shape is neither."""
-    reader, index = _shape_source(node, slot)
+def _shape_pieces(reader: Node, index: int) -> list[tuple[Node, int, int]] | None:
+    """Where each entry of the shape tensor input ``index`` of ``reader`` holds (past any Casts: see
+    :func:`_shape_source`) is spelled out: ``(reader, input index, position)`` of a constant, or None for an
+    entry computed at run time.  A constant shape is one piece; a computed one is followed into a Concat of
+    1-D pieces of known length (tf2onnx's ``concat(gather(shape(x), dims), [C])``).  None when neither."""
     source = reader.input(index)
     if source.param is not None:
         return [(reader, index, k) for k in range(int(np.prod(source.shape or (1,))))]
@@ -125,7 +124,8 @@ def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
     target_slot = _SHAPE_INPUT[node.op]
     if out not in old or node.input(target_slot) is None:
         return
-    pieces = _shape_pieces(node, target_slot)
+    chain_reader, chain_slot = _shape_source(node, target_slot)
+    pieces = _shape_pieces(chain_reader, chain_slot)
     if pieces is None:
         return
     before, after = old[out], out.shape
@@ -142,7 +142,6 @@ def _fix_shape_input(graph: Graph, node: Node, old: dict[Value, tuple]) -> None:
         entries = edits[(id(reader), index)][2]
         if entries[position] == before[axis]:
             entries[position] = int(after[axis])
-    chain_reader, chain_slot = _shape_source(node, target_slot)
     concat = chain_reader.input(chain_slot).producer
     if concat is not None and len(concat.outputs[0].consumers()) > 1:  # the shape is shared: edit a copy
         # (a constant behind a Cast inside it would change for every reader: left for the run-time check)
