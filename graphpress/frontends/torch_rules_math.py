@@ -170,6 +170,26 @@ def reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit(_REDUCE[node.target.overloadpacket], [x, axes], {"keepdims": int(bool(keepdim))})
 
 
+@lowers(aten.linalg_vector_norm)
+def vector_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``torch.linalg.vector_norm`` / ``Tensor.norm(p, dim)`` (GRN, cosine attention, ``F.normalize``): ReduceL2
+    and ReduceL1 for the usual orders, ReduceMax/ReduceMin of ``|x|`` for +-inf, ``(sum |x|^p)^(1/p)`` else."""
+    a = ctx.bind(node)
+    x = ctx.cast(a["self"], ctx.out_meta().dtype)  # dtype= accumulates in the result dtype
+    order, keep = float(a["ord"]), {"keepdims": int(bool(a["keepdim"]))}
+    axes = ctx.ints(_reduce_axes(a["dim"], len(x.shape)), hint="axes")
+    if order in (1.0, 2.0):
+        return ctx.emit("ReduceL2" if order == 2.0 else "ReduceL1", [x, axes], keep)
+    magnitude = ctx.emit("Abs", [x], like=x)
+    if order in (float("inf"), float("-inf")):
+        return ctx.emit("ReduceMax" if order > 0 else "ReduceMin", [magnitude, axes], keep)
+    if order == 0.0:
+        raise UnsupportedOpError(f"{ctx.describe()}: the 0-norm (a count of nonzeros) has no ONNX reduction")
+    powered = ctx.emit("Pow", [magnitude, ctx.scalar(order, x.dtype)], like=x)
+    summed = ctx.emit("ReduceSum", [powered, axes], keep)
+    return ctx.emit("Pow", [summed, ctx.scalar(1.0 / order, x.dtype)], like=summed)
+
+
 @lowers(aten.argmax, aten.argmin)
 def arg_reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     x: Value = ctx.env[node.args[0]]

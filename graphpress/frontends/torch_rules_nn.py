@@ -136,6 +136,27 @@ def batch_norm_inference(ctx: LoweringContext, node: torch.fx.Node) -> list[Valu
     return [out, None, None]
 
 
+@lowers(aten._native_batch_norm_legit)
+def batch_norm_batch_statistics(ctx: LoweringContext, node: torch.fx.Node) -> list[Value | None]:
+    """``F.batch_norm(x, None, None, training=True)``: normalization by the statistics of ``x`` itself, which no
+    running statistics replace, so eval mode computes it too (weight standardization: NFNet's ScaledStdConv2d
+    normalizes its own weight this way). Outputs 1-2 (saved statistics) are for autograd and unused."""
+    a = ctx.bind(node)
+    if a.get("running_mean") is not None:
+        raise UnsupportedOpError(f"{ctx.describe()} runs in training mode; call model.eval() before tracing")
+    x: Value = a["input"]
+    axes = ctx.ints([0] + list(range(2, len(x.shape))), hint="axes")
+    stat_shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+    mean = ctx.emit("ReduceMean", [x, axes], {"keepdims": 1}, shape=stat_shape, dtype=x.dtype)
+    centered = ctx.emit("Sub", [x, mean], like=x)
+    squared = ctx.emit("Mul", [centered, centered], like=x)
+    variance = ctx.emit("ReduceMean", [squared, axes], {"keepdims": 1}, shape=stat_shape, dtype=x.dtype)
+    shifted = ctx.emit("Add", [variance, ctx.scalar(float(a["eps"]), x.dtype)], shape=stat_shape, dtype=x.dtype)
+    deviation = ctx.emit("Sqrt", [shifted], shape=stat_shape, dtype=x.dtype)
+    normed = ctx.emit("Div", [centered, deviation], like=x)
+    return [_channel_affine(ctx, normed, a["weight"], a["bias"]), None, None]
+
+
 @lowers(aten.layer_norm)
 def layer_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)
@@ -161,13 +182,18 @@ def group_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     ones, zeros = ctx.const(torch.ones(groups, dtype=dtype)), ctx.const(torch.zeros(groups, dtype=dtype))
     normed = ctx.emit("InstanceNormalization", [grouped, ones, zeros], {"epsilon": float(a["eps"])}, like=grouped)
     out = ctx.emit("Reshape", [normed, ctx.ints(x.shape)], like=x)
+    return _channel_affine(ctx, out, a["weight"], a["bias"])
+
+
+def _channel_affine(ctx: LoweringContext, x: Value, weight: Value | None, bias: Value | None) -> Value:
+    """``x * weight + bias`` per channel (dim 1) as Mul/Add on the module's own parameters, either optional."""
     broadcast_axes = list(range(1, len(x.shape) - 1))
-    for param, op in ((a["weight"], "Mul"), (a["bias"], "Add")):
+    for param, op in ((weight, "Mul"), (bias, "Add")):
         if param is not None:
             shaped = ctx.emit("Unsqueeze", [param, ctx.ints(broadcast_axes)],
                               shape=(param.shape[0],) + (1,) * len(broadcast_axes), dtype=param.dtype)
-            out = ctx.emit(op, [out, shaped], like=x)
-    return out
+            x = ctx.emit(op, [x, shaped], like=x)
+    return x
 
 
 @lowers(aten.embedding)
@@ -215,12 +241,33 @@ def adaptive_avg_pool(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     if all(o == 1 for o in out_sizes):
         return ctx.emit("GlobalAveragePool", [x])
     if any(i % o for i, o in zip(in_sizes, out_sizes)):
-        raise UnsupportedOpError(
-            f"{ctx.describe()}: adaptive pooling from {in_sizes} to {out_sizes} has uneven windows; "
-            f"use input sizes divisible by the output size"
-        )
+        return _uneven_adaptive_pool(ctx, x, in_sizes, out_sizes)
     kernel = [i // o for i, o in zip(in_sizes, out_sizes)]
     return ctx.emit("AveragePool", [x], {"kernel_shape": kernel, "strides": kernel, "pads": [0] * 2 * len(kernel)})
+
+
+def _uneven_adaptive_pool(ctx: LoweringContext, x: Value, in_sizes: list[int], out_sizes: list[int]) -> Value:
+    """Adaptive average pooling whose windows differ in size (7x7 from 10x10, or 6x6 from 1x1 as AlexNet and VGG
+    do on small images), which no AveragePool expresses. torch's window ``i`` spans
+    ``[floor(i * n / m), ceil((i + 1) * n / m))``; a window is a product of intervals, so its mean is the mean
+    over one axis of the means over the other: per spatial axis, one Slice + ReduceMean a window, concatenated."""
+    out = x
+    for offset, (size, count) in enumerate(zip(in_sizes, out_sizes)):
+        axis = 2 + offset
+        if size == count:
+            continue
+        cells = []
+        for i in range(count):
+            start, end = (i * size) // count, -((-(i + 1) * size) // count)
+            shape = tuple(1 if d == axis else s for d, s in enumerate(out.shape))
+            window = ctx.emit("Slice", [out, ctx.ints([start]), ctx.ints([end]), ctx.ints([axis])],
+                              shape=tuple(end - start if d == axis else s for d, s in enumerate(out.shape)),
+                              dtype=out.dtype)
+            cells.append(ctx.emit("ReduceMean", [window, ctx.ints([axis], hint="axes")], {"keepdims": 1},
+                                  shape=shape, dtype=out.dtype))
+        shape = tuple(count if d == axis else s for d, s in enumerate(out.shape))
+        out = ctx.emit("Concat", cells, {"axis": axis}, shape=shape, dtype=out.dtype) if count > 1 else cells[0]
+    return out
 
 
 @lowers(aten.upsample_nearest2d, aten.upsample_bilinear2d)

@@ -224,6 +224,50 @@ def scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("ScatterElements", [x, idx, updates], {"axis": _dim(dim, len(x.shape))})
 
 
+@lowers(aten.copy)
+def copy(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # Functional ``x.copy_(src)`` (what slice assignment leaves after functionalization): src broadcast to x's
+    # shape in x's dtype; x's values are not read.
+    x, src = ctx.env[node.args[0]], ctx.env[node.args[1]]
+    src = ctx.cast(src, x.dtype)
+    if tuple(src.shape) == tuple(x.shape):
+        return src
+    return ctx.emit("Expand", [src, ctx.ints(list(x.shape), hint="shape")], like=x)
+
+
+@lowers(aten.index_select)
+def index_select(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    # x.index_select(dim, index) is Gather on that axis (Swin's relative-position bias table lookup).
+    x, dim, idx = ctx.env[node.args[0]], node.args[1], ctx.env[node.args[2]]
+    return ctx.emit("Gather", [x, ctx.cast(idx, torch.int64)], {"axis": _dim(dim, len(x.shape))})
+
+
+@lowers(aten.slice_scatter)
+def slice_scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x[..., start:end:step, ...] = src`` in functional form. A unit step is the slices of ``x`` around the
+    window concatenated with ``src`` (ops the coupling analysis follows channel by channel); other steps write
+    ``src`` with ScatterElements at the window's positions."""
+    a = ctx.bind(node)
+    x, src = a["self"], ctx.cast(a["src"], a["self"].dtype)
+    dim = _dim(a["dim"], len(x.shape))
+    size = int(x.shape[dim])
+    start = 0 if a["start"] is None else min(a["start"] + size if a["start"] < 0 else a["start"], size)
+    end = size if a["end"] is None else min(a["end"] + size if a["end"] < 0 else a["end"], size)
+    step = int(a["step"])
+    if step == 1:
+        def piece(lo: int, hi: int) -> Value:
+            shape = tuple(hi - lo if i == dim else s for i, s in enumerate(x.shape))
+            return ctx.emit("Slice", [x, ctx.ints([lo]), ctx.ints([hi]), ctx.ints([dim])], shape=shape, dtype=x.dtype)
+
+        parts = ([piece(0, start)] if start > 0 else []) + [src] + ([piece(end, size)] if end < size else [])
+        return parts[0] if len(parts) == 1 else ctx.emit("Concat", parts, {"axis": dim}, like=x)
+    positions = torch.arange(start, end, step, dtype=torch.int64)
+    view = [1] * len(x.shape)
+    view[dim] = len(positions)
+    index = ctx.const(positions.reshape(view).expand(tuple(src.shape)).contiguous(), hint="positions")
+    return ctx.emit("ScatterElements", [x, index, src], {"axis": dim}, like=x)
+
+
 @lowers(aten.constant_pad_nd)
 def constant_pad(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)

@@ -156,10 +156,12 @@ def main() -> None:
         reports.append(_report(f"gemv int8 pdl={pdl}", gemv_kernel, dict(
             BITS=8, CODES_PER_WORD=4, TILE_IN_ONE_GROUP=True, BLOCK_N=128, BLOCK_K=64, PDL=pdl, SPLIT_K=8), stages=2))
     if gluon_swap.AVAILABLE:
-        for block_m, block_n, block_k, splits, warps in ((16, 64, 64, 8, 4), (16, 128, 64, 2, 8), (64, 128, 64, 2, 8)):
-            reports.append(_gluon_report(f"gluon_swap m{block_m} n{block_n} k{block_k}", dict(
+        for block_m, block_n, block_k, splits, warps, parts in ((16, 64, 64, 8, 4, 1), (16, 128, 64, 2, 8, 1),
+                                                                (64, 128, 64, 2, 8, 1), (16, 64, 64, 1, 4, 2),
+                                                                (16, 64, 128, 2, 4, 2)):
+            reports.append(_gluon_report(f"gluon_swap m{block_m} n{block_n} k{block_k} parts={parts}", dict(
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP=128, SPLIT_K=splits, WARPS=warps, STAGES=3,
-                IN_FLIGHT=2), warps))
+                IN_FLIGHT=min(splits, 2), PARTS=parts), warps))
     for report in reports:
         print(json.dumps(report))
 

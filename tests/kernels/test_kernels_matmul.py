@@ -231,9 +231,13 @@ def test_gluon_launches_are_offered_only_where_the_kernel_can_take_them():
     offered = gluon(16, 4096, 11008, paired=True, gluon=True) + gluon(128, 4096, 11008, paired=True, gluon=True)
     assert offered and all(c.swap_ab and c.pairs for c in offered)
     for config in offered:
-        per_split, splits = pair_split(11008, config.block_k, config.split_k)
-        assert splits > 1 and per_split % (2 * config.block_k) == 0
-        assert 11008 - (splits - 1) * per_split >= 2 * config.block_k
+        per_split, splits = pair_split(11008, config.block_k, config.split_k, config.parts)
+        share = 2 * config.block_k * config.parts  # a pair of K tiles for each warp group of a program
+        assert (splits > 1 or config.parts > 1) and per_split % share == 0
+        assert (11008 - (splits - 1) * per_split) % share == 0
+    several = [c for c in offered if c.parts > 1]
+    assert several and all(c.num_warps == 4 and c.block_m <= 64 for c in several)  # 4 warps per group
+    assert any(c.split_k == 1 for c in several)  # their groups meet in shared memory: no split needed
     assert all(c.block_n <= 64 for c in gluon(16, 4160, 4096, paired=True, gluon=True))  # 128 does not divide 4160
     assert not gluon(16, 4096, 4096, group=32, paired=True, gluon=True)  # tiles of 64 inputs exceed the group
 

@@ -55,6 +55,10 @@ _SWAP_SMALL_TILES = ((64, 64, 4, 4), (128, 64, 4, 3), (128, 128, 4, 3), (256, 64
 # M <= 64, and (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) at M > 64; num_stages is its cp.async ring.
 _GLUON_SMALL_TILES = ((64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 8, 3), (64, 64, 4, 5))
 _GLUON_GEMM_TILES = ((64, 128, 64, 8, 3), (64, 64, 64, 4, 3))
+# (BLOCK_N, BLOCK_K, num_stages, parts) of Gluon launches at M <= 64 whose programs split their K range over
+# ``parts`` warp groups (``gluon_swap._parts_sum``): as many decode chains per multiprocessor as a K split
+# across programs, with fewer or no split-K partials through global memory.
+_GLUON_PARTS_TILES = ((64, 64, 3, 2), (64, 128, 3, 2), (64, 128, 4, 2), (64, 64, 3, 4), (64, 64, 4, 4))
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) of the swapped-operand kernel at M > 64.
 _SWAP_GEMM_TILES = ((64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3),
                     (64, 256, 64, 8, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4), (64, 128, 128, 4, 3),
@@ -75,6 +79,7 @@ class LaunchConfig:
     pairs: bool = False  # tensor-core paths: float16-pair decoding (pairs.py; int4 with meta_pairs only)
     swap_ab: bool = False  # tensor-core paths: weights as the register operand (swap_ab.py; implies pairs)
     gluon: bool = False  # with swap_ab: its Gluon version, asynchronous wgmma (gluon_swap.py; Hopper)
+    parts: int = 1  # with gluon: warp groups of four warps sharing each program's K range (num_warps = 4 each)
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (for the on-disk autotune cache)."""
@@ -85,8 +90,8 @@ class LaunchConfig:
 #: (the revision is part of the autotune cache key).  gemv-pairs 2: deep tiles of several groups; 3: narrower
 #: ones.  small-/gemm-pairs 2: the swapped-operand kernel prefetches its activations (their speeds shifted);
 #: small-/gemm-pairs 3: its last program loads several split-K partials at once; 4: Gluon launches; 5: none
-#: without a K split.
-PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 5, "gemm-pairs": 5}
+#: without a K split; small-pairs 6: Gluon launches of several warp groups per program.
+PATH_REVISIONS = {"gemv-pairs": 3, "small-pairs": 6, "gemm-pairs": 5}
 
 
 def kernel_path(m: int, paired: bool = False) -> str:
@@ -199,28 +204,35 @@ def _swap_ab_configs(m: int, n: int, padded_k: int, group: int, multiprocessors:
 
 
 def _gluon_configs(m: int, n: int, padded_k: int, group: int, multiprocessors: int) -> list[LaunchConfig]:
-    """Launches of ``gluon_swap.gluon_swap_kernel``: tiles that divide N, and at least two K splits of whole tile
-    pairs (its output always goes through split-K partials: ``gluon_swap._finish``)."""
+    """Launches of ``gluon_swap.gluon_swap_kernel``: tiles that divide N, K splits of whole tile pairs per warp
+    group, and at least two splits for programs of one warp group (their output always goes through split-K
+    partials: ``gluon_swap._finish``); programs of several warp groups may be unsplit."""
     if m <= SMALL_BATCH_MAX_ROWS:
-        tiles = [(_small_block_m(m), *tile) for tile in _GLUON_SMALL_TILES]
+        tiles = [(_small_block_m(m), *tile, 1) for tile in _GLUON_SMALL_TILES]
+        tiles += [(_small_block_m(m), block_n, block_k, 4, stages, parts)
+                  for block_n, block_k, stages, parts in _GLUON_PARTS_TILES]
     else:
-        tiles = list(_GLUON_GEMM_TILES)
+        tiles = [(*tile, 1) for tile in _GLUON_GEMM_TILES]
     out = []
-    for block_m, block_n, block_k, warps, stages in tiles:
-        if group % block_k or n % block_n or padded_k % (2 * block_k):
+    for block_m, block_n, block_k, warps, stages, parts in tiles:
+        if group % block_k or n % block_n or padded_k % (2 * block_k * parts):
             continue
         programs = -(-m // block_m) * (n // block_n)
-        splits = [s for s in _useful_splits(programs, padded_k, 2 * block_k, multiprocessors) if s > 1]
+        splits = _useful_splits(programs, padded_k, 2 * block_k * parts, multiprocessors)
+        splits = [s for s in splits if s > 1 or parts > 1]
         for split in splits if m <= SMALL_BATCH_MAX_ROWS else splits[:4]:
-            if pair_split(padded_k, block_k, split)[1] > 1:
+            if parts > 1 and split > 4:
+                break
+            if pair_split(padded_k, block_k, split, parts)[1] > 1 or parts > 1:
                 out.append(LaunchConfig(block_m, block_n, block_k, split, warps, stages, pairs=True, swap_ab=True,
-                                        gluon=True))
+                                        gluon=True, parts=parts))
     return out
 
 
-def pair_split(padded_k: int, block_k: int, split_k: int) -> tuple[int, int]:
-    """``(inputs per split, splits)`` of a Gluon launch asking for ``split_k``: whole pairs of K tiles per split."""
-    pair = 2 * block_k
+def pair_split(padded_k: int, block_k: int, split_k: int, parts: int = 1) -> tuple[int, int]:
+    """``(inputs per split, splits)`` of a Gluon launch asking for ``split_k``: whole pairs of K tiles per split
+    and warp group (``parts`` of them per program)."""
+    pair = 2 * block_k * parts
     per_split = -(-padded_k // (split_k * pair)) * pair
     return per_split, -(-padded_k // per_split)
 

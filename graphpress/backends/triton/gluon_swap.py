@@ -38,6 +38,7 @@ try:  # Gluon (Triton >= 3.5) with layout inference; the copy and barrier builti
     from triton.experimental.gluon.language.nvidia.hopper import (
         async_copy,
         fence_async_shared,
+        mbarrier,
         warpgroup_mma,
         warpgroup_mma_wait,
     )
@@ -45,6 +46,11 @@ try:  # Gluon (Triton >= 3.5) with layout inference; the copy and barrier builti
     AVAILABLE = hasattr(gl, "AutoLayout")
     _copy_to_shared = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
     _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+    # Registers per thread of the worker warp groups (``_parts_sum``): a decode and ``wgmma`` chain needs about
+    # as many as a whole program of four warps (91-149 by tile, ptxas -v).  Two groups may take up to 256 each;
+    # four share the register file at 128 (65536 / 512 threads).
+    _TWO_PART_REGS = gl.constexpr(232)
+    _FOUR_PART_REGS = gl.constexpr(128)
 except ImportError:  # pragma: no cover - depends on the installed Triton
     AVAILABLE = False
 
@@ -107,15 +113,12 @@ if AVAILABLE:
             gl.atomic_xchg(count_ptr + tile, 0)
 
     @gluon.jit
-    def gluon_swap_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
-                          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP: gl.constexpr,
-                          SPLIT_K: gl.constexpr, WARPS: gl.constexpr, STAGES: gl.constexpr,
-                          IN_FLIGHT: gl.constexpr):
-        """``out[M, N] = x[M, K] @ W`` for int4 words and ``meta_pairs``; program (m x n block, k split).
-
-        Every split covers a multiple of ``2 * BLOCK_K`` inputs (at least one pair of tiles); ``BLOCK_K`` divides
-        ``GROUP``; ``BLOCK_N`` divides N and is 64 per warp group of four (``WARPS``) or a multiple of it.
-        """
+    def _accumulate(x_ptr, w_ptr, m_ptr, ring, x_smem, M, N, stride_xm, m0, n0, k_begin, k_len,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP: gl.constexpr,
+                    WARPS: gl.constexpr, STAGES: gl.constexpr):
+        """The float32 tile ``x[m0:, k_begin:k_begin + k_len] @ W[.., n0:]`` (transposed: ``[BLOCK_N, BLOCK_M]``)
+        of one warp group (``WARPS`` = 4) or of a whole program's warps, through its own ``ring`` of
+        ``[STAGES, BLOCK_K // 8, BLOCK_N]`` words and a two-slot activation buffer ``x_smem``."""
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                       instr_shape=[16, BLOCK_M, 16])
         a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
@@ -123,19 +126,11 @@ if AVAILABLE:
         x_layout: gl.constexpr = gl.BlockedLayout([1, 2], [1, 32], [WARPS, 1], [1, 0])
         copy_layout: gl.constexpr = gl.BlockedLayout([1, 4], [128 // BLOCK_N, BLOCK_N // 4], [WARPS, 1], [1, 0])
         WORDS: gl.constexpr = BLOCK_K // 8
-        pid = gl.program_id(0)
-        pid_k = gl.program_id(1)
-        blocks_n = gl.cdiv(N, BLOCK_N)
-        m0 = (pid // blocks_n) * BLOCK_M
-        n0 = (pid % blocks_n) * BLOCK_N
-        k_begin = pid_k * k_per_split
-        k_len = gl.minimum(k_begin + k_per_split, K) - k_begin
         # At least one iteration, stated for the compiler (see the module docstring).
         gl.assume(k_len >= 2 * BLOCK_K)
         steps = k_len // BLOCK_K
         last_pair = k_begin + k_len - 2 * BLOCK_K
 
-        ring = gl.allocate_shared_memory(gl.int32, [STAGES, WORDS, BLOCK_N], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
         copy_rows = gl.arange(0, WORDS, layout=gl.SliceLayout(1, copy_layout))
         copy_cols = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, copy_layout))
         copy_src = w_ptr + (k_begin // 8 + copy_rows)[:, None] * N + copy_cols[None, :]
@@ -147,8 +142,6 @@ if AVAILABLE:
         xk = _fragment_inputs(gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, x_layout)), BLOCK_K // 32)
         x_rows = x_ptr + xm[:, None] * stride_xm + xk[None, :]
         x_mask = (xm < M)[:, None]
-        x_smem = gl.allocate_shared_memory(gl.float16, [2, BLOCK_M, BLOCK_K],
-                                           gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.float16))
         # One column index per unrolled step: two decode chains sharing one auto-layout value do not resolve.
         offs_n0 = n0 + gl.arange(0, BLOCK_N, layout=auto)
         offs_n1 = n0 + gl.arange(0, BLOCK_N, layout=auto)
@@ -184,11 +177,105 @@ if AVAILABLE:
             meta0, meta1, x0, x1 = next_meta0, next_meta1, next_x0, next_x1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         async_copy.wait_group(0)
+        return acc
 
+    @gluon.jit
+    def _part(x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part,
+              PART: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+              GROUP: gl.constexpr, STAGES: gl.constexpr):
+        """Warp group ``PART`` of a program split across warp groups: its share of the K range, left in
+        ``sums[PART]``; the workers (``PART > 0``) then arrive on ``done`` (one arrival per warp group: Gluon's
+        ``arrive`` is made by one thread, after a barrier of the group that orders its stores)."""
+        ring = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N],
+                                         gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        x_smem = gl.allocate_shared_memory(gl.float16, [2, BLOCK_M, BLOCK_K],
+                                           gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.float16))
+        acc = _accumulate(x_ptr, w_ptr, m_ptr, ring, x_smem, M, N, stride_xm, m0, n0,
+                          k_begin + PART * k_part, k_part, BLOCK_M, BLOCK_N, BLOCK_K, GROUP, 4, STAGES)
+        sums.index(PART).store(acc)
+        if PART > 0:
+            mbarrier.arrive(done)
+
+    @gluon.jit
+    def _parts_sum(x_ptr, w_ptr, m_ptr, M, N, stride_xm, m0, n0, k_begin, k_len,
+                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP: gl.constexpr,
+                   STAGES: gl.constexpr, PARTS: gl.constexpr):
+        """The program's tile summed over ``PARTS`` warp groups (2 or 4), each on a contiguous share of the K
+        range: more decode and ``wgmma`` chains per multiprocessor without a split-K reduction through global
+        memory.  The shares meet in shared memory, which also keeps the accumulator's bfloat16 conversion
+        after the last ``wgmma`` (see ``_finish``)."""
+        sums = gl.allocate_shared_memory(gl.float32, [PARTS, BLOCK_N, BLOCK_M], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+        done = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(done, count=PARTS - 1)
+        k_part = k_len // PARTS
+        k_part = k_len // PARTS
+        if PARTS == 2:
+            gl.warp_specialize([
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 0,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES)),
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 1,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES))], [4], [_TWO_PART_REGS])
+        else:
+            gl.static_assert(PARTS == 4, "a program splits its K range over 2 or 4 warp groups")
+            gl.warp_specialize([
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 0,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES)),
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 1,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES)),
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 2,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES)),
+                (_part, (x_ptr, w_ptr, m_ptr, sums, done, M, N, stride_xm, m0, n0, k_begin, k_part, 3,
+                         BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES))], [4, 4, 4], [_FOUR_PART_REGS] * 3)
+        mbarrier.wait(done, 0)
+        _cta_barrier()
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                      instr_shape=[16, BLOCK_M, 16])
+        total = sums.index(0).load(mma)
+        for part in gl.static_range(1, PARTS):
+            total += sums.index(part).load(mma)
+        mbarrier.invalidate(done)
+        return total
+
+    @gluon.jit
+    def gluon_swap_kernel(x_ptr, w_ptr, m_ptr, out_ptr, part_ptr, count_ptr, M, N, K, k_per_split, stride_xm,
+                          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, GROUP: gl.constexpr,
+                          SPLIT_K: gl.constexpr, WARPS: gl.constexpr, STAGES: gl.constexpr,
+                          IN_FLIGHT: gl.constexpr, PARTS: gl.constexpr = 1):
+        """``out[M, N] = x[M, K] @ W`` for int4 words and ``meta_pairs``; program (m x n block, k split).
+
+        Every split covers a multiple of ``2 * BLOCK_K * PARTS`` inputs (at least one pair of tiles per warp
+        group); ``BLOCK_K`` divides ``GROUP``; ``BLOCK_N`` divides N and is 64 per warp group of four
+        (``WARPS``) or a multiple of it.  ``PARTS`` > 1: the program is ``PARTS`` warp groups of four warps
+        (``WARPS`` = 4, launched with ``num_warps=4``: the others are warp-specialised workers), each on a
+        share of the split (``_parts_sum``).
+        """
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                      instr_shape=[16, BLOCK_M, 16])
+        pid = gl.program_id(0)
+        pid_k = gl.program_id(1)
+        blocks_n = gl.cdiv(N, BLOCK_N)
+        m0 = (pid // blocks_n) * BLOCK_M
+        n0 = (pid % blocks_n) * BLOCK_N
+        k_begin = pid_k * k_per_split
+        k_len = gl.minimum(k_begin + k_per_split, K) - k_begin
+        if PARTS == 1:
+            ring = gl.allocate_shared_memory(gl.int32, [STAGES, BLOCK_K // 8, BLOCK_N],
+                                             gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+            x_smem = gl.allocate_shared_memory(gl.float16, [2, BLOCK_M, BLOCK_K],
+                                               gl.NVMMASharedLayout.get_default_for([BLOCK_M, BLOCK_K], gl.float16))
+            acc = _accumulate(x_ptr, w_ptr, m_ptr, ring, x_smem, M, N, stride_xm, m0, n0, k_begin, k_len,
+                              BLOCK_M, BLOCK_N, BLOCK_K, GROUP, WARPS, STAGES)
+        else:
+            acc = _parts_sum(x_ptr, w_ptr, m_ptr, M, N, stride_xm, m0, n0, k_begin, k_len,
+                             BLOCK_M, BLOCK_N, BLOCK_K, GROUP, STAGES, PARTS)
         om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, mma))
         on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
-        _finish(acc, out_ptr, part_ptr, count_ptr, pid, om[None, :] * N + on[:, None],
-                (om < M)[None, :] & (on < N)[:, None], M * N, pid_k, SPLIT_K, IN_FLIGHT)
+        offsets = om[None, :] * N + on[:, None]
+        mask = (om < M)[None, :] & (on < N)[:, None]
+        if PARTS > 1 and SPLIT_K == 1:
+            gl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            _finish(acc, out_ptr, part_ptr, count_ptr, pid, offsets, mask, M * N, pid_k, SPLIT_K, IN_FLIGHT)
 
 else:  # pragma: no cover - depends on the installed Triton
     gluon_swap_kernel = None

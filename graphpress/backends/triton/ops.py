@@ -226,14 +226,14 @@ def gluon_applies(x2d: torch.Tensor, w: KernelWeights) -> bool:
 
 def _launch_gluon(x2d: torch.Tensor, w: KernelWeights, config: LaunchConfig, out: torch.Tensor) -> None:
     m, k = x2d.shape
-    per_split, splits = pair_split(k, config.block_k, config.split_k)
+    per_split, splits = pair_split(k, config.block_k, config.split_k, config.parts)
     tiles = -(-m // config.block_m) * (w.out_features // config.block_n)
     partials, counters = _split_k_buffers(out, tiles, splits, (splits, m, w.out_features))
     gluon_swap.gluon_swap_kernel[(tiles, splits)](
         x2d, w.packed, w.meta_pairs, out, partials, counters, m, w.out_features, k, per_split, x2d.stride(0),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, GROUP=w.group, SPLIT_K=splits,
         WARPS=config.num_warps, STAGES=config.num_stages,
-        IN_FLIGHT=_partials_in_flight(splits, config),
+        IN_FLIGHT=_partials_in_flight(splits, config), PARTS=config.parts,
         num_warps=config.num_warps)
 
 
@@ -306,7 +306,7 @@ def _tune_now(x2d: torch.Tensor, w: KernelWeights, key: str, multiprocessors: in
     m, n, kp = x2d.shape[0], w.out_features, w.padded_in_features
 
     def programs(config: LaunchConfig) -> int:
-        splits = pair_split(kp, config.block_k, config.split_k)[1] if config.gluon else _k_split(kp, config)[1]
+        splits = pair_split(kp, config.block_k, config.split_k, config.parts)[1] if config.gluon else _k_split(kp, config)[1]
         return -(-m // config.block_m) * -(-n // config.block_n) * splits
 
     with plain_launches():
