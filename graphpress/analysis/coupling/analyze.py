@@ -146,25 +146,29 @@ def _attach_keep_one(state, class_of_id, group_of_class, unit_of_class, by_group
     """Every labeled tensor axis (activations and weights) must keep at least one position.
 
     Only axes that reach part of a group matter (an axis holding every unit can't be emptied while the
-    group keeps one); presence is marked with boolean scatter, which is linear, not a sort."""
+    group keeps one); presence is marked with boolean scatter, which is linear, not a sort. One axis can hold
+    units of several groups (a Concat of convolutions with different kernels, as CoaT's per-head position
+    encodings): it can be emptied only if every one of them empties it, so a group whose units cover only
+    part of it must keep one of those."""
     index_of_raw = {raw: i for i, raw in enumerate(sorted(by_group))}
     seen: set[tuple[int, bytes]] = set()
     arrays = {id(a): a for a in list(state.seen) + [a.ids for a in state.param_axes.values()]}
     for ids in arrays.values():
         classes = class_of_id[ids]
-        raw = int(group_of_class[classes[0]])
-        if raw not in index_of_raw:
-            continue
-        group = groups[index_of_raw[raw]]
-        present = np.zeros(group.units, dtype=bool)
-        present[unit_of_class[classes]] = True
-        if present.all():
-            continue
-        units = np.flatnonzero(present)
-        key = (raw, units.tobytes())
-        if key not in seen:
-            seen.add(key)
-            group.keep_one.append(units)
+        raws = group_of_class[classes]
+        for raw in np.unique(raws).tolist() if (raws != raws[0]).any() else [int(raws[0])]:
+            if raw not in index_of_raw:
+                continue
+            group = groups[index_of_raw[raw]]
+            present = np.zeros(group.units, dtype=bool)
+            present[unit_of_class[classes[raws == raw]]] = True
+            if present.all():
+                continue
+            units = np.flatnonzero(present)
+            key = (raw, units.tobytes())
+            if key not in seen:
+                seen.add(key)
+                group.keep_one.append(units)
 
 
 def analyze_coupling(graph: Graph) -> CouplingResult:
