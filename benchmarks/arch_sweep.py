@@ -45,29 +45,41 @@ def sweep_one(name: str) -> dict:
     """Trace, prune and quantize one architecture; a dict of what happened (the row of the table)."""
     import torch
 
-    import graphpress
-    from graphpress.frontends.torch_export import trace
     from graphpress.testing.arch_zoo import arch_case
-    from graphpress.testing.zoo_checks import call_case, onnx_matches, optimize_kwargs
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # the pass manager deep-copies graphs
     torch.set_num_threads(1)
     row: dict = {"name": name, "errors": []}
-    start = time.perf_counter()
     try:
         case = arch_case(name)
     except Exception as error:  # noqa: BLE001 (a row's error, not the sweep's)
         row["errors"].append("build: " + short(error))
         return row
+    return check_case(case, row)
+
+
+def check_case(case, row: dict, ratio_range: tuple[float, float] = RATIO_RANGE) -> dict:
+    """Trace ``case`` (a :class:`~graphpress.testing.zoo.ZooCase`), prune and quantize it, and fill ``row`` with
+    what happened: the checks every zoo sweep shares (this one and ``vision_zoo_sweep.py``)."""
+    import graphpress
+    from graphpress.frontends.torch_export import trace
+    from graphpress.testing.zoo_checks import call_case, onnx_matches, optimize_kwargs
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))  # the pass manager deep-copies graphs
+    start = time.perf_counter()
     row["model"] = type(case.model).__name__
     kwargs = optimize_kwargs(case)
-    reference = call_case(case.model, case)
+    try:
+        reference = call_case(case.model, case)
+    except Exception as error:  # noqa: BLE001 (the model fails on its own example inputs)
+        row["errors"].append("run: " + short(error))
+        return row
     try:
         trace(case.model, tuple(kwargs["example_inputs"]), example_kwargs=kwargs.get("example_kwargs"))
         row["trace"] = True
     except Exception as error:  # noqa: BLE001
         row["trace"] = False
         row["errors"].append("trace: " + short(error))
+        row["seconds"] = time.perf_counter() - start
         return row
     try:
         pruned, report = graphpress.optimize(case.model, PRUNE, return_report=True, **kwargs)
@@ -81,8 +93,8 @@ def sweep_one(name: str) -> dict:
         shapes = [tuple(o.shape) for o in call_case(pruned, case)]
         if shapes != [tuple(o.shape) for o in reference]:
             problems.append(f"output shapes changed to {shapes}")
-        if not RATIO_RANGE[0] <= row["ratio"] <= RATIO_RANGE[1]:
-            problems.append(f"ratio {row['ratio']:.3f} outside {RATIO_RANGE}")
+        if not ratio_range[0] <= row["ratio"] <= ratio_range[1]:
+            problems.append(f"ratio {row['ratio']:.3f} outside {ratio_range}")
         row["parity"] = onnx_matches(pruned, case)
         if not row["parity"] <= ONNX_TOLERANCE:
             problems.append(f"onnx parity {row['parity']:.2e}")
