@@ -78,18 +78,30 @@ def emit_attention(ctx: EmitContext, node: Node) -> None:
     q_value, k_value, v_value = node.inputs[:3]
     mask_value = node.input(3)
     dtype = q_value.dtype or torch.float32
-    q_heads = _static(q_value, 1, "head count", node)
-    kv_heads = _static(k_value, 1, "head count", node)
-    if q_heads % kv_heads:
-        raise BackendError(f"{node.describe()}: {q_heads} query heads do not split into {kv_heads} key/value groups")
     q, k, v = ctx.name(q_value), ctx.name(k_value), ctx.name(v_value)
-    if kv_heads != q_heads:
-        k = _repeat_heads(ctx, k, k_value, q_heads // kv_heads, q_heads)
-        v = _repeat_heads(ctx, v, v_value, q_heads // kv_heads, q_heads)
+    rank = len(q_value.shape or ())
+    if rank == 4:  # [b, h, s, d]: key/value heads may be fewer (GQA) and are repeated
+        q_heads = _static(q_value, 1, "head count", node)
+        kv_heads = _static(k_value, 1, "head count", node)
+        if q_heads % kv_heads:
+            raise BackendError(f"{node.describe()}: {q_heads} query heads do not split into {kv_heads} key/value "
+                               "groups")
+        if kv_heads != q_heads:
+            k = _repeat_heads(ctx, k, k_value, q_heads // kv_heads, q_heads)
+            v = _repeat_heads(ctx, v, v_value, q_heads // kv_heads, q_heads)
+    elif rank < 3 or len(k_value.shape or ()) != rank:
+        raise BackendError(f"{node.describe()}: attention over rank-{rank} queries and rank-"
+                           f"{len(k_value.shape or ())} keys has no ONNX form here")
+    # Other ranks (Hiera's [b, h, windows, s, d]) attend over the last two axes with every leading axis
+    # broadcast, as SDPA does; GQA's repeat is only defined for the 4-D layout.
     scale = node.attrs.get("scale")
     if scale is None:
-        scale = 1.0 / math.sqrt(_static(q_value, 3, "head size", node))
-    k_t = ctx.add_node("Transpose", [k], hint="k_t", perm=[0, 1, 3, 2])[0]
+        head_size = q_value.shape[-1]
+        if not isinstance(head_size, int):
+            raise BackendError(f"{node.describe()}: the head size of %{q_value.name} must be a known number to write "
+                               f"ONNX, got {head_size!r}")
+        scale = 1.0 / math.sqrt(head_size)
+    k_t = ctx.add_node("Transpose", [k], hint="k_t", perm=list(range(rank - 2)) + [rank - 1, rank - 2])[0]
     scores = ctx.add_node("MatMul", [q, k_t], hint="scores")[0]
     scores = ctx.add_node("Mul", [scores, ctx.constant(torch.tensor(scale, dtype=dtype), "scale")], hint="scaled")[0]
     masked_fill = ctx.constant(torch.tensor(float("-inf"), dtype=dtype), "neg_inf") if (
