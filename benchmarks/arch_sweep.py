@@ -41,20 +41,25 @@ def relative(got, want) -> float:
     return float((got.float() - want.float()).abs().max() / want.float().abs().max())
 
 
-def sweep_one(name: str) -> dict:
-    """Trace, prune and quantize one architecture; a dict of what happened (the row of the table)."""
+def sweep_built(name: str, build) -> dict:
+    """Build one case with ``build(name)`` and check it (``check_case``); a failed build is the row's error."""
     import torch
-
-    from graphpress.testing.arch_zoo import arch_case
 
     torch.set_num_threads(1)
     row: dict = {"name": name, "errors": []}
     try:
-        case = arch_case(name)
+        case = build(name)
     except Exception as error:  # noqa: BLE001 (a row's error, not the sweep's)
         row["errors"].append("build: " + short(error))
         return row
     return check_case(case, row)
+
+
+def sweep_one(name: str) -> dict:
+    """Trace, prune and quantize one architecture; a dict of what happened (the row of the table)."""
+    from graphpress.testing.arch_zoo import arch_case
+
+    return sweep_built(name, arch_case)
 
 
 def check_case(case, row: dict, ratio_range: tuple[float, float] = RATIO_RANGE) -> dict:

@@ -31,10 +31,9 @@ from arch_sweep import (  # noqa: E402  (the shared sweep helpers)
     QUANT,
     QUANT_TOLERANCE,
     RATIO_RANGE,
-    check_case,
     recovered,
     run_child,
-    short,
+    sweep_built,
     table,
 )
 
@@ -43,18 +42,9 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results", "vision_zoo_sweep.m
 
 def sweep_one(name: str) -> dict:
     """Build one zoo model, trace, prune and quantize it; the row of the table."""
-    import torch
-
     from graphpress.testing.vision_zoo import vision_case
 
-    torch.set_num_threads(1)
-    row: dict = {"name": name, "errors": []}
-    try:
-        case = vision_case(name)
-    except Exception as error:  # noqa: BLE001 (a row's error, not the sweep's)
-        row["errors"].append("build: " + short(error))
-        return row
-    return check_case(case, row)
+    return sweep_built(name, vision_case)
 
 
 def main() -> None:
