@@ -109,3 +109,66 @@ def test_skip_reason_compares_the_copy_with_free_memory() -> None:
 
     assert recover.recover_skip_reason(_Weights(), available=8 * 2**30) is None
     assert "3.0 GiB" in recover.recover_skip_reason(_Weights(), available=5 * 2**30)
+
+
+class _Block(nn.Module):
+    """A residual block whose reduction reads its width at run time, as every block of MaxViT/PVT does."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.reduction = _Reduction(width)
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+
+    def forward(self, h: torch.Tensor, width_source: torch.Tensor) -> torch.Tensor:
+        return h + self.down(torch.relu(self.up(self.reduction(h, width_source))))
+
+
+class RepeatedRuntimeWidth(nn.Module):
+    def __init__(self, blocks: int = 8, width: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(_Block(width, hidden) for _ in range(blocks))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor, width_source: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h, width_source)
+        return self.head(h)
+
+
+def _repeated_case() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    return RepeatedRuntimeWidth().eval(), (torch.randn(2, 8, 8), torch.zeros(2, 32))
+
+
+def test_a_culprit_s_twins_in_repeated_blocks_are_frozen_with_it() -> None:
+    # Eight blocks each break the same way. With the twins of the first culprit frozen together the search
+    # takes one bisection, and every block's reduction stays whole.
+    model, inputs = _repeated_case()
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=inputs,
+                                         return_report=True)
+    stats = report.records[-1].stats
+    assert stats["recover_trials"] <= 10
+    assert len(stats["frozen"]) == 8
+    assert sum("same block code as" in line for line in stats["frozen"]) == 7
+    assert all(block.reduction.conv.out_channels == 32 for block in pruned.blocks)
+    assert all(block.up.out_features < 64 for block in pruned.blocks)  # the MLPs still carry the ratio
+    with torch.no_grad():
+        assert pruned(*inputs).shape == model(*inputs).shape
+
+
+def test_found_one_by_one_the_same_culprits_exhaust_the_budget(monkeypatch) -> None:
+    # What the twins save: with every group its own pattern, eight culprits cost about 8 x (1 + log2 G) trials.
+    monkeypatch.setattr(recover, "_block_pattern", lambda result, group: frozenset([str(group)]))
+    model, inputs = _repeated_case()
+    with pytest.raises(PassError, match=r"within 32 trial runs \(frozen so far: blocks\.\d"):
+        graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=inputs)
+
+
+def test_groups_at_the_same_place_in_one_block_are_not_twins() -> None:
+    # conv1 and conv2 of one block differ in a name, not in a block index.
+    pattern = recover._BLOCK_INDEX.sub
+    assert pattern("#", "layer1.0.conv1") != pattern("#", "layer1.0.conv2")
+    assert pattern("#", "stages.2.blocks.10.mlp.fc2") == pattern("#", "stages.0.blocks.3.mlp.fc2")

@@ -16,12 +16,18 @@ but them) usually confirms the suspects in one run. After freezing a culprit the
 ``k`` culprits among ``G`` groups cost O(k log G) trial runs; :data:`MAX_TRIALS` caps the search, after
 which the pass gives up with the located error (``ignore=`` advice). The caller then plans again with the
 remaining groups, which take over the requested ratio.
+
+Repeated blocks run the same forward code, so a culprit's *twins* (groups whose members sit at the same paths
+in other blocks: equal keys once the block indices are blanked out) break the model the same way; those not yet
+shown to run are frozen with it, and the next trial checks the rest. Without this, a model whose every block
+computes a size at run time (MaxViT, LeViT, PVT) spent the trial budget finding the same culprit block by block.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,6 +46,7 @@ __all__ = ["MAX_TRIALS", "Breakage", "FrozenGroup", "PlanTrials", "find_culprits
            "recover_skip_reason"]
 
 MAX_TRIALS = 32
+_BLOCK_INDEX = re.compile(r"(?<![^.])\d+(?![^.])")
 _ERROR_CHARS = 240
 
 
@@ -175,13 +182,21 @@ def _suspects(result: CouplingResult, groups: list[int], where: str) -> set[int]
     return {gi for gi in groups if any(m.key.startswith(prefix) for m in result.groups[gi].members)}
 
 
-def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Breakage) -> list[FrozenGroup]:
+def _block_pattern(result: CouplingResult, group: int) -> frozenset[str]:
+    """The group's member keys with every block index (a path component that is a number) blanked out: equal
+    for the same group of repeated blocks; ``conv1`` and ``conv2`` of one block stay apart."""
+    return frozenset(_BLOCK_INDEX.sub("#", m.key) for m in result.groups[group].members)
+
+
+def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Breakage,
+                  culprits: list[FrozenGroup] | None = None) -> list[FrozenGroup]:
     """Groups of ``keep`` (a plan that fails with ``failure``) whose pruning breaks the model, by prefix
-    bisection (module doc). Raises ``_OutOfTrials`` when the trial budget runs out."""
+    bisection, with the twins of each in repeated blocks (module doc). Found groups are appended to
+    ``culprits`` as they are found, so a caller keeps them when ``_OutOfTrials`` ends the search."""
     result = trials.result
     order = sorted(keep)
     lo, hi, failing = 0, len(order), failure
-    culprits: list[FrozenGroup] = []
+    culprits = [] if culprits is None else culprits
     while True:
         # Put suspects of the current failure at the end of the unknown region (the known-good prefix stays).
         suspects = _suspects(result, order[lo:hi], failing.where)
@@ -199,6 +214,12 @@ def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Brea
         culprit = order.pop(hi - 1)
         culprits.append(FrozenGroup(culprit, result.groups[culprit].name(), failing))
         lo = hi - 1  # the prefix before the culprit ran
+        pattern = _block_pattern(result, culprit)
+        twins = [g for g in order[lo:] if _block_pattern(result, g) == pattern]
+        twin_of = Breakage(failing.where, f"same block code as {result.groups[culprit].name()}: {failing.error}")
+        for twin in twins:
+            order.remove(twin)
+            culprits.append(FrozenGroup(twin, result.groups[twin].name(), twin_of))
         if lo >= len(order):
             return culprits
         broke = trials.run(keep, order)
@@ -225,7 +246,7 @@ def recover_plan(plan: PruningPlan, groups: list[int], replan: Callable[[list[in
         trials.bar = bar
         try:
             while broke is not None:
-                frozen += find_culprits(trials, plan.keep, broke)
+                find_culprits(trials, plan.keep, broke, frozen)
                 bar.set_postfix_str(f"{len(frozen)} frozen")
                 out = {f.group for f in frozen}
                 plan = replan([gi for gi in groups if gi not in out])
