@@ -181,6 +181,18 @@ def recovered(rows: list[dict]) -> list[str]:
             "own forward code; the other groups carry the ratio:", ""] + notes
 
 
+def sweep_rows(names: list[str], jobs: int, timeout: float, script: str = __file__) -> tuple[list[dict], int]:
+    """Each name swept in a child process of ``script`` (``jobs`` at once), each row printed as it comes; the rows
+    and how many passed both checks."""
+    with ThreadPoolExecutor(max(1, jobs)) as pool:  # the children do the work; threads only wait
+        futures = [pool.submit(run_child, name, timeout, script) for name in names]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            print(table(rows[-1:])[-1], file=sys.stderr, flush=True)
+    return rows, sum(bool(r.get("prune_ok") and r.get("quant_ok")) for r in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated architecture names (default: all)")
@@ -196,13 +208,7 @@ def main() -> None:
     from graphpress.testing.results import publish_lines
 
     names = args.only.split(",") if args.only else arch_case_names()
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # the children do the work; threads only wait
-        futures = [pool.submit(run_child, name, args.timeout) for name in names]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            print(table(rows[-1:])[-1], file=sys.stderr, flush=True)
-    passed = sum(bool(r.get("prune_ok") and r.get("quant_ok")) for r in rows)
+    rows, passed = sweep_rows(names, args.jobs, args.timeout)
     header = [
         "# Architecture sweep: prune-channels and W8 quantization on tiny Hugging Face models",
         "",

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
 from arch_sweep import (  # noqa: E402  (the shared sweep helpers)
@@ -32,8 +31,8 @@ from arch_sweep import (  # noqa: E402  (the shared sweep helpers)
     QUANT_TOLERANCE,
     RATIO_RANGE,
     recovered,
-    run_child,
     sweep_built,
+    sweep_rows,
     table,
 )
 
@@ -61,13 +60,7 @@ def main() -> None:
     from graphpress.testing.vision_zoo import vision_case_names
 
     names = args.only.split(",") if args.only else vision_case_names()
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # the children do the work; threads only wait
-        futures = [pool.submit(run_child, name, args.timeout, __file__) for name in names]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            print(table(rows[-1:])[-1], file=sys.stderr, flush=True)
-    passed = sum(bool(r.get("prune_ok") and r.get("quant_ok")) for r in rows)
+    rows, passed = sweep_rows(names, args.jobs, args.timeout, __file__)
     import timm
     import torch
     import torchvision
