@@ -128,6 +128,12 @@ class LoweringContext:
             return self.cast(x, dtype)
         return self.scalar(x, dtype)
 
+    def slice_axis(self, x: Value, axis: int, start: int, end: int) -> Value:
+        """``x`` restricted to ``[start, end)`` on ``axis`` (both known numbers), with its shape recorded."""
+        shape = tuple(end - start if d == axis else s for d, s in enumerate(x.shape))
+        return self.emit("Slice", [x, self.ints([start]), self.ints([end]), self.ints([axis])], shape=shape,
+                         dtype=x.dtype)
+
     def cast(self, value: Value, dtype: torch.dtype) -> Value:
         if value.dtype == dtype:
             return value

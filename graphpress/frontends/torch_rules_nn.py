@@ -260,9 +260,7 @@ def _uneven_adaptive_pool(ctx: LoweringContext, x: Value, in_sizes: list[int], o
         for i in range(count):
             start, end = (i * size) // count, -((-(i + 1) * size) // count)
             shape = tuple(1 if d == axis else s for d, s in enumerate(out.shape))
-            window = ctx.emit("Slice", [out, ctx.ints([start]), ctx.ints([end]), ctx.ints([axis])],
-                              shape=tuple(end - start if d == axis else s for d, s in enumerate(out.shape)),
-                              dtype=out.dtype)
+            window = ctx.slice_axis(out, axis, start, end)
             cells.append(ctx.emit("ReduceMean", [window, ctx.ints([axis], hint="axes")], {"keepdims": 1},
                                   shape=shape, dtype=out.dtype))
         shape = tuple(count if d == axis else s for d, s in enumerate(out.shape))

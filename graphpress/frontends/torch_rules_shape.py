@@ -255,11 +255,9 @@ def slice_scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     end = size if a["end"] is None else min(a["end"] + size if a["end"] < 0 else a["end"], size)
     step = int(a["step"])
     if step == 1:
-        def piece(lo: int, hi: int) -> Value:
-            shape = tuple(hi - lo if i == dim else s for i, s in enumerate(x.shape))
-            return ctx.emit("Slice", [x, ctx.ints([lo]), ctx.ints([hi]), ctx.ints([dim])], shape=shape, dtype=x.dtype)
-
-        parts = ([piece(0, start)] if start > 0 else []) + [src] + ([piece(end, size)] if end < size else [])
+        before = [ctx.slice_axis(x, dim, 0, start)] if start > 0 else []
+        after = [ctx.slice_axis(x, dim, end, size)] if end < size else []
+        parts = before + [src] + after
         return parts[0] if len(parts) == 1 else ctx.emit("Concat", parts, {"axis": dim}, like=x)
     positions = torch.arange(start, end, step, dtype=torch.int64)
     view = [1] * len(x.shape)
