@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Binding", "ModuleBinding", "DetachedBinding", "TransposedBinding", "Parameter", "storage_binding",
+__all__ = ["Binding", "ModuleBinding", "drop_derived_caches", "DetachedBinding", "TransposedBinding", "Parameter", "storage_binding",
            "transposed_binding"]
 
 
@@ -84,6 +84,21 @@ def transposed_binding(binding: Binding) -> Binding:
     return TransposedBinding(binding)
 
 
+def drop_derived_caches(module: torch.nn.Module) -> None:
+    """Empty ``module``'s plain-dict attributes that hold only (non-parameter) tensors.
+
+    Some models cache values derived from their parameters in such a dict on the first evaluation-mode
+    forward (timm's ``attention_bias_cache`` in LeViT, TinyViT, EfficientFormer, EfficientViT) and read the
+    cache from then on; once a pass replaces one of those parameters the cache is stale, and an edited model
+    would go on computing with the old values (and, pruned, with the old head count) until put in training
+    mode.  Their forward refills the cache.  Private attributes (``_parameters``, ``_buffers``) are left alone.
+    """
+    for name, value in vars(module).items():
+        if (not name.startswith("_") and type(value) is dict and value
+                and all(isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter) for v in value.values())):
+            value.clear()
+
+
 class ModuleBinding:
     """A parameter or buffer of a submodule: ``root.get_submodule(path).<attr>``.
 
@@ -106,6 +121,7 @@ class ModuleBinding:
 
     def set(self, tensor: torch.Tensor) -> None:
         owner = self.owner
+        drop_derived_caches(owner)
         current = getattr(owner, self.attr, None)
         if isinstance(current, torch.nn.Parameter) or (current is None and self.attr in owner._parameters):
             requires_grad = current.requires_grad if current is not None else True
