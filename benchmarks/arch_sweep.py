@@ -31,6 +31,14 @@ ONNX_TOLERANCE = 1e-4
 QUANT_TOLERANCE = 3e-2
 
 
+def checks_sentence() -> str:
+    """What the two checks of a sweep row are (the results header of every zoo sweep says it)."""
+    return (f"Prune: `{PRUNE}` on the torch path; ok = ratio in {RATIO_RANGE[0]}-{RATIO_RANGE[1]}, class and output "
+            f"shapes kept, ONNX export of the pruned model within {ONNX_TOLERANCE:g} (relative max error). Quant: "
+            f"`{QUANT}`; ok = first output within {QUANT_TOLERANCE:g} of the original's (convolution-only models "
+            "have no linears to quantize).")
+
+
 def short(error: BaseException) -> str:
     """``Type: first line of the message`` (the message's first line names the problem in graphpress errors)."""
     text = str(error).strip().splitlines()
@@ -214,11 +222,7 @@ def main() -> None:
         "",
         f"Command: `PYTHONPATH=. python benchmarks/arch_sweep.py{' --only ' + args.only if args.only else ''}` "
         f"(torch {__import__('torch').__version__}, transformers {__import__('transformers').__version__}, CPU).",
-        f"Each model: 2 layers, small widths, random weights (graphpress/testing/arch_zoo.py). Prune: `{PRUNE}` "
-        f"on the torch path; ok = ratio in {RATIO_RANGE[0]}-{RATIO_RANGE[1]}, class and output shapes kept, "
-        f"ONNX export of the pruned model within {ONNX_TOLERANCE:g} (relative max error). Quant: `{QUANT}`; "
-        f"ok = first output within {QUANT_TOLERANCE:g} of the original's (convolution-only models have no linears "
-        "to quantize).",
+        "Each model: 2 layers, small widths, random weights (graphpress/testing/arch_zoo.py). " + checks_sentence(),
         "",
         f"{passed} of {len(rows)} architectures pass both checks.",
         "",

@@ -25,11 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from arch_sweep import (  # noqa: E402  (the shared sweep helpers)
-    ONNX_TOLERANCE,
-    PRUNE,
-    QUANT,
-    QUANT_TOLERANCE,
-    RATIO_RANGE,
+    checks_sentence,
     recovered,
     sweep_built,
     sweep_rows,
@@ -73,10 +69,7 @@ def main() -> None:
         f"{args.jobs} model at a time, {args.timeout:.0f} s per model).",
         "Each model: random weights (`weights=None` / `pretrained=False`, 10 classes), BatchNorm statistics "
         "randomized, batch 1, 64 px where the model accepts it (graphpress/testing/vision_zoo.py gives each "
-        f"model's size). Prune: `{PRUNE}` on the torch path; ok = ratio in {RATIO_RANGE[0]}-{RATIO_RANGE[1]}, "
-        f"class and output shapes kept, ONNX export of the pruned model within {ONNX_TOLERANCE:g} (relative max "
-        f"error). Quant: `{QUANT}`; ok = first output within {QUANT_TOLERANCE:g} of the original's "
-        "(convolution-only models have no linears to quantize). s = seconds for both, tracing included.",
+        "model's size). " + checks_sentence() + " s = seconds for both, tracing included.",
         "",
         f"{passed} of {len(rows)} models pass both checks.",
         "",
