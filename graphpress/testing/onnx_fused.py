@@ -101,11 +101,11 @@ def fused_transformer_block(width: int = 12, hidden: int = 16, inner: int = 32, 
 
 
 def fused_conv_net(channels: int = 8, classes: int = 4, seed: int = 0):
-    """FusedConv(Relu) -> grouped FusedConv(Clip 0..6) -> FusedConv(Relu) adding the first conv's output
+    """FusedConv(Relu) -> grouped FusedConv(Clip 0..6; 4 groups of 2 channels, pruned by whole groups) -> FusedConv(Relu) adding the first conv's output
     (input Z) -> pool -> head. The unfused twin writes Conv, Relu, Clip and Add."""
     rng = np.random.default_rng(seed)
     c = channels
-    w = {"w1": _w(rng, c, 3, 3, 3), "b1": _w(rng, c), "w2": _w(rng, c, c // 2, 3, 3), "b2": _w(rng, c),
+    w = {"w1": _w(rng, c, 3, 3, 3), "b1": _w(rng, c), "w2": _w(rng, c, c // 4, 3, 3), "b2": _w(rng, c),
          "w3": _w(rng, c, c, 1, 1), "b3": _w(rng, c), "head": _w(rng, c, classes)}
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])
@@ -113,14 +113,14 @@ def fused_conv_net(channels: int = 8, classes: int = 4, seed: int = 0):
     tail = [_node("GlobalAveragePool", ["c3"], "p"), _node("Flatten", ["p"], "fl"), _node("MatMul", ["fl", "head"], "y")]
     fused = [
         helper.make_node("FusedConv", ["x", "w1", "b1"], ["c1"], name="c1", domain=_MS, activation="Relu", **pads),
-        helper.make_node("FusedConv", ["c1", "w2", "b2"], ["c2"], name="c2", domain=_MS, group=2, activation="Clip",
+        helper.make_node("FusedConv", ["c1", "w2", "b2"], ["c2"], name="c2", domain=_MS, group=4, activation="Clip",
                          activation_params=[0.0, 6.0], **pads),
         helper.make_node("FusedConv", ["c2", "w3", "b3", "c1"], ["c3"], name="c3", domain=_MS, activation="Relu"),
         *tail,
     ]
     unfused = [
         _node("Conv", ["x", "w1", "b1"], "c1r", **pads), _node("Relu", ["c1r"], "c1"),
-        _node("Conv", ["c1", "w2", "b2"], "c2r", group=2, **pads), _scalar("lo", 0.0), _scalar("hi", 6.0),
+        _node("Conv", ["c1", "w2", "b2"], "c2r", group=4, **pads), _scalar("lo", 0.0), _scalar("hi", 6.0),
         _node("Clip", ["c2r", "lo", "hi"], "c2"),
         _node("Conv", ["c2", "w3", "b3"], "c3r"), _node("Add", ["c3r", "c1"], "c3s"), _node("Relu", ["c3s"], "c3"),
         *tail,

@@ -58,8 +58,10 @@ def test_fuzz_regression_sparsify_hits_the_ratio_on_narrow_layers(spec, pipeline
 @pytest.mark.parametrize("spec, pipeline", [
     (NetSpec("sequence", 12, (("attention", 4, 2, 4, False),), 12704),
      "prune-heads{ratio=0.6,importance=random,scope=global,round_to=1},fold-constants,dce"),
-    (NetSpec("image", 16, (("split",), ("residual", 2)), 4626),
-     "fold-bn,prune-channels{ratio=0.6,importance=l2,scope=global,round_to=1},fold-constants,dce"),
+    # Its 2-group conv made 60% infeasible while grouped convs pruned only by whole groups; within-group
+    # units make 60% possible, so the request goes to 95% of a narrower network.
+    (NetSpec("image", 8, (("split",), ("residual", 2)), 4626),
+     "fold-bn,prune-channels{ratio=0.95,importance=l2,scope=global,round_to=1},fold-constants,dce"),
     (NetSpec("sequence", 24, (("split",), ("split",), ("attention", 2, 2, 8, False)), 1414),
      "fold-bn,prune-heads{ratio=0.6,importance=random,scope=local,round_to=1},dce"),
 ])

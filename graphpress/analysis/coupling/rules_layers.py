@@ -1,9 +1,13 @@
 """Coupling rules of weighted layers: Linear, Conv, ConvTranspose, Gemm, MatMul and Gather (embeddings).
 
 A layer's output channels are a new dimension owned by its weight (and bias); its input channels are
-coupled with the activation that feeds them. Grouped convolutions keep their groups whole: a group's input
-channels, its output channels and its weight rows shrink together and ``group`` is recomputed, which also
-covers depthwise convolutions (one channel per group). A gathered embedding table passes its feature axis
+coupled with the activation that feeds them. A grouped convolution is pruned along whichever of its two
+structures has more units. With many narrow groups (depthwise, ResNeXt's 32 x 4) whole groups go: a group's
+input channels, its output channels and its weight rows shrink together and ``group`` is recomputed. With
+few wide groups (AlexNet's 2, ShuffleNet's 3) every group loses the same positions: input channel ``j``
+of all groups is one unit with the weight's input column ``j``, output channel ``j`` of all groups another,
+so ``group`` stays and the groups stay equal (a channel shuffle's ``[g, C/g]`` reshape then shrinks its
+``C/g``). A gathered embedding table passes its feature axis
 on, so a tied LM head (the same table read by a Linear) lands in the same group as the residual stream.
 """
 
@@ -55,16 +59,21 @@ def linear(state: CouplingState, node: Node) -> None:
 
 
 def _grouped(state: CouplingState, node: Node, in_ids, out_ids, groups: int, in_axis_of_w: int) -> np.ndarray:
-    """Couple whole groups: every channel of group g (input side and output side) joins one unit."""
+    """Couple a grouped convolution by whole groups or by positions within the groups (more units wins)."""
     w = node.input(1)
     if in_ids is None:
         state.freeze(out_ids, "grouped convolution over a fixed-width input", node)
         return out_ids
     in_blocks = in_ids.reshape(groups, -1)
     out_blocks = out_ids.reshape(groups, -1)
+    inner = state.get(w)[in_axis_of_w]
+    if inner is not None and in_blocks.shape[1] > groups:
+        # Position j of every group is one unit, on each side: the groups stay equal and `group` stays.
+        state.equate(in_blocks, inner[None, :])
+        state.equate(out_blocks, out_blocks[:1, :])
+        return out_ids
     state.equate(in_blocks, in_blocks[:, :1])
     state.equate(out_blocks, in_blocks[:, :1])
-    inner = state.get(w)[in_axis_of_w]
     if inner is not None:
         state.freeze(inner, "channels within a convolution group", node)
     state.remember(node, "group", in_blocks[:, 0])
