@@ -1,22 +1,62 @@
-"""Lowering of ``torch.ops.graphpress.qlinear`` (a :class:`QuantizedLinear`) to ``graphpress::QLinear``."""
+"""Lowering of a :class:`QuantizedLinear`'s ops to ``graphpress::QLinear``.
+
+``torch.ops.graphpress.qlinear`` (the module called) is one QLinear. ``torch.ops.graphpress.dequantize_weight``
+(its ``weight`` read by model code that then calls ``F.linear(x, layer.weight, layer.bias)`` itself, as
+torchvision's Swin attention does) becomes a ``graphpress::DequantizeWeight`` node that only lives while the
+graph is lowered: the ``aten.linear`` reading it becomes the same QLinear on the packed buffers, and the
+node, left unread, is dropped. A dequantized weight read any other way has no IR form and is refused here.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.fx
 
+from ..errors import UnsupportedOpError
 from ..ir import GRAPHPRESS_DOMAIN, Value
-from ..quantization import torch_op  # noqa: F401  (defines torch.ops.graphpress.qlinear)
+from ..quantization import torch_op  # noqa: F401  (defines torch.ops.graphpress.qlinear / dequantize_weight)
 from .torch_context import LoweringContext
 from .torch_registry import lowers
 
-__all__: list[str] = []
+__all__ = ["qlinear_of_dequantized"]
+
+_DEQUANTIZE = "DequantizeWeight"
+
+
+def _qlinear_attrs(a: dict, act_bits: int) -> dict:
+    return {"bits": a["bits"], "group": a["group"], "in_features": a["in_features"],
+            "out_features": int(a["qweight"].shape[0]), "act_bits": act_bits}
 
 
 @lowers(torch.ops.graphpress.qlinear.default)
 def qlinear(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)
     inputs = [a["x"], a["qweight"], a["scales"], a["zeros"]] + ([a["bias"]] if a["bias"] is not None else [])
-    attrs = {"bits": a["bits"], "group": a["group"], "in_features": a["in_features"],
-             "out_features": int(a["qweight"].shape[0]), "act_bits": a["act_bits"]}
-    return ctx.emit("QLinear", inputs, attrs, domain=GRAPHPRESS_DOMAIN)
+    return ctx.emit("QLinear", inputs, _qlinear_attrs(a, a["act_bits"]), domain=GRAPHPRESS_DOMAIN)
+
+
+def _read_as_linear_weight(weight: torch.fx.Node, user: torch.fx.Node) -> bool:
+    return (user.target is torch.ops.aten.linear.default and len(user.args) > 1 and user.args[1] is weight
+            and weight not in (user.args[:1] + user.args[2:]))
+
+
+@lowers(torch.ops.graphpress.dequantize_weight.default)
+def dequantize_weight(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    other = [user for user in node.users if not _read_as_linear_weight(node, user)]
+    if other:
+        raise UnsupportedOpError(
+            f"{ctx.describe()}: a quantized linear's weight is read by {other[0].target}; graphpress lowers it only "
+            "as the weight of F.linear (leave that linear in float: quantize{ignore=...})")
+    a = ctx.bind(node)
+    return ctx.emit(_DEQUANTIZE, [a["qweight"], a["scales"], a["zeros"]], _qlinear_attrs(a, 0),
+                    domain=GRAPHPRESS_DOMAIN)
+
+
+def qlinear_of_dequantized(ctx: LoweringContext, x: Value, weight: Value, bias: Value | None) -> Value | None:
+    """``F.linear(x, layer.weight, bias)`` of a quantized layer's dequantized weight as a QLinear on its packed
+    buffers (weight-only: the layer's own forward is what quantizes activations), else None."""
+    dequantized = weight.producer
+    if dequantized is None or dequantized.op != _DEQUANTIZE or dequantized.domain != GRAPHPRESS_DOMAIN:
+        return None
+    inputs = list(dequantized.inputs) + ([bias] if bias is not None else [])
+    return ctx.emit("QLinear", [x] + inputs, dict(dequantized.attrs), domain=GRAPHPRESS_DOMAIN)

@@ -3,8 +3,13 @@
 On a torch model the algorithms of :mod:`graphpress.quantization` run on the working copy of the user's
 module (block by block for the calibrated methods), each ``nn.Linear`` becomes a ``QuantizedLinear`` with
 packed codes, and the IR's ``graphpress::Linear`` nodes become ``graphpress::QLinear`` nodes whose inputs
-are bound to the new module's buffers. On an ONNX model the calibration-free methods (rtn, hqq) quantize
-the initializers directly. Either way the ONNX backend writes ``com.microsoft::MatMulNBits``.
+are bound to the new module's buffers. That includes products the model computes from a linear's parameters
+outside the module (``F.linear(x, self.qkv.weight, self.qkv.bias)`` in a parent's forward, as torchvision's
+Swin does): the weight's binding names the module (:mod:`.linear_owners`), and the swapped module's read-only
+``weight`` gives such code the dequantized tensor. A linear whose weight the model also reads any other way
+(transposed, sliced, by a non-Linear op) stays float, and the pass names it in one warning. On an ONNX model
+the calibration-free methods (rtn, hqq) quantize the initializers directly. Either way the ONNX backend writes
+``com.microsoft::MatMulNBits``.
 
 ``graphpress::QLinear(X, qweight, scales, zeros, bias?)`` attributes: bits, group, in_features,
 out_features, act_bits (0: float activations; 8: per-token dynamic 8-bit activations).
@@ -13,18 +18,23 @@ out_features, act_bits (0: float activations; 8: per-token dynamic 8-bit activat
 from __future__ import annotations
 
 import fnmatch
+import logging
 
 from ..errors import PassError
 from ..ir import GRAPHPRESS_DOMAIN, Graph, ModuleBinding, Node, Parameter, Value
 from ..quantization.options import CALIBRATED_METHODS, METHODS
+from ..quantization.swap import select_linears
 from .base import Pass, PassResult
 from .context import PassContext
+from .linear_owners import LinearOwners, linear_owners
 from .options import Option
 from .registry import register_pass
 
 __all__ = ["Quantize", "to_qlinear_node"]
 
 _CALIBRATED = CALIBRATED_METHODS
+_log = logging.getLogger("graphpress")
+_NAMED = 8  # kept-float modules named in the warning before "+N more"
 
 
 def _module_constant(graph: Graph, key: str) -> Value:
@@ -43,6 +53,38 @@ def to_qlinear_node(node: Node, qweight: Value, scales: Value, zeros: Value, *, 
 
 def _ignored(scope: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(scope, p) for p in patterns)
+
+
+def _follow_swap(graph: Graph, node: Node, owner: str) -> bool:
+    """Turn ``node`` into a QLinear bound to the buffers of the module at ``owner`` if that module is now a
+    ``QuantizedLinear``; True if it did. The bias input is rebound only when it is that module's own bias: a
+    bias the model computed (Swin-V2 zeroes the key part of a copy) stays the value it was. Activations are
+    quantized (``act_bits``) only where the module is called: ``F.linear`` on its ``weight`` elsewhere is
+    weight-only, in the model as in the IR."""
+    from ..quantization import QuantizedLinear
+
+    module = graph.module.get_submodule(owner)
+    if not isinstance(module, QuantizedLinear):
+        return False
+    consts = [_module_constant(graph, f"{owner}.{b}") for b in ("qweight", "scales", "zeros")]
+    bias = node.input(2)
+    if bias is not None and bias.param is not None and bias.param.key == f"{owner}.bias" and module.bias is not None:
+        node.set_input(2, _module_constant(graph, f"{owner}.bias"))
+    to_qlinear_node(node, *consts, bits=module.bits, group=module.group, in_features=module.in_features,
+                    out_features=module.out_features, act_bits=(module.act_bits or 0) if node.scope == owner else 0)
+    return True
+
+
+def _warn_kept_float(graph: Graph, owners: LinearOwners, ignore: list[str]) -> list[str]:
+    """Log one warning naming the linears (not ignored) that stay float because the model reads their weight
+    some other way, with the read that rules each out; their names."""
+    kept = list(select_linears(graph.module, ignore, targets=sorted(owners.kept)))
+    if kept:
+        named = "; ".join(f"{name} ({owners.kept[name]})" for name in kept[:_NAMED])
+        more = f"; +{len(kept) - _NAMED} more" if len(kept) > _NAMED else ""
+        _log.warning("graphpress: quantize: %d linear(s) stay in float because the model also reads their weight "
+                     "outside a linear product: %s%s", len(kept), named, more)
+    return kept
 
 
 @register_pass
@@ -86,43 +128,29 @@ class Quantize(Pass):
 
     def _call_torch(self, graph: Graph, ctx: PassContext) -> PassResult:
         from ..progress import progress
-        from ..quantization import QuantizedLinear, quantize_model
+        from ..quantization import quantize_model
 
         o = self.opts
         extra = {"alpha": o["alpha"]} if o["alpha"] is not None else {}
         if o["act_bits"]:
             extra["act_bits"] = o["act_bits"]
+        # Only modules the graph computes as a Linear (called, or read by F.linear elsewhere) and whose weight
+        # it reads no other way are swapped: the IR's nodes must follow the swap.
+        owners = linear_owners(graph)
+        kept = _warn_kept_float(graph, owners, o["ignore"])
         with progress(None, f"quantize ({o['method']}, W{o['bits']})") as bar:
             def tick(done: int, total: int) -> None:
                 bar.update(1)
 
-            # Only modules the graph computes as a Linear are swapped: the IR's nodes must follow the swap.
-            linears = sorted({n.scope for n in graph.nodes if n.op == "Linear" and n.domain == GRAPHPRESS_DOMAIN
-                              and n.scope})
             report = quantize_model(graph.module, bits=o["bits"], group=o["group"], method=o["method"],
-                                    sym=o["sym"], act_order=o["act_order"], ignore=o["ignore"], targets=linears,
-                                    integer_zero=o["integer_zero"],
+                                    sym=o["sym"], act_order=o["act_order"], ignore=o["ignore"],
+                                    targets=owners.swappable, integer_zero=o["integer_zero"],
                                     calibration=ctx.calibration, tokenizer=ctx.tokenizer, progress=tick, **extra)
-        converted = 0
-        for node in graph.nodes:
-            if node.op != "Linear" or node.domain != GRAPHPRESS_DOMAIN or not node.scope:
-                continue
-            try:
-                module = graph.module.get_submodule(node.scope)
-            except AttributeError:
-                continue
-            if not isinstance(module, QuantizedLinear):
-                continue
-            consts = [_module_constant(graph, f"{node.scope}.{b}") for b in ("qweight", "scales", "zeros")]
-            bias = node.input(2)
-            if bias is not None and module.bias is not None:
-                node.set_input(2, _module_constant(graph, f"{node.scope}.bias"))
-            to_qlinear_node(node, *consts, bits=module.bits, group=module.group, in_features=module.in_features,
-                            out_features=module.out_features, act_bits=module.act_bits or 0)
-            converted += 1
+        converted = sum(_follow_swap(graph, node, owner) for node, owner in owners.nodes)
         graph.prune_unused_constants()
         stats = {"layers": converted, "method": o["method"], "seconds": round(report.seconds, 2),
-                 "size_ratio": round(report.size_ratio, 4), "fallback_rtn": len(report.fallback_rtn)}
+                 "size_ratio": round(report.size_ratio, 4), "fallback_rtn": len(report.fallback_rtn),
+                 "kept_float": len(kept)}
         return PassResult(graph, converted > 0, stats)
 
     def _call_onnx(self, graph: Graph) -> PassResult:

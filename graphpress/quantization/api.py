@@ -4,7 +4,8 @@ This is the one entry point the ``quantize`` pass wraps. Options are validated b
 calibration-free methods (RTN, HQQ) go linear by linear. The calibrated ones walk the model block by block
 (:func:`graphpress.calibration.run_blockwise`), so each block is quantized on activations that already went
 through the quantized blocks before it; selected linears outside the repeated blocks (rare: a pooler, an
-untied head) fall back to RTN and are listed as such in the report.
+untied head), or whose forward never ran (model code calling ``F.linear`` on their weight itself), fall back
+to RTN and are listed as such in the report.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class _Quantizer:
 
     def quantize_block(self, context: BlockContext) -> None:
         o = self.options
-        names = [name for name in context.linears if name in self.selected]
+        # A linear whose forward never ran has no statistics (model code that reads its weight and calls
+        # F.linear itself, an expert no token reached): it stays selected and falls back to RTN at the end.
+        names = [name for name in context.linears if name in self.selected and name in context.stats]
         if not names:
             return
         self.input_scales = {}  # keyed by id(stats): valid only while this block's stats are alive
@@ -122,7 +125,7 @@ class _Quantizer:
         first = BlockContext(context.index, context.name, context.block, {}, context.inputs[:1], context.calls[:1])
         for pair in exact_pairs(context.block, scaling_pairs(context.block), first.run):
             consumers = [f"{context.name}.{c}" for c in pair.consumers]
-            if not all(c in self.selected for c in consumers):
+            if not all(c in self.selected and c in context.stats for c in consumers):
                 continue
             stats = context.stats[consumers[0]]
             if o.method in ("awq", "awq-gptq"):

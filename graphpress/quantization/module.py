@@ -2,7 +2,8 @@
 
 The weight lives only as buffers ``qweight``/``scales``/``zeros`` (and ``bias``), so ``state_dict`` holds the
 compressed form and a checkpoint is small. The CPU forward dequantizes the weight for each call and drops it
-afterwards: caching the float weight would give back the memory the quantization saved. Kernels (Triton,
+afterwards: caching the float weight would give back the memory the quantization saved (the read-only
+``weight`` property dequantizes on demand, for model code that reads ``linear.weight`` itself). Kernels (Triton,
 ONNX MatMulNBits exporters) read the same attributes: ``qweight, scales, zeros, bits, group, in_features``.
 With ``act_bits=8`` the input is also quantized per token (dynamic symmetric int8), the W8A8 SmoothQuant path.
 With ``split_sizes`` (a quantized ``FusedLinear``: q/k/v or gate/up fused before quantizing) ``forward`` returns
@@ -18,7 +19,7 @@ from torch import nn
 
 from graphpress.quantization.grid import QuantizedWeight
 from graphpress.quantization.packing import dequantize, padded_columns, slot_bits
-from graphpress.quantization.torch_op import qlinear, quantize_activations_per_token
+from graphpress.quantization.torch_op import dequantize_weight, qlinear, quantize_activations_per_token
 
 __all__ = ["QuantizedLinear", "quantize_activations_per_token"]
 
@@ -70,6 +71,17 @@ class QuantizedLinear(nn.Module):
         """The float weight ``[out_features, in_features]`` (computed, not cached)."""
         return dequantize(self.qweight, self.scales, self.zeros, self.bits, self.group, self.in_features,
                           dtype or self.compute_dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float weight ``[out_features, in_features]`` in the original dtype (read-only).
+
+        For model code that reads a linear's weight itself instead of calling the module (torchvision's Swin
+        attention does ``F.linear(x, self.qkv.weight, self.qkv.bias)``): such code keeps running after the swap,
+        on the quantized values. Computed on every read, through one opaque op that graphpress's frontend turns,
+        with the ``F.linear`` reading it, back into a ``QLinear`` when the model is traced again."""
+        return dequantize_weight(self.qweight, self.scales, self.zeros, self.bits, self.group, self.in_features,
+                                 self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         out = qlinear(x, self.qweight, self.scales, self.zeros, self.bias, self.bits, self.group,

@@ -30,7 +30,7 @@ class QuantOptions:
     integer_zero: bool = True  # asymmetric grids: integer zero points (0.0 on the grid); False: float, exact min-offset
     act_order: bool = False
     ignore: tuple[str, ...] = ("lm_head",)
-    targets: tuple[str, ...] = ("*",)  # module-name globs to consider at all (the quantize pass: the graph's Linears)
+    targets: tuple[str, ...] = ("*",)  # globs on full module names to consider (quantize pass: the graph's Linears)
     damp: float = 0.01
     alpha: Optional[float] = None  # SmoothQuant migration strength; AWQ searches its own
     hqq_iterations: int = 20

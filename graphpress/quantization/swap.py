@@ -68,10 +68,13 @@ def is_plain_linear(module: nn.Module) -> bool:
 
 
 def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Module]:
-    """``{name: linear}`` matching a ``targets`` glob and no ``ignore`` glob (nor the model's own
-    :func:`keep_float_patterns`), in module order; subclasses of ``nn.Linear`` count where
+    """``{name: linear}`` whose full name matches a ``targets`` glob and that matches no ``ignore`` glob (nor
+    the model's own :func:`keep_float_patterns`), in module order; subclasses of ``nn.Linear`` count where
     :func:`is_plain_linear`, and fused sibling projections (:class:`FusedLinear`, one weight for q/k/v or
-    gate/up) count as one linear whose quantized layer keeps their split outputs."""
+    gate/up) count as one linear whose quantized layer keeps their split outputs.
+
+    ``ignore`` globs also match any dotted suffix of a name (``lm_head``), but ``targets`` match the full name
+    only: the ``quantize`` pass passes exact module names, and ``proj`` must not also select ``block.proj``."""
     from graphpress.backends.fused_linear import FusedLinear
 
     ignore, targets = tuple(ignore) + keep_float_patterns(model), tuple(targets)
@@ -79,7 +82,7 @@ def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterab
         name: module
         for name, module in model.named_modules()
         if ((isinstance(module, nn.Linear) and is_plain_linear(module)) or isinstance(module, FusedLinear))
-        and _matches(name, targets) and not _matches(name, ignore)
+        and any(fnmatch.fnmatchcase(name, target) for target in targets) and not _matches(name, ignore)
     }
 
 

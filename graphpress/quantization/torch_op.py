@@ -3,7 +3,9 @@
 ``QuantizedLinear.forward`` calls it, so ``torch.export`` sees a single node per quantized layer (with a
 fake implementation for shapes) instead of the unpacking arithmetic, and graphpress's torch frontend
 lowers that node to ``graphpress::QLinear``: a quantized model traces, prunes nothing it shouldn't, and
-exports to ONNX MatMulNBits.
+exports to ONNX MatMulNBits. ``torch.ops.graphpress.dequantize_weight`` is the float weight of such a layer
+(``QuantizedLinear.weight``, for model code that calls ``F.linear(x, layer.weight, layer.bias)`` itself), one
+opaque node too, so that the frontend can turn that ``F.linear`` into the same ``QLinear``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 
 from graphpress.quantization.packing import dequantize
 
-__all__ = ["qlinear", "quantize_activations_per_token"]
+__all__ = ["dequantize_weight", "qlinear", "quantize_activations_per_token"]
 
 
 def quantize_activations_per_token(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
@@ -38,3 +40,15 @@ def qlinear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros:
 @qlinear.register_fake
 def _qlinear_fake(x, qweight, scales, zeros, bias, bits, group, in_features, act_bits):
     return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+@torch.library.custom_op("graphpress::dequantize_weight", mutates_args=())
+def dequantize_weight(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, group: int,
+                      in_features: int, dtype: torch.dtype) -> torch.Tensor:
+    """The float weight ``[out_features, in_features]`` of packed codes, in ``dtype``."""
+    return dequantize(qweight, scales, zeros, bits, group, in_features, dtype)
+
+
+@dequantize_weight.register_fake
+def _dequantize_weight_fake(qweight, scales, zeros, bits, group, in_features, dtype):
+    return qweight.new_empty((qweight.shape[0], in_features), dtype=dtype)

@@ -36,6 +36,18 @@ def test_single_projection_with_bias_matches_dequantized_product():
     assert _rel(layer(x), x @ _dense(q).t() + q.bias) < 5e-3
 
 
+def test_weight_property_is_the_dequantized_weight_for_code_that_reads_it():
+    """Model code that does ``F.linear(x, self.qkv.weight)`` must keep running after lowering."""
+    torch.manual_seed(2)
+    for bits in (4, 8):
+        q = rtn_quantize(torch.randn(24, 64), bits, 32 if bits == 4 else 64)
+        layer = TritonQuantLinear.from_quantized(q)
+        assert layer.weight.shape == (24, 64)
+        assert _rel(layer.weight.float(), _dense(q)) < 1e-3
+    gated = TritonQuantLinear.gated_from_quantized(q, q)
+    assert not hasattr(gated, "weight")  # gate and up rows interleaved: no single weight
+
+
 def test_fused_gqa_qkv_returns_each_projection():
     torch.manual_seed(1)
     parts = [rtn_quantize(torch.randn(rows, 64), 4, 64) for rows in (64, 16, 16)]  # q, then one kv head each

@@ -153,6 +153,18 @@ class TritonQuantLinear(nn.Module):
                              self.in_features, self.packed.shape[1], self.meta_pairs)
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized ``[out_features, in_features]`` weight (read-only), in the scales' dtype.
+
+        As ``QuantizedLinear.weight``: model code that reads ``linear.weight`` itself (torchvision's Swin
+        attention) keeps running after ``lower-triton`` swapped the module. A gated module interleaves gate and
+        up rows and has no single weight."""
+        if self.gated:
+            raise AttributeError("a gated TritonQuantLinear holds gate and up rows interleaved: no single weight")
+        dtype = self.scales.dtype if self.scales.is_floating_point() else torch.float32
+        return dequantize_kernel_weights(self.kernel_weights(), dtype=dtype).t()
+
+    @property
     def kernel(self) -> str:
         """Which path ``forward`` takes for the buffers' current device."""
         if triton_available(self.packed.device):
