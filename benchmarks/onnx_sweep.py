@@ -348,6 +348,17 @@ def main() -> None:
         "shared weight a reader reads scaled (`Gemm` with alpha != 1 or beta != 1) or through any other "
         "computation; and, on purpose, a shared tensor whose elements are all equal (the dynamo exporter writes "
         "one initializer for all equal constants, e.g. the zero biases of a fresh model), whose copies are small.",
+        "- The ONNX model zoo's CNNs (onnx-caffe2, opset 9, IR 3, from the onnx wheel, random weights): all nine "
+        "prune, quantize and run. Grouped convolutions with few wide groups (AlexNet's and ZFNet's 2, "
+        "ShuffleNet's 4) prune by positions within the groups, so `group` stays and the groups stay equal. "
+        "ShuffleNet v1 still prunes coarsely (0.50 for a ratio of 0.3, reported in `rounding`): its stage "
+        "transitions concatenate a pooled shortcut and a branch of other widths, so 'position j of every group' "
+        "chains the whole residual stream into 2 units; equal counts per group without equal positions would "
+        "need count constraints the union-find coupling cannot state. LRN mixes neighbouring channels and has "
+        "no coupling rule: the channels through it (AlexNet's, GoogLeNet's first two convs) stay whole and the "
+        "pass says so. DenseNet and SqueezeNet have no linear layer: `quantize` covers linear layers and warns "
+        "when convolutions hold most of the weights. Their quantized rows are checked on the logits (the "
+        "Softmax's input), not on the probabilities.",
         "- `n/a` rows: the exporter or onnxruntime itself failed to produce or load the file (not graphpress).",
     ]
     publish_lines(args.output, lines)
