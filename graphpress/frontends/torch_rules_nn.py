@@ -19,7 +19,7 @@ from ..ir import GRAPHPRESS_DOMAIN, ModuleBinding, Parameter, Value
 from .torch_bindings import TransposedModuleBinding
 from .torch_context import LoweringContext
 from .torch_registry import lowers
-from .torch_rules_quant import qlinear_of_dequantized
+from .torch_rules_quant import product_of_dequantized
 
 __all__: list[str] = []  # rules register themselves; nothing here is called directly
 
@@ -29,8 +29,8 @@ aten = torch.ops.aten
 @lowers(aten.linear)
 def linear(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)
-    quantized = qlinear_of_dequantized(ctx, a["input"], a["weight"], a["bias"])
-    if quantized is not None:  # F.linear(x, layer.weight, ...) of a QuantizedLinear
+    quantized = product_of_dequantized(ctx, a["input"], a["weight"], a["bias"])
+    if quantized is not None:  # F.linear(x, layer.weight, ...) of a QuantizedLinear or TritonQuantLinear
         return quantized
     inputs = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
     return ctx.emit("Linear", inputs, domain=GRAPHPRESS_DOMAIN)

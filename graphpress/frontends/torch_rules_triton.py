@@ -16,6 +16,7 @@ import torch.fx
 from ..ir import GRAPHPRESS_DOMAIN, Value
 from .torch_context import LoweringContext
 from .torch_registry import lowers
+from .torch_rules_quant import transient_weight
 
 __all__: list[str] = []
 
@@ -35,3 +36,13 @@ if _triton_ops is not None:
                  "out_features": product_features // 2 if a["glu"] else product_features,
                  "product_features": product_features, "glu": int(a["glu"])}
         return ctx.emit("TritonMatMul", inputs, attrs, domain=GRAPHPRESS_DOMAIN)
+
+    @lowers(torch.ops.graphpress.kernel_weight.default)
+    def kernel_weight(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+        """``TritonQuantLinear.weight`` read for ``F.linear``: that product becomes the layer's TritonMatMul."""
+        a = ctx.bind(node)
+        features = int(a["packed"].shape[1])
+        attrs = {"bits": a["bits"], "group": a["group"], "in_features": a["in_features"], "out_features": features,
+                 "product_features": features, "glu": 0}
+        return transient_weight(ctx, node, "TritonMatMul", [a["packed"], a["scales"], a["offsets"]], attrs,
+                                takes_bias=False)

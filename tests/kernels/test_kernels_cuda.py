@@ -206,3 +206,34 @@ def test_the_fusion_pipeline_lowers_to_split_products_and_compiles_with_cuda_gra
             expected = plain(tokens, **kw).logits.float()
             for got in (fused(tokens, **kw).logits.float(), step(tokens).float().clone()):
                 assert float((got - expected).norm() / expected.norm()) < 2e-2
+
+
+
+def test_lower_triton_keeps_functionally_read_linears_running():
+    """torchvision's Swin reads ``self.qkv.weight`` for ``F.linear`` itself: after quantize and lower-triton the
+    swapped modules must still give that code their (dequantized) weight, on the GPU as on the CPU."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    import graphpress
+    from graphpress.backends.triton import TritonQuantLinear
+
+    class Attention(nn.Module):
+        def __init__(self, dim: int = 64) -> None:
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = F.linear(x, self.qkv.weight, self.qkv.bias).chunk(3, dim=-1)
+            attention = torch.softmax(q @ k.transpose(-1, -2) / 8, dim=-1)
+            return F.linear(attention @ v, self.proj.weight, self.proj.bias)
+
+    torch.manual_seed(0)
+    model = Attention().eval().to("cuda", torch.float16)
+    x = torch.randn(2, 8, 64, device="cuda", dtype=torch.float16) + 0.1
+    quantized = graphpress.optimize(model, "quantize{bits=8,group=0}", example_inputs=(x,))
+    expected = quantized(x).float()
+    lowered, report = graphpress.optimize(quantized, "lower-triton", example_inputs=(x,), return_report=True)
+    assert report.records[-1].stats["lowered"] == 2 and isinstance(lowered.qkv, TritonQuantLinear)
+    out = lowered(x).float()
+    assert torch.isfinite(out).all() and float((out - expected).norm() / expected.norm()) < 5e-3

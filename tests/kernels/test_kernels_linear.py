@@ -48,6 +48,31 @@ def test_weight_property_is_the_dequantized_weight_for_code_that_reads_it():
     assert not hasattr(gated, "weight")  # gate and up rows interleaved: no single weight
 
 
+def test_a_lowered_weight_read_for_f_linear_traces_back_to_the_layers_product():
+    """lower-triton re-traces the model: ``F.linear(x, self.proj.weight, self.proj.bias)`` on a TritonQuantLinear
+    must become its TritonMatMul (plus the bias), not the unpacking's shifts, which have no IR rule."""
+    import torch.nn.functional as F
+
+    from graphpress.frontends.torch_export import trace
+    from graphpress.ir import GRAPHPRESS_DOMAIN
+
+    class Reader(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = TritonQuantLinear.from_quantized(rtn_quantize(torch.randn(24, 64), 4, 32, bias=torch.randn(24)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.proj.weight, self.proj.bias)
+
+    torch.manual_seed(3)
+    model, x = Reader().eval(), torch.randn(2, 64)
+    graph = trace(model, (x,))
+    ops = [n.op for n in graph.nodes]
+    assert "TritonMatMul" in ops and "Add" in ops and "DequantizeWeight" not in ops
+    product = next(n for n in graph.nodes if n.op == "TritonMatMul" and n.domain == GRAPHPRESS_DOMAIN)
+    assert product.attrs["glu"] == 0 and product.attrs["out_features"] == 24
+
+
 def test_fused_gqa_qkv_returns_each_projection():
     torch.manual_seed(1)
     parts = [rtn_quantize(torch.randn(rows, 64), 4, 64) for rows in (64, 16, 16)]  # q, then one kv head each

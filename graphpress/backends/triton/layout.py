@@ -30,6 +30,7 @@ import torch
 from graphpress.quantization.packing import padded_columns, slot_bits, unpack_codes
 
 __all__ = ["KERNEL_BITS", "KernelWeights", "repack_for_kernels", "codes_per_word", "dequantize_kernel_weights",
+           "kernel_weight",
            "nibble_of", "interleave_nibbles", "pack_meta_pairs", "interleave_rows", "gated_columns", "GATED_ACTIVATIONS",
            "FLOAT16_SAFE_SCALE"]
 
@@ -186,6 +187,23 @@ def dequantize_kernel_weights(weights: KernelWeights, dtype: torch.dtype = torch
     scales = weights.scales.to(dtype).repeat_interleave(weights.group, dim=0)
     offsets = weights.offsets.to(dtype).repeat_interleave(weights.group, dim=0)
     return (codes.to(dtype) * scales + offsets)[: weights.in_features]
+
+
+@torch.library.custom_op("graphpress::kernel_weight", mutates_args=())
+def kernel_weight(packed: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, group: int,
+                  in_features: int, dtype: torch.dtype) -> torch.Tensor:
+    """The dense ``[out_features, in_features]`` weight of a kernel-layout weight, in ``dtype``.
+
+    One opaque op (``TritonQuantLinear.weight``, for model code that calls ``F.linear(x, layer.weight)``
+    itself), so that graphpress's frontend can turn that ``F.linear`` back into the layer's product when a
+    lowered model is traced again, instead of meeting the unpacking's shifts and masks."""
+    weights = KernelWeights(packed, scales, offsets, bits, bits, group, in_features, packed.shape[1])
+    return dequantize_kernel_weights(weights).t().to(dtype).contiguous()
+
+
+@kernel_weight.register_fake
+def _kernel_weight_fake(packed, scales, offsets, bits, group, in_features, dtype):
+    return packed.new_empty((packed.shape[1], in_features), dtype=dtype)
 
 
 def interleave_rows(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

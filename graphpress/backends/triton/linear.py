@@ -27,6 +27,7 @@ from graphpress.backends.triton.layout import (
     dequantize_kernel_weights,
     gated_columns,
     interleave_rows,
+    kernel_weight,
     repack_for_kernels,
 )
 from graphpress.backends.triton.reference import PackedLinearWeight
@@ -100,6 +101,8 @@ class TritonQuantLinear(nn.Module):
         self.kernel_bits = weights.bits
         self.group = weights.group
         self.follows_product = False
+        # dtype of the float weight the layer replaced: what ``weight`` gives code that reads it
+        self.weight_dtype = weights.scales.dtype if weights.scales.is_floating_point() else torch.float32
         self.split_sizes = list(split_sizes) if split_sizes else [self.out_features]
         if sum(self.split_sizes) != self.out_features:
             raise BackendError(f"split_sizes {self.split_sizes} do not add up to {self.out_features} outputs")
@@ -128,7 +131,9 @@ class TritonQuantLinear(nn.Module):
                                      parts[0].in_features, meta_dtype)
         # Several parts, or one layer quantized after its siblings were fused (its own ``split_sizes``).
         split = [p.out_features for p in parts] if len(parts) > 1 else getattr(parts[0], "split_sizes", None)
-        return cls(weights, bias, split)
+        layer = cls(weights, bias, split)
+        layer.weight_dtype = getattr(parts[0], "compute_dtype", layer.weight_dtype)
+        return layer
 
     @classmethod
     def gated_from_quantized(cls, gate: Any, up: Any, meta_dtype: torch.dtype | None = None,
@@ -154,15 +159,15 @@ class TritonQuantLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dequantized ``[out_features, in_features]`` weight (read-only), in the scales' dtype.
+        """The dequantized ``[out_features, in_features]`` weight (read-only), in the replaced layer's dtype.
 
         As ``QuantizedLinear.weight``: model code that reads ``linear.weight`` itself (torchvision's Swin
         attention) keeps running after ``lower-triton`` swapped the module. A gated module interleaves gate and
         up rows and has no single weight."""
         if self.gated:
             raise AttributeError("a gated TritonQuantLinear holds gate and up rows interleaved: no single weight")
-        dtype = self.scales.dtype if self.scales.is_floating_point() else torch.float32
-        return dequantize_kernel_weights(self.kernel_weights(), dtype=dtype).t()
+        return kernel_weight(self.packed, self.scales, self.offsets, self.kernel_bits, self.group, self.in_features,
+                             self.weight_dtype)
 
     @property
     def kernel(self) -> str:
