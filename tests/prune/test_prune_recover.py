@@ -172,3 +172,24 @@ def test_groups_at_the_same_place_in_one_block_are_not_twins() -> None:
     pattern = recover._BLOCK_INDEX.sub
     assert pattern("#", "layer1.0.conv1") != pattern("#", "layer1.0.conv2")
     assert pattern("#", "stages.2.blocks.10.mlp.fc2") == pattern("#", "stages.0.blocks.3.mlp.fc2")
+
+
+def test_twins_the_plan_did_not_prune_are_frozen_with_the_culprit() -> None:
+    """torchvision's MaxViT: stage 0's two-head attention keeps both heads at ratio 0.3, so no trial ever ran
+    it pruned; once the culprits elsewhere are frozen the next plan prunes it and breaks again. Its twins
+    that the plan left whole are frozen with the culprit; twins the plan pruned stay with the bisection."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    keys = ["blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.weight", "blocks.2.attn.qkv.weight",
+            "blocks.0.mlp.up.weight", "blocks.3.attn.qkv.weight"]
+    groups = [SimpleNamespace(members=[SimpleNamespace(key=k)], name=lambda k=k: k) for k in keys]
+    result = SimpleNamespace(groups=groups)
+    keep = {0: np.array([True, False]), 1: np.array([True, True]), 2: np.array([True, False]),
+            3: np.array([True, False])}  # group 4 is not in the plan at all
+    broke = recover.Breakage("blocks.0.attn", "RuntimeError: shape '[1, 49, 2, 32]' is invalid")
+    frozen = [recover.FrozenGroup(0, keys[0], broke)]
+    recover.freeze_unpruned_twins(result, [0, 1, 2, 3, 4], keep, frozen)
+    assert [f.group for f in frozen] == [0, 1, 4]
+    assert all("same block code as blocks.0.attn.qkv.weight" in f.breakage.error for f in frozen[1:])

@@ -19,7 +19,9 @@ remaining groups, which take over the requested ratio.
 
 Repeated blocks run the same forward code, so a culprit's *twins* (groups whose members sit at the same paths
 in other blocks: equal keys once the block indices are blanked out) break the model the same way; those not yet
-shown to run are frozen with it, and the next trial checks the rest. Without this, a model whose every block
+shown to run are frozen with it, and the next trial checks the rest. A twin the plan did not prune (a head group
+of two heads keeps both at a low ratio) was never shown to run pruned: it is frozen too, else the plan made
+without the culprit would prune it and fail again in the next block. Without this, a model whose every block
 computes a size at run time (MaxViT, LeViT, PVT) spent the trial budget finding the same culprit block by block.
 """
 
@@ -188,13 +190,36 @@ def _block_pattern(result: CouplingResult, group: int) -> frozenset[str]:
     return frozenset(_BLOCK_INDEX.sub("#", m.key) for m in result.groups[group].members)
 
 
+def _pruning(keep: dict[int, np.ndarray]) -> set[int]:
+    """Groups whose keep mask removes at least one unit."""
+    return {g for g, mask in keep.items() if not np.all(mask)}
+
+
+def _twin_of(result: CouplingResult, twin: int, culprit: int, failing: Breakage) -> FrozenGroup:
+    why = Breakage(failing.where, f"same block code as {result.groups[culprit].name()}: {failing.error}")
+    return FrozenGroup(twin, result.groups[twin].name(), why)
+
+
+def freeze_unpruned_twins(result: CouplingResult, groups: list[int], keep: dict[int, np.ndarray],
+                          frozen: list[FrozenGroup]) -> None:
+    """Append to ``frozen`` the twins of its groups that ``keep`` did not prune: no trial ran them pruned, and
+    the next plan, made without the culprits, would prune them and fail the same way one block further."""
+    done = {f.group for f in frozen} | _pruning(keep)
+    for found in list(frozen):
+        pattern = _block_pattern(result, found.group)
+        for g in groups:
+            if g not in done and _block_pattern(result, g) == pattern:
+                done.add(g)
+                frozen.append(_twin_of(result, g, found.group, found.breakage))
+
+
 def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Breakage,
                   culprits: list[FrozenGroup] | None = None) -> list[FrozenGroup]:
     """Groups of ``keep`` (a plan that fails with ``failure``) whose pruning breaks the model, by prefix
     bisection, with the twins of each in repeated blocks (module doc). Found groups are appended to
     ``culprits`` as they are found, so a caller keeps them when ``_OutOfTrials`` ends the search."""
     result = trials.result
-    order = sorted(keep)
+    order = sorted(_pruning(keep))  # a group whose mask removes nothing cannot break a trial
     lo, hi, failing = 0, len(order), failure
     culprits = [] if culprits is None else culprits
     while True:
@@ -216,10 +241,9 @@ def find_culprits(trials: PlanTrials, keep: dict[int, np.ndarray], failure: Brea
         lo = hi - 1  # the prefix before the culprit ran
         pattern = _block_pattern(result, culprit)
         twins = [g for g in order[lo:] if _block_pattern(result, g) == pattern]
-        twin_of = Breakage(failing.where, f"same block code as {result.groups[culprit].name()}: {failing.error}")
         for twin in twins:
             order.remove(twin)
-            culprits.append(FrozenGroup(twin, result.groups[twin].name(), twin_of))
+            culprits.append(_twin_of(result, twin, culprit, failing))
         if lo >= len(order):
             return culprits
         broke = trials.run(keep, order)
@@ -247,6 +271,7 @@ def recover_plan(plan: PruningPlan, groups: list[int], replan: Callable[[list[in
         try:
             while broke is not None:
                 find_culprits(trials, plan.keep, broke, frozen)
+                freeze_unpruned_twins(trials.result, groups, plan.keep, frozen)
                 bar.set_postfix_str(f"{len(frozen)} frozen")
                 out = {f.group for f in frozen}
                 plan = replan([gi for gi in groups if gi not in out])
