@@ -27,7 +27,7 @@ from onnx.reference import ReferenceEvaluator
 from ..ir import Binding, DetachedBinding, Graph, Node, Parameter, Value, transposed_binding
 from .onnx_attrs import ATTR_TYPES_META, python_to_attribute
 from .onnx_dtypes import tensor_from_proto, tensor_to_proto, torch_to_onnx_dtype
-from .onnx_reader import CAPTURES, ONNX_TYPE, parameter_kind
+from .onnx_reader import CAPTURES, FILLED, ONNX_TYPE, parameter_kind
 
 __all__ = ["fold_constants", "DEFAULT_FOLD_LIMIT"]
 
@@ -121,6 +121,8 @@ def _binding(node: Node, out: Value, tensor: torch.Tensor) -> tuple[Binding, str
 def _replace_by_constant(graph: Graph, node: Node, out: Value, tensor: torch.Tensor) -> None:
     binding, kind = _binding(node, out, tensor)
     folded = Value(out.name, param=Parameter(binding, kind=kind))
+    if node.op == "ConstantOfShape":
+        folded.meta[FILLED] = True
     graph.constants.append(folded)
     graph.replace_all_uses(out, folded)
 

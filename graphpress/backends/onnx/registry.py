@@ -26,6 +26,7 @@ import onnx
 from ...errors import BackendError
 from ...frontends.onnx_attrs import python_to_attribute
 from ...frontends.onnx_dtypes import tensor_to_proto, torch_to_onnx_dtype
+from ...frontends.onnx_reader import FILLED
 from ...ir import Graph, Node, Value
 
 __all__ = ["EmitContext", "Emitter", "register_emitter", "emitter_for"]
@@ -108,8 +109,21 @@ class EmitContext:
                     raise BackendError(f"constant %{value.name} of shape {tuple(tensor.shape)} is not a 2-D weight")
                 tensor = tensor.t()
             self._emitted[key] = self._shared(value, transposed, tensor) or self._relaid(value, transposed, tensor) \
-                or self._write_weight(value, transposed, tensor)
+                or self._filled(value, tensor) or self._write_weight(value, transposed, tensor)
         return self._emitted[key]
+
+    def _filled(self, value: Value, tensor: torch.Tensor) -> str | None:
+        """``ConstantOfShape`` again for a constant the file wrote that way, while its elements are all equal
+        (the onnx model zoo's weight-stripped files: 60 M floats of AlexNet would otherwise be written out)."""
+        if not value.meta.get(FILLED) or not tensor.is_floating_point() or tensor.numel() < 2 \
+                or tensor.device.type == "meta":  # integer fills stay initializers: shape inference reads them
+            return None
+        first = tensor.reshape(-1)[:1]
+        if not torch.equal(tensor, first.expand_as(tensor)):
+            return None
+        shape = self.constant(torch.tensor(list(tensor.shape), dtype=torch.int64), f"{value.name}_shape")
+        name = value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
+        return self.add_node("ConstantOfShape", [shape], [name], hint=value.name, value=first.clone())[0]
 
     def _relaid(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
         """A ``Transpose`` of the initializer already written for the other layout of the same tensor, if
