@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from graphpress.backends.onnx import to_onnx  # noqa: E402
 from graphpress.backends.onnx.runtime import make_session  # noqa: E402
 from graphpress.frontends.onnx_import import load_onnx  # noqa: E402
+from graphpress.testing.compare import fed_inputs  # noqa: E402
 
 __all__ = ["CaseResult", "backend_cases", "run_case", "run_sweep", "main"]
 
@@ -104,9 +105,8 @@ def _reason(exc: Exception) -> str:
 def run_case(suite: str, folder: str) -> CaseResult:
     path = os.path.join(folder, "model.onnx")
     original = onnx.load(path)
-    initializers = {t.name for t in original.graph.initializer}
     # Test inputs are given by position over the inputs that are not initializers (old IR versions list both).
-    feed_names = [i.name for i in original.graph.input if i.name not in initializers]
+    feed_names = [i.name for i in fed_inputs(original.graph)]
     result = CaseResult(suite, os.path.basename(folder), False, "", False, "")
     try:
         result.ort_reason = _check(original, feed_names, folder)

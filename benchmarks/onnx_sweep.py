@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import graphpress  # noqa: E402
 from graphpress.errors import GraphpressError  # noqa: E402
+from graphpress.testing.compare import fed_inputs  # noqa: E402
 from graphpress.testing.onnx_exporters import export_torch, ort_optimize, save_external  # noqa: E402
 from graphpress.testing.onnx_handmade import HANDMADE  # noqa: E402
 from graphpress.testing.onnx_model_zoo import light_model_paths, materialize_weights, model_inputs  # noqa: E402
@@ -212,9 +213,7 @@ def _check_output(model, inputs, reference: list[np.ndarray], kind: str, report,
 
 def _api(path: str, inputs, reference, kind: str, checked: int = 0) -> Outcome:
     pipeline = PIPELINES[kind]
-    graph = onnx.load(path, load_external_data=False).graph
-    stored = {t.name for t in graph.initializer}  # IR < 4 files list their initializers as inputs too
-    names = [i.name for i in graph.input if i.name not in stored]
+    names = [i.name for i in fed_inputs(onnx.load(path, load_external_data=False).graph)]
     import torch
 
     example = tuple(torch.from_numpy(inputs[n]) for n in names)

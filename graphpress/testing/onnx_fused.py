@@ -101,8 +101,9 @@ def fused_transformer_block(width: int = 12, hidden: int = 16, inner: int = 32, 
 
 
 def fused_conv_net(channels: int = 8, classes: int = 4, seed: int = 0):
-    """FusedConv(Relu) -> grouped FusedConv(Clip 0..6; 4 groups of 2 channels, pruned by whole groups) -> FusedConv(Relu) adding the first conv's output
-    (input Z) -> pool -> head. The unfused twin writes Conv, Relu, Clip and Add."""
+    """FusedConv(Relu) -> grouped FusedConv(Clip 0..6; 4 groups of 2 channels, pruned by whole groups) ->
+    FusedConv(Relu) adding the first conv's output (input Z) -> pool -> head. The unfused twin writes Conv,
+    Relu, Clip and Add."""
     rng = np.random.default_rng(seed)
     c = channels
     w = {"w1": _w(rng, c, 3, 3, 3), "b1": _w(rng, c), "w2": _w(rng, c, c // 4, 3, 3), "b2": _w(rng, c),

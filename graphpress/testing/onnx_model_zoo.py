@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .compare import fed_inputs
+
 __all__ = ["light_model_paths", "materialize_weights", "model_inputs"]
 
 
@@ -70,10 +72,8 @@ def materialize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
 def model_inputs(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
     """Random float inputs for the graph inputs that are not initializers (unknown dims set to 1)."""
     rng = np.random.default_rng(seed)
-    stored = {t.name for t in model.graph.initializer}
     out = {}
-    for value in model.graph.input:
-        if value.name not in stored:
-            shape = [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
-            out[value.name] = rng.standard_normal(shape).astype(np.float32)
+    for value in fed_inputs(model.graph):
+        shape = [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
+        out[value.name] = rng.standard_normal(shape).astype(np.float32)
     return out

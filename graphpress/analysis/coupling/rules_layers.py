@@ -4,7 +4,7 @@ A layer's output channels are a new dimension owned by its weight (and bias); it
 coupled with the activation that feeds them. A grouped convolution is pruned along whichever of its two
 structures has more units. With many narrow groups (depthwise, ResNeXt's 32 x 4) whole groups go: a group's
 input channels, its output channels and its weight rows shrink together and ``group`` is recomputed. With
-few wide groups (AlexNet's 2, ShuffleNet's 3) every group loses the same positions: input channel ``j``
+few wide groups (AlexNet's 2, ShuffleNet v1's 3-8) every group loses the same positions: input channel ``j``
 of all groups is one unit with the weight's input column ``j``, output channel ``j`` of all groups another,
 so ``group`` stays and the groups stay equal (a channel shuffle's ``[g, C/g]`` reshape then shrinks its
 ``C/g``). A gathered embedding table passes its feature axis

@@ -122,8 +122,8 @@ class EmitContext:
         if not torch.equal(tensor, first.expand_as(tensor)):
             return None
         shape = self.constant(torch.tensor(list(tensor.shape), dtype=torch.int64), f"{value.name}_shape")
-        name = value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
-        return self.add_node("ConstantOfShape", [shape], [name], hint=value.name, value=first.clone())[0]
+        return self.add_node("ConstantOfShape", [shape], [self._own_name(value)], hint=value.name,
+                             value=first.clone())[0]
 
     def _relaid(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str | None:
         """A ``Transpose`` of the initializer already written for the other layout of the same tensor, if
@@ -149,8 +149,12 @@ class EmitContext:
                 return name
         return None
 
+    def _own_name(self, value: Value) -> str:
+        """``value``'s own name for its first written layout, a fresh one for a second (its transpose)."""
+        return value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
+
     def _write_weight(self, value: Value, transposed: bool, tensor: torch.Tensor) -> str:
-        name = value.name if not any(k[0] == id(value) for k in self._emitted) else self.fresh(value.name)
+        name = self._own_name(value)
         self._write_constant(name, tensor)
         self._by_source.setdefault((value.param.key, transposed), []).append((tensor, name))
         return name
