@@ -142,10 +142,23 @@ def _fix_layernorm(module: nn.Module, path: str, graph: Graph) -> None:
         module.normalized_shape = shape if isinstance(module.normalized_shape, tuple) else list(shape)
 
 
+def _graph_group_count(graph: Graph, path: str) -> int | None:
+    """How many groups the graph's group norm of this module has now: the lowering normalizes an
+    ``[N, groups, rest]`` view, and pruning whole groups shrinks that axis."""
+    for node in graph.nodes:
+        if node.scope == path and node.op == "InstanceNormalization" and node.domain == "":
+            shape = node.inputs[0].shape
+            return int(shape[1]) if shape is not None and len(shape) == 3 and isinstance(shape[1], int) else None
+    return None
+
+
 @register_module_fixup(nn.GroupNorm)
 def _fix_groupnorm(module: nn.GroupNorm, path: str, graph: Graph) -> None:
     if module.weight is not None:
         channels = module.weight.shape[0]
+        groups = _graph_group_count(graph, path)
+        if groups is not None and groups != module.num_groups and channels % groups == 0:
+            module.num_groups = groups  # whole groups were pruned (one channel per group, say)
         _require(channels % module.num_groups == 0, path, module,
                  f"{channels} channels do not split into {module.num_groups} groups")
         module.num_channels = channels

@@ -151,6 +151,12 @@ def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
     graph.prune_unused_constants()
 
 
+#: ops whose results have sizes (or are Python numbers) known only from the tensor values at run time
+_DATA_DEPENDENT = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+                   torch.ops.aten.masked_select.default, torch.ops.aten.unique_consecutive.default,
+                   torch.ops.aten._unique2.default}
+
+
 def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
     folded = _try_fold(ctx, node)
     if folded is not None:
@@ -162,6 +168,13 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
             f"no graphpress rule for {ctx.describe()} on complex tensors; add one with "
             f"@graphpress.frontends.torch_rules_complex.lowers_complex({node.target}) (complex values are carried "
             f"as real ones with a trailing axis of two), or rewrite that module with ops graphpress knows")
+    if rule is None and node.target in _DATA_DEPENDENT:
+        raise UnsupportedOpError(
+            f"{ctx.describe()} reads a tensor's values into Python (.item(), .tolist(), nonzero, a boolean "
+            f"mask): the shapes after it depend on the data, and graphpress graphs have static shapes. Give "
+            f"that module a forward with static shapes while tracing "
+            f"(@graphpress.frontends.torch_substitutions.register_trace_substitution, as torch_moe.py does for "
+            f"mixture-of-experts layers), or rewrite it without data-dependent sizes")
     if rule is None:
         raise UnsupportedOpError(
             f"no graphpress rule for {ctx.describe()}; add one with "

@@ -15,7 +15,7 @@ import torch.fx
 
 from ..errors import UnsupportedOpError
 from ..ir import Value
-from .torch_context import LoweringContext
+from .torch_context import LoweringContext, shape_of
 from .torch_registry import lowers
 
 __all__: list[str] = []  # rules register themselves; nothing here is called directly
@@ -190,6 +190,41 @@ def vector_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("Pow", [summed, ctx.scalar(1.0 / order, x.dtype)], like=summed)
 
 
+@lowers(aten.var, aten.std, aten.var_mean, aten.std_mean)
+def variance(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
+    """``var``/``std`` (and their ``_mean`` pairs) as ``sum((x - mean)^2) / (n - correction)``: ONNX has no
+    variance op, and writing it out keeps the reductions visible to the coupling analysis (a norm over
+    heads, as xLSTM's multi-head LayerNorm does, couples nothing across the reduced axis)."""
+    a = ctx.bind(node)
+    packet = node.target.overloadpacket
+    dtype = ctx.out_meta(0 if packet in (aten.var_mean, aten.std_mean) else None).dtype
+    x = ctx.cast(a["self"], dtype)
+    axes_list = _reduce_axes(a.get("dim"), len(x.shape))
+    count = 1
+    for axis in axes_list:
+        if not isinstance(x.shape[axis], int):
+            raise UnsupportedOpError(f"{ctx.describe()}: a variance over an axis of size known only at run time")
+        count *= x.shape[axis]
+    correction = a.get("correction")
+    if correction is None:
+        correction = 1 if a.get("unbiased", True) else 0
+    axes, keep = ctx.ints(axes_list, hint="axes"), {"keepdims": int(bool(a.get("keepdim", False)))}
+    mean_kept = ctx.emit("ReduceMean", [x, axes], {"keepdims": 1},
+                         shape=tuple(1 if i in axes_list else d for i, d in enumerate(x.shape)), dtype=dtype)
+    centred = ctx.emit("Sub", [x, mean_kept], like=x)
+    squares = ctx.emit("Mul", [centred, centred], like=x)
+    result_meta = ctx.out_meta(0 if packet in (aten.var_mean, aten.std_mean) else None)
+    summed = ctx.emit("ReduceSum", [squares, axes], keep, shape=shape_of(result_meta), dtype=dtype)
+    divisor = max(count - float(correction), 0.0)  # torch gives inf/nan for n <= correction; so does 0 here
+    spread = ctx.emit("Div", [summed, ctx.scalar(divisor, dtype)], like=summed)
+    if packet in (aten.std, aten.std_mean):
+        spread = ctx.emit("Sqrt", [spread], like=spread)
+    if packet in (aten.var, aten.std):
+        return spread
+    mean = ctx.emit("ReduceMean", [x, axes], keep, like=summed)
+    return [spread, mean]
+
+
 @lowers(aten.argmax, aten.argmin)
 def arg_reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     x: Value = ctx.env[node.args[0]]
@@ -200,6 +235,40 @@ def arg_reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         dim = 0
     op = "ArgMax" if node.target.overloadpacket is aten.argmax else "ArgMin"
     return ctx.emit(op, [x], {"axis": dim + len(x.shape) if dim < 0 else dim, "keepdims": int(bool(keepdim))})
+
+
+@lowers(aten.max.default, aten.min.default)
+def reduce_everything(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``torch.max(x)`` / ``torch.min(x)`` with no axis: the extreme of every element, a 0-d tensor."""
+    x: Value = ctx.env[node.args[0]]
+    op = "ReduceMax" if node.target.overloadpacket is aten.max else "ReduceMin"
+    return ctx.emit(op, [x, ctx.ints(list(range(len(x.shape))), hint="axes")], {"keepdims": 0})
+
+
+@lowers(aten.max.other, aten.min.other)
+def elementwise_extreme(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``torch.max(a, b)`` / ``torch.min(a, b)``: ``torch.maximum``/``torch.minimum`` by another name."""
+    dtype = ctx.out_meta().dtype
+    a, b = (ctx.cast(ctx.env[arg], dtype) for arg in node.args[:2])
+    return ctx.emit("Max" if node.target.overloadpacket is aten.max else "Min", [a, b])
+
+
+@lowers(aten.max.dim, aten.min.dim)
+def reduce_with_index(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
+    """``torch.max(x, dim)`` / ``torch.min(x, dim)``: the extreme values and where they are, as ONNX
+    ``ReduceMax``/``ReduceMin`` beside ``ArgMax``/``ArgMin`` over the same axis (both pick the first of equal
+    values, as torch does)."""
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    axis = int(a["dim"]) % max(len(x.shape), 1)
+    keep = int(bool(a["keepdim"]))
+    is_max = node.target.overloadpacket is aten.max
+    values_meta, indices_meta = ctx.out_meta(0), ctx.out_meta(1)
+    values = ctx.emit("ReduceMax" if is_max else "ReduceMin", [x, ctx.ints([axis], hint="axes")],
+                      {"keepdims": keep}, shape=shape_of(values_meta), dtype=values_meta.dtype)
+    indices = ctx.emit("ArgMax" if is_max else "ArgMin", [x], {"axis": axis, "keepdims": keep},
+                       shape=shape_of(indices_meta), dtype=indices_meta.dtype)
+    return [values, indices]
 
 
 @lowers(aten.cumsum)

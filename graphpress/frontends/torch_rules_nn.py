@@ -172,6 +172,34 @@ def layer_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("LayerNormalization", inputs, {"axis": -len(normalized), "epsilon": float(a["eps"])})
 
 
+@lowers(aten._fused_rms_norm, aten.rms_norm)
+def rms_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` axes, in float32 for
+    half-precision inputs as torch's kernels do. ``F.rms_norm`` reaches the export as ``rms_norm`` (which the
+    default decomposition also writes out) or, on CUDA, as ``_fused_rms_norm``, which also returns the
+    reciprocal RMS."""
+    a = ctx.bind(node)
+    x: Value = a["input"]
+    dtype = x.dtype
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    rank, count = len(x.shape), len(a["normalized_shape"])
+    axes = ctx.ints(list(range(rank - count, rank)), hint="axes")
+    eps = a["eps"] if a["eps"] is not None else torch.finfo(dtype).eps
+    wide = ctx.cast(x, compute)
+    kept = tuple(d if i < rank - count else 1 for i, d in enumerate(x.shape))
+    mean_square = ctx.emit("ReduceMean", [ctx.emit("Mul", [wide, wide], like=wide), axes], {"keepdims": 1},
+                           shape=kept, dtype=compute)
+    shifted = ctx.emit("Add", [mean_square, ctx.scalar(float(eps), compute)], like=mean_square)
+    inverse = ctx.emit("Reciprocal", [ctx.emit("Sqrt", [shifted], like=shifted)], like=shifted)
+    out = ctx.cast(ctx.emit("Mul", [wide, inverse], like=wide), dtype)
+    if a["weight"] is not None:
+        out = ctx.emit("Mul", [out, ctx.cast(a["weight"], dtype)], like=out)
+    if node.target.overloadpacket is aten.rms_norm:
+        return out
+    rstd_meta = ctx.out_meta(1)
+    return [out, ctx.cast(inverse, rstd_meta.dtype)]
+
+
 @lowers(aten.group_norm)
 def group_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     # Opset 18's GroupNormalization takes per-group scale/bias (changed in opset 21), so the per-channel

@@ -1,4 +1,5 @@
-"""Lowering rules for the ops that route tokens in mixture-of-experts layers: ``aten.topk``.
+"""Lowering rules for the ops that route tokens in mixture-of-experts layers: ``aten.topk`` (and ``aten.sort``,
+a top-k of every element: ViT-MAE shuffles its patches by sorting random noise).
 
 ``torch.topk(x, k, dim, largest, sorted)`` becomes ONNX ``TopK(X, K)`` with two outputs, the values (dtype
 of ``x``) and the int64 indices. ``K`` is an int64 tensor of one element, as ONNX wants it. The coupling
@@ -33,4 +34,18 @@ def topk(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
     axis = int(a["dim"]) % max(rank, 1)
     attrs = {"axis": axis, "largest": int(bool(a["largest"])), "sorted": int(bool(a["sorted"]))}
     values, indices = ctx.emit("TopK", [x, ctx.ints([k], hint="k")], attrs, n_outputs=2)
+    return [values, indices]
+
+
+@lowers(aten.sort.default, aten.sort.stable)
+def sort(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
+    """``torch.sort`` as a ``TopK`` of the whole axis (ascending unless ``descending``)."""
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    axis = int(a["dim"]) % max(len(x.shape), 1)
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise UnsupportedOpError(f"{ctx.describe()}: sorting an axis whose size is known only at run time")
+    attrs = {"axis": axis, "largest": int(bool(a["descending"])), "sorted": 1}
+    values, indices = ctx.emit("TopK", [x, ctx.ints([size], hint="k")], attrs, n_outputs=2)
     return [values, indices]

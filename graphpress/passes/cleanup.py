@@ -71,8 +71,9 @@ def _evaluate_node(graph: Graph, node: Node) -> list[torch.Tensor] | None:
                           [helper.make_empty_tensor_value_info(o) for o in outs])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", graph.opset)])
     results = ReferenceEvaluator(model).run(None, feeds)
-    return [torch.from_numpy(np.ascontiguousarray(numpy_helper.to_array(numpy_helper.from_array(np.asarray(r)))))
-            for r in results]
+    # np.require, not np.ascontiguousarray: the latter turns a folded 0-d constant into shape (1,)
+    return [torch.from_numpy(np.require(numpy_helper.to_array(numpy_helper.from_array(np.asarray(r))),
+                                        requirements="CW")) for r in results]
 
 
 @register_pass

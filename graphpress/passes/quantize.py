@@ -27,6 +27,7 @@ from ..quantization.options import CALIBRATED_METHODS, METHODS
 from ..quantization.swap import select_linears
 from .base import Pass, PassResult
 from .context import PassContext
+from .linear_like import adopt_linear_like_modules
 from .linear_owners import LinearOwners, linear_owners
 from .options import Option
 from .registry import register_pass
@@ -154,6 +155,7 @@ class Quantize(Pass):
             extra["act_bits"] = o["act_bits"]
         # Only modules the graph computes as a Linear (called, or read by F.linear elsewhere) and whose weight
         # it reads no other way are swapped: the IR's nodes must follow the swap.
+        adopt_linear_like_modules(graph)  # GPT-2's Conv1D and the like become nn.Linear first
         owners = linear_owners(graph)
         kept = _warn_kept_float(graph, owners, o["ignore"])
         with progress(None, f"quantize ({o['method']}, W{o['bits']})") as bar:

@@ -20,8 +20,8 @@ _VOCAB, _BATCH, _SEQ = 128, 2, 8
 _NO_CACHE = {"use_cache": False}
 
 
-def _tokens() -> torch.Tensor:
-    return torch.randint(0, _VOCAB, (_BATCH, _SEQ), generator=torch.Generator().manual_seed(1))
+def _tokens(seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, _VOCAB, (_BATCH, _SEQ), generator=torch.Generator().manual_seed(seed))
 
 
 def _mask() -> torch.Tensor:
@@ -75,10 +75,39 @@ def _encoder(config_name: str, model_name: str, mask: bool = True, **options) ->
 def _vision(config_name: str, model_name: str, size: int = 32, **options) -> Callable[[], ZooCase]:
     def build() -> ZooCase:
         tf = _transformers()
-        config = getattr(tf, config_name)(image_size=size, **options)
+        config = getattr(tf, config_name)(**{"image_size": size, **options})
         model = randomize_batchnorm(getattr(tf, model_name)(config))  # default BN init can zero an output
         return ZooCase(model_name, model, {"pixel_values": _image(size)})
     return build
+
+
+def _seq2seq(config_name: str, **options) -> Callable[[], ZooCase]:
+    """An encoder-decoder LM: a padded source sentence and a target prefix (``decoder_input_ids``)."""
+    def build() -> ZooCase:
+        tf = _transformers()
+        model = tf.AutoModelForSeq2SeqLM.from_config(getattr(tf, config_name)(vocab_size=_VOCAB, **options))
+        inputs = {"input_ids": _tokens(), "attention_mask": _mask(), "decoder_input_ids": _tokens(seed=4)}
+        return ZooCase(config_name, model, inputs, dict(_NO_CACHE))
+    return build
+
+
+def _audio(config_name: str, model_name: str, **options) -> Callable[[], ZooCase]:
+    """A raw-waveform speech encoder (convolutional feature extractor, then a transformer)."""
+    def build() -> ZooCase:
+        tf = _transformers()
+        config = getattr(tf, config_name)(**{**_AUDIO, **options})
+        samples = torch.randn(_BATCH, 800, generator=torch.Generator().manual_seed(3))
+        return ZooCase(model_name, getattr(tf, model_name)(config), {"input_values": samples})
+    return build
+
+
+def _vit_mae() -> ZooCase:
+    """ViT-MAE shuffles its patches by a random ``noise`` drawn in each forward unless given one: fixed here, or
+    two runs of the same model would differ."""
+    case = _vision("ViTMAEConfig", "ViTMAEModel", mask_ratio=0.0, **_VIT)()
+    patches = (32 // _VIT["patch_size"]) ** 2
+    case.inputs["noise"] = torch.rand(_BATCH, patches, generator=torch.Generator().manual_seed(5))
+    return case
 
 
 def _whisper_encoder() -> ZooCase:
@@ -100,6 +129,14 @@ def _t5_encoder() -> ZooCase:
 
 _TEXT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
              max_position_embeddings=64)
+_MLA = dict(moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+            first_k_dense_replace=1, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+            n_group=1, topk_group=1, num_key_value_heads=4)
+_SEQ2SEQ = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64)
+_T5 = dict(d_model=64, d_kv=16, d_ff=96, num_layers=1, num_decoder_layers=1, num_heads=4, decoder_start_token_id=0)
+_AUDIO = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, conv_dim=(16, 16),
+              conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 _VIT = dict(patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 
 _BUILDERS: dict[str, Callable[[], ZooCase]] = {
@@ -134,6 +171,65 @@ _BUILDERS: dict[str, Callable[[], ZooCase]] = {
     "llama4_text": _causal("Llama4TextConfig", num_key_value_heads=2, head_dim=16, num_local_experts=2,
                            intermediate_size_mlp=96),
     "mamba": _causal_raw("MambaConfig", hidden_size=64, num_hidden_layers=2, state_size=8),
+    # decoders of the second sweep: latent attention, more MoE routers, hybrids of attention with state-space
+    # or convolution layers, and the older GPT-style families
+    "deepseek_v3": _causal("DeepseekV3Config", **_MLA, q_lora_rank=32),
+    "deepseek_v2": _causal("DeepseekV2Config", **_MLA, q_lora_rank=None),
+    "qwen3_moe": _causal("Qwen3MoeConfig", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                         head_dim=16, num_key_value_heads=2),
+    "olmoe": _causal("OlmoeConfig", num_experts=4, num_experts_per_tok=2, num_key_value_heads=2),
+    "glm4": _causal("Glm4Config", num_key_value_heads=2, head_dim=16, pad_token_id=0),
+    "gpt_oss": _causal("GptOssConfig", num_local_experts=4, num_experts_per_tok=2, head_dim=16,
+                       num_key_value_heads=2, sliding_window=4),
+    "granitemoe": _causal("GraniteMoeConfig", num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2),
+    "phimoe": _causal("PhimoeConfig", num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2),
+    "jetmoe": _causal("JetMoeConfig", num_local_experts=4, num_experts_per_tok=2, kv_channels=16),
+    "nemotron": _causal("NemotronConfig", num_key_value_heads=2, head_dim=16),
+    "gemma": _causal("GemmaConfig", num_key_value_heads=1, head_dim=16),
+    "cohere2": _causal("Cohere2Config", num_key_value_heads=2, sliding_window=4),
+    "ernie4_5": _causal("Ernie4_5Config", num_key_value_heads=2, head_dim=16),
+    "helium": _causal("HeliumConfig", num_key_value_heads=2, head_dim=16),
+    "hunyuan_v1_dense": _causal("HunYuanDenseV1Config", num_key_value_heads=2, head_dim=16),
+    "seed_oss": _causal("SeedOssConfig", num_key_value_heads=2, head_dim=16),
+    "apertus": _causal("ApertusConfig", num_key_value_heads=2),
+    "arcee": _causal("ArceeConfig", num_key_value_heads=2),
+    "diffllama": _causal("DiffLlamaConfig", num_key_value_heads=2),
+    "bitnet": _causal("BitNetConfig", num_key_value_heads=2),
+    "lfm2": _causal("Lfm2Config", num_key_value_heads=2, layer_types=["conv", "full_attention"]),
+    "minimax": _causal("MiniMaxConfig", num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                       head_dim=16, layer_types=["linear_attention", "full_attention"]),
+    "qwen3_next": _causal("Qwen3NextConfig", num_key_value_heads=2, head_dim=16, num_experts=4,
+                          num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                          linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+                          linear_value_head_dim=16, layer_types=["linear_attention", "full_attention"]),
+    "falcon_h1": _causal("FalconH1Config", num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
+                         mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1),
+    "bamba": _causal("BambaConfig", num_key_value_heads=2, mamba_n_heads=8, mamba_d_head=16, mamba_d_state=8,
+                     mamba_n_groups=1, attn_layer_indices=[1]),
+    "granitemoehybrid": _causal("GraniteMoeHybridConfig", num_local_experts=4, num_experts_per_tok=2,
+                                num_key_value_heads=2, mamba_n_heads=8, mamba_d_head=16, mamba_d_state=8,
+                                mamba_n_groups=1, layer_types=["mamba", "attention"]),
+    "jamba": _causal("JambaConfig", num_key_value_heads=2, num_experts=2, num_experts_per_tok=1,
+                     attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1,
+                     mamba_d_state=8, mamba_expand=2, use_mamba_kernels=False),
+    "recurrent_gemma": _causal("RecurrentGemmaConfig", num_key_value_heads=1, lru_width=64,
+                               attention_window_size=4, block_types=["recurrent", "attention"]),
+    "mamba2": _causal_raw("Mamba2Config", hidden_size=64, num_hidden_layers=2, state_size=8, num_heads=8,
+                          head_dim=16, n_groups=1, expand=2),
+    "rwkv": _causal_raw("RwkvConfig", hidden_size=64, num_hidden_layers=2, attention_hidden_size=64,
+                        intermediate_size=96, context_length=64),
+    "xlstm": _causal_raw("xLSTMConfig", hidden_size=64, num_hidden_layers=2, num_heads=4),
+    "gpt_neo": _causal_raw("GPTNeoConfig", hidden_size=64, num_layers=2, num_heads=4, window_size=4,
+                           attention_types=[[["global", "local"], 1]], max_position_embeddings=64),
+    "codegen": _causal_raw("CodeGenConfig", n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64,
+                           n_ctx=64),
+    "mpt": _causal_raw("MptConfig", d_model=64, n_layers=2, n_heads=4, max_seq_len=64),
+    "xglm": _causal_raw("XGLMConfig", d_model=64, num_layers=2, attention_heads=4, ffn_dim=96,
+                        max_position_embeddings=64),
+    "biogpt": _causal_raw("BioGptConfig", **_TEXT),
+    "persimmon": _causal_raw("PersimmonConfig", **_TEXT),
+    "openai_gpt": _causal_raw("OpenAIGPTConfig", n_embd=64, n_layer=2, n_head=4, n_positions=64),
+    "ctrl": _causal_raw("CTRLConfig", n_embd=64, n_layer=2, n_head=4, dff=96, n_positions=64),
     # encoders
     "distilbert": _encoder("DistilBertConfig", "DistilBertModel", dim=64, n_layers=2, n_heads=4, hidden_dim=96,
                            max_position_embeddings=64),
@@ -146,6 +242,48 @@ _BUILDERS: dict[str, Callable[[], ZooCase]] = {
     "clip_text": _encoder("CLIPTextConfig", "CLIPTextModel", **_TEXT),
     "modernbert": _encoder("ModernBertConfig", "ModernBertModel", pad_token_id=0, **_TEXT),
     # vision
+    # encoders of the second sweep: grouped and dynamic convolutions, bottlenecks, pooling between blocks,
+    # relative and rotary positions
+    "mpnet": _encoder("MPNetConfig", "MPNetModel", **_TEXT),
+    "convbert": _encoder("ConvBertConfig", "ConvBertModel", embedding_size=64, **_TEXT),
+    "funnel": _encoder("FunnelConfig", "FunnelModel", d_model=64, n_head=4, d_head=16, d_inner=96,
+                       block_sizes=[1, 1], num_decoder_layers=1),
+    "mobilebert": _encoder("MobileBertConfig", "MobileBertModel", embedding_size=32, intra_bottleneck_size=32,
+                           num_feedforward_networks=2, true_hidden_size=32, **_TEXT),
+    "nomic_bert": _encoder("NomicBertConfig", "NomicBertModel", **_TEXT),
+    "esm": _encoder("EsmConfig", "EsmModel", pad_token_id=1, position_embedding_type="rotary", **_TEXT),
+    "squeezebert": _encoder("SqueezeBertConfig", "SqueezeBertModel", embedding_size=64, q_groups=2, k_groups=2,
+                            v_groups=2, post_attention_groups=2, intermediate_groups=4, output_groups=2, **_TEXT),
+    "rembert": _encoder("RemBertConfig", "RemBertModel", input_embedding_size=32, output_embedding_size=32, **_TEXT),
+    "roformer": _encoder("RoFormerConfig", "RoFormerModel", embedding_size=64, **_TEXT),
+    "deberta": _encoder("DebertaConfig", "DebertaModel", **_TEXT),
+    "xlnet": _encoder("XLNetConfig", "XLNetModel", d_model=64, n_layer=2, n_head=4, d_inner=96),
+    "eurobert": _encoder("EuroBertConfig", "EuroBertModel", num_key_value_heads=2, pad_token_id=0, **_TEXT),
+    "flaubert": _encoder("FlaubertConfig", "FlaubertModel", emb_dim=64, n_layers=2, n_heads=4),
+    "ibert": _encoder("IBertConfig", "IBertModel", **{**_TEXT, "max_position_embeddings": 66}),
+    "big_bird": _encoder("BigBirdConfig", "BigBirdModel", attention_type="original_full", **_TEXT),
+    # encoder-decoders
+    "bart": _seq2seq("BartConfig", **_SEQ2SEQ),
+    "mbart": _seq2seq("MBartConfig", **_SEQ2SEQ),
+    "marian": _seq2seq("MarianConfig", pad_token_id=0, decoder_start_token_id=0, **_SEQ2SEQ),
+    "pegasus": _seq2seq("PegasusConfig", **_SEQ2SEQ),
+    "m2m_100": _seq2seq("M2M100Config", **_SEQ2SEQ),
+    "led": _seq2seq("LEDConfig", max_encoder_position_embeddings=64, max_decoder_position_embeddings=64,
+                    attention_window=[4], **{k: v for k, v in _SEQ2SEQ.items() if k != "max_position_embeddings"}),
+    "t5": _seq2seq("T5Config", **_T5),
+    "mt5": _seq2seq("MT5Config", **_T5),
+    "umt5": _seq2seq("UMT5Config", **_T5),
+    "longt5": _seq2seq("LongT5Config", **_T5),
+    "switch_transformers": _seq2seq("SwitchTransformersConfig", **{**_T5, "num_layers": 2, "num_decoder_layers": 2},
+                                    num_experts=4, encoder_sparse_step=2, decoder_sparse_step=2),
+    # speech encoders on raw waveforms
+    "wav2vec2": _audio("Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": _audio("HubertConfig", "HubertModel"),
+    "wavlm": _audio("WavLMConfig", "WavLMModel", num_buckets=16, max_bucket_distance=32),
+    "data2vec_audio": _audio("Data2VecAudioConfig", "Data2VecAudioModel", conv_pos_kernel_size=5,
+                             num_conv_pos_embeddings=5),
+    "sew": _audio("SEWConfig", "SEWModel", squeeze_factor=2),
+    "wav2vec2_conformer": _audio("Wav2Vec2ConformerConfig", "Wav2Vec2ConformerModel", conv_depthwise_kernel_size=3),
     "clip_vision": _vision("CLIPVisionConfig", "CLIPVisionModel", **_VIT),
     "deit": _vision("DeiTConfig", "DeiTModel", **_VIT),
     "dinov2": _vision("Dinov2Config", "Dinov2Model", **_VIT),
@@ -159,6 +297,36 @@ _BUILDERS: dict[str, Callable[[], ZooCase]] = {
     "segformer": _vision("SegformerConfig", "SegformerModel", num_encoder_blocks=2, depths=[1, 1],
                          sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2],
                          num_attention_heads=[1, 2], mlp_ratios=[2, 2]),
+    # vision models of the second sweep
+    "mobilenet_v2": _vision("MobileNetV2Config", "MobileNetV2Model", depth_multiplier=0.35),
+    "mobilenet_v1": _vision("MobileNetV1Config", "MobileNetV1Model", depth_multiplier=0.25),
+    "efficientnet": _vision("EfficientNetConfig", "EfficientNetModel", width_coefficient=0.25,
+                            depth_coefficient=0.25, hidden_dim=320),
+    "regnet": _vision("RegNetConfig", "RegNetModel", embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                      groups_width=8),
+    "bit": _vision("BitConfig", "BitModel", embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1],
+                   layer_type="bottleneck", num_groups=8),
+    "poolformer": _vision("PoolFormerConfig", "PoolFormerModel", hidden_sizes=[16, 32], depths=[1, 1],
+                          num_encoder_blocks=2, patch_sizes=[7, 3], strides=[4, 2], padding=[2, 1]),
+    "pvt_v2": _vision("PvtV2Config", "PvtV2Model", hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2,
+                      sr_ratios=[2, 1], num_attention_heads=[1, 2], patch_sizes=[7, 3], strides=[4, 2],
+                      mlp_ratios=[2, 2]),
+    "convnextv2": _vision("ConvNextV2Config", "ConvNextV2Model", num_stages=2, hidden_sizes=[16, 32], depths=[1, 1]),
+    "focalnet": _vision("FocalNetConfig", "FocalNetModel", embed_dim=16, depths=[1, 1], patch_size=4),
+    "swinv2": _vision("Swinv2Config", "Swinv2Model", patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+                      window_size=4),
+    "mobilevitv2": _vision("MobileViTV2Config", "MobileViTV2Model", size=64, width_multiplier=0.5),
+    "glpn": _vision("GLPNConfig", "GLPNModel", num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
+                    hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2],
+                    mlp_ratios=[2, 2]),
+    "swiftformer": _vision("SwiftFormerConfig", "SwiftFormerModel", depths=[1, 1], embed_dims=[16, 32],
+                           downsamples=[True, True], mlp_ratio=2),
+    "dinov3_vit": _vision("DINOv3ViTConfig", "DINOv3ViTModel", num_register_tokens=2, **_VIT),
+    "siglip_vision": _vision("SiglipVisionConfig", "SiglipVisionModel", **_VIT),
+    "vit_mae": _vit_mae,
+    "yolos": _vision("YolosConfig", "YolosModel", num_detection_tokens=4, image_size=[32, 32], **_VIT),
+    "data2vec_vision": _vision("Data2VecVisionConfig", "Data2VecVisionModel", **_VIT),
+    "vitdet": _vision("VitDetConfig", "VitDetModel", pretrain_image_size=32, **_VIT),
     "resnet_hf": _vision("ResNetConfig", "ResNetModel", embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
                          layer_type="basic"),
 }

@@ -48,6 +48,21 @@ def test_data_dependent_control_flow_is_explained() -> None:
     assert "data-dependent control flow" in message and "test_torch_fe_errors.py" in message
 
 
+class _GroupsBySize(nn.Module):
+    """Sizes read back from the data, as JetMoE's router does (``expert_size.tolist()``, then a split)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = (x > 0).long().sum(0).tolist()
+        return torch.cat([part.sum(0, keepdim=True) for part in x.flatten().split(sizes + [x.numel() - sum(sizes)])])
+
+
+def test_values_read_into_python_are_explained() -> None:
+    with pytest.raises(UnsupportedOpError) as info:
+        trace(_GroupsBySize(), (torch.randn(4, 3),))
+    message = str(info.value)
+    assert "depend on the data" in message and "register_trace_substitution" in message
+
+
 def test_never_decomposing_refuses_ops_without_rules() -> None:
     conv = nn.Sequential(nn.Conv2d(3, 4, 3))  # export keeps aten.conv2d, which only decomposition lowers
     with pytest.raises(UnsupportedOpError, match="conv2d"):

@@ -107,3 +107,18 @@ def test_traced_moe_model_exports_to_onnx_that_matches_torch(tmp_path) -> None:
     with torch.no_grad():
         want = model(input_ids=tokens, use_cache=False).logits
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_sort_and_argsort_match_torch() -> None:
+    from graphpress.backends.onnx import to_onnx
+
+    class Shuffle(torch.nn.Module):  # ViT-MAE's patch shuffle: argsort of noise, then a gather
+        def forward(self, x: torch.Tensor, noise: torch.Tensor):
+            order = torch.argsort(noise, dim=1)
+            values, _ = torch.sort(noise, dim=-1, descending=True)
+            return torch.gather(x, 1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1])), values
+
+    x, noise = torch.randn(2, 6, 4), torch.rand(2, 6, generator=torch.Generator().manual_seed(0))
+    got = run_onnxruntime(to_onnx(trace(Shuffle(), (x, noise))), (x, noise))
+    for g, w in zip(got, Shuffle()(x, noise)):
+        assert torch.allclose(torch.as_tensor(g), w)

@@ -118,3 +118,63 @@ def test_scatter_matches_torch() -> None:
     logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
     got = run_onnxruntime(to_onnx(trace(TopKScores(), (logits,))), (logits,))[0]
     assert torch.allclose(torch.as_tensor(got), TopKScores()(logits), atol=1e-6)
+
+
+def test_max_and_min_over_a_dim_give_values_and_indices() -> None:
+    class RouterScores(torch.nn.Module):  # gpt-oss's attention sink and PhiMoE's router reduce this way
+        def forward(self, x: torch.Tensor):
+            top, where = torch.max(x, dim=-1, keepdim=True)
+            low, low_where = x.min(1)
+            clipped = torch.max(torch.min(x, x.mean()), -x.abs())  # the two-tensor forms
+            return (x - top).exp() + low.unsqueeze(-1) + clipped + x.max() - x.min(), where, low_where
+
+    x = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    x[0, 3] = x[0, 5] = x[0].max() + 1  # a tie: torch and ONNX both name the first
+    graph = trace(RouterScores(), (x,))
+    got = [torch.as_tensor(t) for t in run_onnxruntime(to_onnx(graph), (x,))]
+    want = RouterScores()(x)
+    assert torch.allclose(got[0], want[0], atol=1e-6)
+    assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    assert int(got[1][0, 0]) == 3
+
+
+def test_variance_and_standard_deviation_match_torch() -> None:
+    class HeadNorm(torch.nn.Module):  # xLSTM's multi-head LayerNorm takes the variance this way
+        def forward(self, x: torch.Tensor):
+            heads = x.reshape(2, 3, 4, 5)
+            var, mean = torch.var_mean(heads, dim=-1, keepdim=True, correction=0)
+            normed = (heads - mean) / torch.sqrt(var + 1e-5)
+            return (normed.flatten(2), x.var(dim=(0, 2), unbiased=True), x.std(), torch.std_mean(x, 1)[0])
+
+    x = torch.randn(2, 3, 20, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    got = [torch.as_tensor(t) for t in run_onnxruntime(to_onnx(trace(HeadNorm(), (x,))), (x,))]
+    for g, w in zip(got, HeadNorm()(x)):
+        assert g.shape == w.shape and torch.allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+class _Norms(torch.nn.Module):
+    """CUDA builds export ``F.rms_norm`` as ``_fused_rms_norm`` (DiffLlama's per-head norm), CPU ones as
+    ``rms_norm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.rand(6) + 0.5)
+
+    def forward(self, x: torch.Tensor):
+        fused, rstd = torch.ops.aten._fused_rms_norm(x, [6], self.weight.to(x.dtype), 1e-6)
+        return fused, rstd, torch.nn.functional.rms_norm(x, [4, 6], None, None)
+
+
+def test_rms_norm_and_its_fused_form_match_torch() -> None:
+    x = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0)) * 2
+    norms = _Norms()
+    got = run_onnxruntime(to_onnx(trace(norms, (x,))), (x,))
+    for g, w in zip(got, norms(x)):
+        assert g.shape == w.shape and torch.allclose(torch.as_tensor(g), w, rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_of_bfloat16_accumulates_in_float32() -> None:
+    graph = trace(_Norms(), (torch.randn(3, 4, 6).to(torch.bfloat16),))
+    means = graph.find("ReduceMean")
+    assert means and all(n.outputs[0].dtype == torch.float32 for n in means)
+    assert [v.dtype for v in graph.outputs] == [torch.bfloat16, torch.float32, torch.bfloat16]

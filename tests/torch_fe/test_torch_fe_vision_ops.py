@@ -142,3 +142,22 @@ def test_vision_op_block_prunes_and_exports(name: str) -> None:
     with torch.no_grad():
         assert pruned(x).shape == model(x).shape
     assert onnx_matches(pruned, ZooCase(name, pruned, (x,))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("options", [
+    dict(output_size=(8, 6), kernel_size=(2, 3), stride=(2, 3)),  # windows that tile the image (MobileViT-v2)
+    dict(output_size=(7, 9), kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),  # overlaps
+])
+def test_fold_matches_torch(options: dict) -> None:
+    class Fold(torch.nn.Module):
+        def forward(self, columns: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.fold(columns, **options)
+
+    kh, kw = options["kernel_size"]
+    ones = torch.nn.functional.unfold(torch.ones(1, 1, *options["output_size"]), **{k: v for k, v in options.items()
+                                                                                   if k != "output_size"})
+    columns = torch.randn(2, 4 * kh * kw, ones.shape[-1], generator=torch.Generator().manual_seed(0))
+    graph = trace(Fold(), (columns,))
+    assert not graph.find("ScatterND")
+    got = torch.as_tensor(run_onnxruntime(to_onnx(graph), (columns,))[0])
+    assert torch.allclose(got, Fold()(columns), atol=1e-5)

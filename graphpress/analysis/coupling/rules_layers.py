@@ -80,11 +80,21 @@ def _grouped(state: CouplingState, node: Node, in_ids, out_ids, groups: int, in_
     return out_ids
 
 
+def _has_labels(state: CouplingState, weight: Value) -> bool:
+    """A stored weight, or one computed from stored weights by ops whose rules carried its channel labels
+    (BiT's weight standardisation, a depthwise kernel reshaped from ``[C, k]`` as Mamba's causal conv does):
+    either way its output and input axes are known units."""
+    if weight.param is not None:
+        return True
+    labels = state.get(weight)
+    return len(labels) >= 2 and (labels[0] is not None or labels[1] is not None)
+
+
 @coupling_rule("Conv", "ConvTranspose")
 def conv(state: CouplingState, node: Node) -> None:
     """Conv weight [out, in/g, k...]; ConvTranspose weight [in, out/g, k...]."""
     x, w = node.input(0), node.input(1)
-    if w is None or w.param is None or len(x.shape or ()) < 2:
+    if w is None or len(x.shape or ()) < 2 or not _has_labels(state, w):
         return freeze_uncovered(state, node)
     transposed = node.op == "ConvTranspose"
     out_axis, in_axis = (1, 0) if transposed else (0, 1)

@@ -77,5 +77,7 @@ def run_onnxruntime(
     feed = {name: _as_numpy(value) for name, value in given.items()}
     results = session.run(None, feed)
     if want_torch:
-        return [torch.from_numpy(np.ascontiguousarray(r)) if isinstance(r, np.ndarray) else r for r in results]
+        # np.require keeps 0-d outputs 0-d (np.ascontiguousarray would make them shape (1,))
+        return [torch.from_numpy(np.require(r, requirements="CW")) if isinstance(r, np.ndarray) else r
+                for r in results]
     return results

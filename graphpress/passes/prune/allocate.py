@@ -59,6 +59,8 @@ class ParameterBudget:
         for gi in groups:
             group = result.groups[gi]
             for m in group.members:
+                if _made_by_the_graph(m):
+                    continue
                 shape, axes = self.weights.setdefault(m.key, (m.shape, []))
                 axes.append((m.axis, gi, np.bincount(m.unit_of, minlength=group.units)))
         self.scale = scale
@@ -79,6 +81,12 @@ class ParameterBudget:
                     sizes[axis] = min(sizes[axis], int(counts[mask].sum()))
             shapes[key] = sizes
         return self._sum(shapes)
+
+
+def _made_by_the_graph(member) -> bool:
+    """A tensor the model's code builds in forward (Mamba's zero scan state ``[batch, channels, state]``): it
+    shrinks with its channels but holds no parameters, so the budget leaves it out."""
+    return bool(member.values) and all(v.param is not None and v.param.kind == "constant" for v in member.values)
 
 
 def _feasible_removal(group: CouplingGroup, order: np.ndarray, count: int) -> np.ndarray:
