@@ -128,6 +128,11 @@ class LoweringContext:
             return self.cast(x, dtype)
         return self.scalar(x, dtype)
 
+    def reshape(self, x: Value, shape: Sequence[int]) -> Value:
+        """``x`` reshaped to ``shape`` (known numbers, no -1), with its shape recorded."""
+        shape = tuple(shape)
+        return self.emit("Reshape", [x, self.ints(list(shape), hint="shape")], shape=shape, dtype=x.dtype)
+
     def slice_axis(self, x: Value, axis: int, start: int, end: int) -> Value:
         """``x`` restricted to ``[start, end)`` on ``axis`` (both known numbers), with its shape recorded."""
         shape = tuple(end - start if d == axis else s for d, s in enumerate(x.shape))

@@ -38,7 +38,8 @@ _LOGICAL = {aten.bitwise_and: ("And", "BitwiseAnd"), aten.__and__: ("And", "Bitw
             aten.bitwise_or: ("Or", "BitwiseOr"), aten.__or__: ("Or", "BitwiseOr"), aten.logical_and: ("And", "And"),
             aten.logical_or: ("Or", "Or"),
             aten.bitwise_xor: ("Xor", "BitwiseXor"), aten.logical_xor: ("Xor", "Xor")}
-_REDUCE = {aten.mean: "ReduceMean", aten.sum: "ReduceSum", aten.amax: "ReduceMax", aten.amin: "ReduceMin"}
+_REDUCE = {aten.mean: "ReduceMean", aten.sum: "ReduceSum", aten.amax: "ReduceMax", aten.amin: "ReduceMin",
+           aten.max.default: "ReduceMax", aten.min.default: "ReduceMin"}  # torch.max(x): every element
 
 
 def _meta_or_number(node_arg: Any) -> Any:
@@ -167,7 +168,8 @@ def reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
     x = ctx.cast(x, ctx.out_meta().dtype)  # mean(dtype=...) and sum of bools accumulate in the result dtype
     axes = ctx.ints(_reduce_axes(dims, len(x.shape)), hint="axes")
-    return ctx.emit(_REDUCE[node.target.overloadpacket], [x, axes], {"keepdims": int(bool(keepdim))})
+    op = _REDUCE.get(node.target) or _REDUCE[node.target.overloadpacket]
+    return ctx.emit(op, [x, axes], {"keepdims": int(bool(keepdim))})
 
 
 @lowers(aten.linalg_vector_norm)
@@ -197,7 +199,8 @@ def variance(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
     heads, as xLSTM's multi-head LayerNorm does, couples nothing across the reduced axis)."""
     a = ctx.bind(node)
     packet = node.target.overloadpacket
-    dtype = ctx.out_meta(0 if packet in (aten.var_mean, aten.std_mean) else None).dtype
+    result_meta = ctx.out_meta(0 if packet in (aten.var_mean, aten.std_mean) else None)
+    dtype = result_meta.dtype
     x = ctx.cast(a["self"], dtype)
     axes_list = _reduce_axes(a.get("dim"), len(x.shape))
     count = 1
@@ -208,12 +211,12 @@ def variance(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
     correction = a.get("correction")
     if correction is None:
         correction = 1 if a.get("unbiased", True) else 0
-    axes, keep = ctx.ints(axes_list, hint="axes"), {"keepdims": int(bool(a.get("keepdim", False)))}
+    keepdim = bool(a.get("keepdim", False))
+    axes, keep = ctx.ints(axes_list, hint="axes"), {"keepdims": int(keepdim)}
     mean_kept = ctx.emit("ReduceMean", [x, axes], {"keepdims": 1},
                          shape=tuple(1 if i in axes_list else d for i, d in enumerate(x.shape)), dtype=dtype)
     centred = ctx.emit("Sub", [x, mean_kept], like=x)
     squares = ctx.emit("Mul", [centred, centred], like=x)
-    result_meta = ctx.out_meta(0 if packet in (aten.var_mean, aten.std_mean) else None)
     summed = ctx.emit("ReduceSum", [squares, axes], keep, shape=shape_of(result_meta), dtype=dtype)
     divisor = max(count - float(correction), 0.0)  # torch gives inf/nan for n <= correction; so does 0 here
     spread = ctx.emit("Div", [summed, ctx.scalar(divisor, dtype)], like=summed)
@@ -221,8 +224,7 @@ def variance(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
         spread = ctx.emit("Sqrt", [spread], like=spread)
     if packet in (aten.var, aten.std):
         return spread
-    mean = ctx.emit("ReduceMean", [x, axes], keep, like=summed)
-    return [spread, mean]
+    return [spread, mean_kept if keepdim else ctx.emit("ReduceMean", [x, axes], keep, like=summed)]
 
 
 @lowers(aten.argmax, aten.argmin)
@@ -235,14 +237,6 @@ def arg_reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         dim = 0
     op = "ArgMax" if node.target.overloadpacket is aten.argmax else "ArgMin"
     return ctx.emit(op, [x], {"axis": dim + len(x.shape) if dim < 0 else dim, "keepdims": int(bool(keepdim))})
-
-
-@lowers(aten.max.default, aten.min.default)
-def reduce_everything(ctx: LoweringContext, node: torch.fx.Node) -> Value:
-    """``torch.max(x)`` / ``torch.min(x)`` with no axis: the extreme of every element, a 0-d tensor."""
-    x: Value = ctx.env[node.args[0]]
-    op = "ReduceMax" if node.target.overloadpacket is aten.max else "ReduceMin"
-    return ctx.emit(op, [x, ctx.ints(list(range(len(x.shape))), hint="axes")], {"keepdims": 0})
 
 
 @lowers(aten.max.other, aten.min.other)

@@ -27,10 +27,6 @@ __all__: list[str] = []  # rules register themselves
 aten = torch.ops.aten
 
 
-def _reshape(ctx: LoweringContext, x: Value, shape: tuple[int, ...]) -> Value:
-    return ctx.emit("Reshape", [x, ctx.ints(list(shape), hint="shape")], shape=shape, dtype=x.dtype)
-
-
 def _pad(ctx: LoweringContext, x: Value, begins: list[int], ends: list[int]) -> Value:
     shape = tuple(s + b + e for s, b, e in zip(x.shape, begins, ends))
     return ctx.emit("Pad", [x, ctx.ints(begins + ends, hint="pads"), ctx.scalar(0, x.dtype)], shape=shape,
@@ -43,8 +39,8 @@ def _placed(ctx: LoweringContext, part: Value, offset: tuple[int, int], stride: 
     size ``padded``."""
     n, c, lh, lw = part.shape
     (sh, sw), (oh, ow) = stride, offset
-    spread = _pad(ctx, _reshape(ctx, part, (n, c, lh, 1, lw, 1)), [0, 0, 0, 0, 0, 0], [0, 0, 0, sh - 1, 0, sw - 1])
-    grid = _reshape(ctx, spread, (n, c, lh * sh, lw * sw))
+    spread = _pad(ctx, ctx.reshape(part, (n, c, lh, 1, lw, 1)), [0, 0, 0, 0, 0, 0], [0, 0, 0, sh - 1, 0, sw - 1])
+    grid = ctx.reshape(spread, (n, c, lh * sh, lw * sw))
     ends = [padded[0] - oh - lh * sh, padded[1] - ow - lw * sw]
     placed = _pad(ctx, grid, [0, 0, oh, ow], [0, 0, max(ends[0], 0), max(ends[1], 0)])
     for axis, end in ((2, ends[0]), (3, ends[1])):
@@ -61,7 +57,7 @@ def col2im(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     (dh, dw), (ph, pw), (sh, sw) = a["dilation"], a["padding"], a["stride"]
     batched = len(x.shape) == 3
     if not batched:
-        x = _reshape(ctx, x, (1, *x.shape))
+        x = ctx.reshape(x, (1, *x.shape))
     n, columns, count = x.shape
     lh = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     lw = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
@@ -69,18 +65,18 @@ def col2im(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         raise UnsupportedOpError(f"{ctx.describe()}: {columns} x {count} columns do not fit {kh}x{kw} windows "
                                  f"over {height}x{width}")
     channels = columns // (kh * kw)
-    windows = _reshape(ctx, x, (n, channels, kh, kw, lh, lw))
+    windows = ctx.reshape(x, (n, channels, kh, kw, lh, lw))
     if (sh, sw) == (kh, kw) and (dh, dw) == (1, 1) and (ph, pw) == (0, 0) and (lh * kh, lw * kw) == (height, width):
         tiled = ctx.emit("Transpose", [windows], {"perm": [0, 1, 4, 2, 5, 3]}, shape=(n, channels, lh, kh, lw, kw),
                          dtype=x.dtype)
-        image = _reshape(ctx, tiled, (n, channels, height, width))
+        image = ctx.reshape(tiled, (n, channels, height, width))
     else:
         padded = (height + 2 * ph, width + 2 * pw)
         image = None
         for i in range(kh):
             for j in range(kw):
                 part = ctx.slice_axis(ctx.slice_axis(windows, 2, i, i + 1), 3, j, j + 1)
-                placed = _placed(ctx, _reshape(ctx, part, (n, channels, lh, lw)), (i * dh, j * dw), (sh, sw), padded)
+                placed = _placed(ctx, ctx.reshape(part, (n, channels, lh, lw)), (i * dh, j * dw), (sh, sw), padded)
                 image = placed if image is None else ctx.emit("Add", [image, placed], like=placed)
         image = ctx.slice_axis(ctx.slice_axis(image, 2, ph, ph + height), 3, pw, pw + width)
-    return image if batched else _reshape(ctx, image, tuple(image.shape[1:]))
+    return image if batched else ctx.reshape(image, tuple(image.shape[1:]))

@@ -92,7 +92,7 @@ def repeat(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     repeats = list(node.args[1])
     extra = len(repeats) - len(x.shape)
     if extra > 0:  # torch prepends unit dims to the input when repeats is longer
-        x = ctx.emit("Reshape", [x, ctx.ints([1] * extra + list(x.shape))], shape=(1,) * extra + x.shape, dtype=x.dtype)
+        x = ctx.reshape(x, (1,) * extra + tuple(x.shape))
     return ctx.emit("Tile", [x, ctx.ints(repeats)])
 
 

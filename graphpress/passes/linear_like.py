@@ -34,7 +34,7 @@ _RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
 
 def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor] | None:
     """``{"weight": ..., "bias": ...}`` when those are all the module holds, else None."""
-    if type(module) is nn.Linear or isinstance(module, nn.Linear) or next(module.children(), None) is not None:
+    if isinstance(module, nn.Linear) or next(module.children(), None) is not None:
         return None
     if any(True for _ in module.buffers(recurse=False)):
         return None
