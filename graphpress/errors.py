@@ -28,6 +28,15 @@ class FrontendError(GraphpressError):
     """A model could not be traced or loaded into the IR."""
 
 
+class StateMutationError(FrontendError):
+    """A model whose forward writes to its own buffers or parameters (or to its inputs), so it is not a
+    function of its inputs that a graph can stand for; ``targets`` names what it writes to."""
+
+    def __init__(self, message: str, targets: list[str]) -> None:
+        super().__init__(message)
+        self.targets = targets
+
+
 class UnsupportedOpError(FrontendError):
     """An operator that no graphpress rule knows."""
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..errors import FrontendError
+from ..errors import FrontendError, StateMutationError
 from ..ir import Graph
 from .torch_lowering import lower_exported_program
 from .torch_registry import decomposition_table
@@ -135,23 +135,38 @@ def trace(
         kwargs.setdefault("use_cache", False)
     if _is_meta_model(working):
         args, kwargs = _to_meta(args), _to_meta(kwargs)
-    with torch.no_grad(), substituted_forwards(working) as substituted:
-        ep = export_program(working, args, kwargs)
-    exported = time.perf_counter()
-    name = type(model).__name__
-    graph, decomposed = None, False
-    if not decompose:
-        try:
-            graph = lower_exported_program(ep, working, name=name)
-        except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)
-            if decompose is False:
-                raise
-    if graph is None:
-        graph, decomposed = lower_exported_program(_decomposed(ep, name), working, name=name), True
+    try:
+        graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose)
+    except StateMutationError:
+        # Some models finish initialising in their first call (RWKV rescales its weights once, then sets a
+        # flag); after one forward their trace is pure. State written in every call still fails, by name.
+        with torch.no_grad():
+            working(*args, **kwargs)
+        graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose)
+        graph.metadata["warmed_up"] = True
     graph.metadata["decomposed"] = decomposed
     graph.metadata["traced_substitutions"] = substituted
     graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
     return graph
+
+
+def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict,
+                      decompose: bool | None) -> tuple[Graph, bool, list[str], float]:
+    """Export and lower once: the graph, whether it was decomposed, the substituted forwards and the time
+    the export finished (see :func:`trace` for ``decompose``)."""
+    with torch.no_grad(), substituted_forwards(working) as substituted:
+        ep = export_program(working, args, kwargs)
+    exported = time.perf_counter()
+    name = type(working).__name__
+    if not decompose:
+        try:
+            return lower_exported_program(ep, working, name=name), False, substituted, exported
+        except StateMutationError:
+            raise
+        except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)
+            if decompose is False:
+                raise
+    return lower_exported_program(_decomposed(ep, name), working, name=name), True, substituted, exported
 
 
 def export_onnx(

@@ -26,7 +26,7 @@ import torch.fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind
 
-from ..errors import FrontendError, GraphpressError, UnsupportedOpError
+from ..errors import FrontendError, GraphpressError, StateMutationError, UnsupportedOpError
 from ..ir import Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
@@ -208,6 +208,19 @@ def lower_nodes(ctx: LoweringContext, nodes: Iterable[torch.fx.Node]) -> list[An
     return outputs
 
 
+def _mutation_error(ep: ExportedProgram, module: torch.nn.Module) -> StateMutationError:
+    targets = [spec.target or spec.arg.name for spec in ep.graph_signature.output_specs
+               if spec.kind.name != "USER_OUTPUT"]
+    mode = "in training mode (call model.eval())" if module.training else "in evaluation mode"
+    shown = ", ".join(targets[:6]) + (f" and {len(targets) - 6} more" if len(targets) > 6 else "")
+    return StateMutationError(
+        f"{type(module).__name__}'s forward writes to {shown} {mode}; a graph can only stand for a forward that "
+        f"computes its outputs from its inputs. Keep state updates (step counters, caches, running statistics) "
+        f"out of forward, or give the module a tracing forward "
+        f"(@graphpress.frontends.torch_substitutions.register_trace_substitution)",
+        targets)
+
+
 def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph") -> Graph:
     """Lower an ExportedProgram whose parameters live in ``module`` to a torch-origin Graph.
 
@@ -226,7 +239,7 @@ def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: s
     outputs = lower_nodes(ctx, ep.graph.nodes)
     user_outputs = [s for s in ep.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"]
     if len(user_outputs) != len(outputs):
-        raise FrontendError("the model mutates buffers in forward (training-mode code?); call model.eval()")
+        raise _mutation_error(ep, module)
     _finish(ctx, outputs, _output_names(ep, len(outputs)))
     graph.metadata["module_classes"] = {
         path: cls for path, cls in (module_info(n) for n in ep.graph.nodes if n.op == "call_function") if path

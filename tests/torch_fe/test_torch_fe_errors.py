@@ -73,3 +73,50 @@ def test_never_decomposing_refuses_ops_without_rules() -> None:
 def test_export_onnx_needs_inputs(tmp_path) -> None:
     with pytest.raises(FrontendError, match="example inputs"):
         export_onnx(nn.Linear(2, 2), tmp_path / "m.onnx")
+
+
+class _RescalesOnce(nn.Module):
+    """Finishes initialising in its first call, as RWKV does: halves its weight once, then sets a flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.rescaled = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.rescaled:
+            with torch.no_grad():
+                self.proj.weight.div_(2)
+            self.rescaled = True
+        return self.proj(x)
+
+
+class _CountsCalls(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.proj(x)
+
+
+def test_a_model_that_initialises_in_its_first_call_traces_after_one_call() -> None:
+    model = _RescalesOnce().eval()
+    x = torch.randn(2, 8)
+    graph = trace(model, (x,))
+    assert graph.metadata["warmed_up"]
+    assert not model.rescaled  # the warm-up call ran on the traced copy, not on the user's model
+    traced = graph.module
+    assert traced.rescaled and torch.allclose(traced.proj.weight, model.proj.weight / 2)
+    assert torch.allclose(traced(x), model(x))  # the user's first call rescales the same way
+
+
+def test_state_written_in_every_call_is_named() -> None:
+    from graphpress.errors import StateMutationError
+
+    with pytest.raises(StateMutationError) as info:
+        trace(_CountsCalls().eval(), (torch.randn(2, 8),))
+    assert info.value.targets == ["calls"]
+    assert "calls" in str(info.value) and "evaluation mode" in str(info.value)
