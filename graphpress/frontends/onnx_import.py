@@ -35,6 +35,10 @@ from .onnx_safety import ReadLimits, read_model
 __all__ = ["load_onnx", "ReadLimits"]
 
 
+_FOLD_ROUNDS = 8
+"""Rounds of folding and shape inference at load; each round stops early once nothing more folds."""
+
+
 def load_onnx(
     path_or_model: str | os.PathLike | onnx.ModelProto,
     *,
@@ -74,9 +78,15 @@ def load_onnx(
     except BackendError as exc:  # a sloppy exporter: keep what inference can still tell, and say so
         report["shape_inference_problem"] = str(exc)
         infer_shapes(graph, strict=False)
-    report["folded"] = fold_constants(graph, max_elements=fold_limit)
-    if report["folded"]:
-        infer_shapes(graph, strict="shape_inference_problem" not in report)  # folded shapes may be static now
+    report["folded"] = 0
+    for _ in range(_FOLD_ROUNDS):
+        # A folded shape makes its Reshape's output static, and that output's own Shape foldable in the next
+        # round (tf2onnx's Tensordot and Einsum lowerings chain several such steps).
+        folded = fold_constants(graph, max_elements=fold_limit)
+        if not folded:
+            break
+        report["folded"] += folded
+        infer_shapes(graph, strict="shape_inference_problem" not in report)
     report.update(normalize(graph))
     graph.metadata["onnx_import"] = report
     verify(graph)

@@ -56,3 +56,20 @@ def test_keras_nhwc_cnn_prunes_and_quantizes():
     assert run_onnxruntime(pruned, inputs)[0].shape == expected.shape
     quantized = graphpress.optimize(str(path), "quantize{bits=8,group=0}")
     assert np.abs(run_onnxruntime(quantized, inputs)[0] - expected).max() <= 0.05 * np.abs(expected).max()
+
+
+def test_keras_attention_with_a_fixed_batch_folds_to_static_shapes_and_prunes_heads():
+    # With the batch fixed every size of attention's reshapes is known, but only after folding: each folded
+    # Shape -> Concat makes a Reshape's output static, whose own Shape folds in the next round. One round left
+    # 'unk' dims that froze the heads; folding now runs to a fixed point.
+    path = FIXTURES / "keras_encoder_static_tf2onnx_op17.onnx"
+    graph = load_onnx(str(path))
+    assert all(isinstance(d, int) for node in graph.nodes for out in node.outputs for d in out.shape)
+    heads = [g for g in compute_coupling(graph).groups if g.unit_size == 8 and g.units == 4]
+    assert len(heads) == 1 and heads[0].prunable
+    pruned, stats = _pruned(path)
+    assert stats["groups_pruned"] == 2  # the feed-forward width and the heads (one of four, whole)
+    shrunk = {init.name: list(init.dims) for init in pruned.graph.initializer}
+    assert [shrunk.get(m.key) for m in heads[0].members].count([24, 32]) == 3  # query, key and value lost a head
+    inputs = _inputs(path)
+    assert run_onnxruntime(pruned, inputs)[0].shape == run_onnxruntime(onnx.load(path), inputs)[0].shape

@@ -29,6 +29,7 @@ _RULE_MODULES = (
     "graphpress.analysis.coupling.rules_reduce",
     "graphpress.analysis.coupling.rules_attention",
     "graphpress.analysis.coupling.rules_runtime_fused",
+    "graphpress.analysis.coupling.rules_einsum",
 )
 _loaded = False
 
