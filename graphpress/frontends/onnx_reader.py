@@ -134,7 +134,18 @@ def proto_to_graph(model: onnx.ModelProto, opset: int) -> Graph:
     if unknown:
         graph.metadata["unknown_ops"] = sorted(unknown)
     graph.outputs = [values[info.name] for info in gp.output]
+    _mark_quantized_weights(graph)
     return graph
+
+
+def _mark_quantized_weights(graph: Graph) -> None:
+    """Integer initializers that ``DequantizeLinear`` turns into floats (a QDQ file's weights) are weights:
+    counted as parameters and pruned with their channels, not skipped as index or shape constants."""
+    for node in graph.nodes:
+        if node.op == "DequantizeLinear" and node.domain == "" and node.inputs[0] is not None:
+            param = node.inputs[0].param
+            if param is not None and param.kind == "constant" and param.data.numel() > 1:
+                param.kind = "parameter"
 
 
 def _make_node(graph: Graph, proto: onnx.NodeProto, values: dict[str, Value], types) -> Node:

@@ -30,6 +30,7 @@ _RULE_MODULES = (
     "graphpress.analysis.coupling.rules_attention",
     "graphpress.analysis.coupling.rules_runtime_fused",
     "graphpress.analysis.coupling.rules_einsum",
+    "graphpress.analysis.coupling.rules_quantized",
 )
 _loaded = False
 

@@ -25,10 +25,10 @@ import torch
 
 from ...analysis.coupling import CouplingGroup, CouplingResult
 from ...errors import OptionError
-from ...ir import Graph
+from ...ir import Graph, Value
 
 __all__ = ["ImportanceContext", "register_importance", "get_importance", "list_importance", "position_scores",
-           "sum_over_members", "needs_gradients", "needs_statistics", "default_standardize"]
+           "stored_values", "sum_over_members", "needs_gradients", "needs_statistics", "default_standardize"]
 
 
 @dataclass
@@ -114,10 +114,41 @@ def sum_over_members(group: CouplingGroup, per_member: Callable[[Any], np.ndarra
     return total
 
 
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def stored_values(value: Value) -> torch.Tensor | None:
+    """What a stored tensor stands for, for ranking channels by magnitude: integer codes that a
+    ``DequantizeLinear`` reads (a QDQ file's int8 weights and int32 biases) scaled back to
+    ``(q - zero) * scale``, so that they rank on one scale with each other and with float weights; None for
+    the scales and zero points themselves (a channel of zero weights has scale 1: no measure of its worth);
+    any other tensor as stored."""
+    readers = [(node, node.inputs.index(value)) for node in value.consumers()]
+    if readers and all(node.op in _QDQ and slot in (1, 2) for node, slot in readers):
+        return None
+    data = value.param.data
+    if data.is_floating_point():
+        return data
+    for node, slot in readers:
+        if node.op != "DequantizeLinear" or slot != 0:
+            continue
+        scale, zero = node.input(1), node.input(2)
+        if scale is None or scale.param is None or (zero is not None and zero.param is None):
+            return data
+        shape = [1] * data.dim()
+        if scale.param.data.numel() > 1 and data.dim():
+            shape[int(node.attrs.get("axis", 1)) % data.dim()] = -1
+        offset = zero.param.data.float().reshape(shape) if zero is not None else 0.0
+        return (data.float() - offset) * scale.param.data.float().reshape(shape)
+    return data
+
+
 def _magnitude(group: CouplingGroup, power: int) -> np.ndarray:
     def member_scores(member):
-        param = member.values[0].param
-        return None if param.is_meta else position_scores(param.data, member.axis, power)
+        if member.values[0].param.is_meta:
+            return None
+        values = stored_values(member.values[0])
+        return None if values is None else position_scores(values, member.axis, power)
 
     return sum_over_members(group, member_scores)
 
