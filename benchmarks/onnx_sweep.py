@@ -17,6 +17,10 @@ the input file is byte-for-byte unchanged. A refusal (a GraphpressError naming w
 no output written) counts as handled, not as a pass.
 
     PYTHONPATH=. python benchmarks/onnx_sweep.py [--only SUBSTRING]   # writes benchmarks/results/onnx_sweep.md
+
+``--folder DIR`` sweeps the ONNX files of a folder instead (your own, or those ``benchmarks/foreign_onnx_files.py``
+writes with tf2onnx and paddle2onnx): each file is copied with its external data into a scratch folder first, and fed the
+arrays of a ``.npz`` of the same name beside it when there is one, else random inputs of its declared shapes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -119,6 +124,46 @@ def _model_zoo(name: str):
         onnx.save_model(model, path)
         return path, model_inputs(model)
     return make
+
+
+def _declared_inputs(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
+    """Random inputs of the declared shapes (unknown dims 1): floats standard normal, integers 0 or 1 (valid
+    ids for any vocabulary), booleans False."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for value in fed_inputs(model.graph):
+        shape = [d.dim_value or 1 for d in value.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            out[value.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            out[value.name] = np.zeros(shape, dtype=dtype)
+        else:
+            out[value.name] = rng.integers(0, 2, shape).astype(dtype)
+    return out
+
+
+def _from_folder(path: str):
+    def make(folder: str):
+        model = onnx.load(path, load_external_data=False)
+        shutil.copy(path, folder)
+        for tensor in model.graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                location = next(e.value for e in tensor.external_data if e.key == "location")
+                target = os.path.join(folder, location)
+                if not os.path.exists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copy(os.path.join(os.path.dirname(path), location), target)
+        feeds = os.path.splitext(path)[0] + ".npz"
+        inputs = dict(np.load(feeds)) if os.path.exists(feeds) else _declared_inputs(model)
+        return os.path.join(folder, os.path.basename(path)), inputs
+    return make
+
+
+def folder_sources(folder: str) -> list[Source]:
+    """One source per ``.onnx`` file of ``folder``, in name order."""
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".onnx"))
+    return [Source(os.path.splitext(n)[0], f"file in {folder}", _from_folder(os.path.join(folder, n))) for n in names]
 
 
 def sources() -> list[Source]:
@@ -288,11 +333,15 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    args = sweep_arguments(__doc__, RESULTS, "sweep only sources whose name or description contains this").parse_args()
+    parser = sweep_arguments(__doc__, RESULTS, "sweep only sources whose name or description contains this")
+    parser.add_argument("--folder", help="sweep the .onnx files of this folder instead of the built-in sources")
+    args = parser.parse_args()
+    if args.folder and args.output == RESULTS:
+        parser.error("--folder writes elsewhere than the built-in sweep's results: give --output")
     warnings.filterwarnings("ignore")
     started = time.time()
     rows = []
-    for source in sources():
+    for source in folder_sources(args.folder) if args.folder else sources():
         if args.only and args.only not in f"{source.name} {source.how}":
             continue
         rows.append(sweep_one(source))
@@ -305,7 +354,8 @@ def main() -> None:
     lines = [
         "# ONNX files from other exporters through graphpress",
         "",
-        f"`PYTHONPATH=. python benchmarks/onnx_sweep.py` ({time.time() - started:.0f} s; torch {torch.__version__}, "
+        f"`PYTHONPATH=. python benchmarks/onnx_sweep.py{' --folder ' + args.folder if args.folder else ''}` "
+        f"({time.time() - started:.0f} s; torch {torch.__version__}, "
         f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; CPU).",
         "",
         "Each result must pass `onnx.checker` (full), run in onnxruntime with the original's output shapes; "
@@ -317,6 +367,11 @@ def main() -> None:
         f"**{counts['ok']} ok, {counts['frozen']} frozen, {counts['refused']} refused, {counts['FAIL']} failed.**",
         "",
         *table(rows),
+    ]
+    if args.folder:
+        publish_lines(args.output, lines)
+        return
+    lines += [
         "",
         "## Known limitations (not fixed yet)",
         "",
