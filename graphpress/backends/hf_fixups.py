@@ -4,8 +4,8 @@ Module-preserving pruning hands back the user's class. Generic layers (``nn.Line
 :mod:`.torch_module`; this file adds what Hugging Face models keep beside their tensors:
 
 * attention modules' head counts (``num_heads``, ``num_key_value_heads``, ``all_head_size``, GPT-2's
-  ``split_size``, Phi-3's fused ``qkv_proj`` split, which reads ``self.config``), derived from the
-  projection weights and ``head_dim`` (never pruned);
+  ``split_size`` (its cross-attention's too), T5's ``n_heads`` and ``inner_dim``, Phi-3's fused ``qkv_proj``
+  split, which reads ``self.config``), derived from the projection weights and ``head_dim`` (never pruned);
 * the config: ``hidden_size``, ``intermediate_size``, ``num_attention_heads``, ``num_key_value_heads`` and an
   explicit ``head_dim`` when every layer has the same widths, so ``save_pretrained`` + the class's own
   ``from_pretrained`` reload it. Every pruned model also records ``graphpress_layer_widths`` (per layer) and
@@ -39,8 +39,8 @@ from .torch_module import register_module_fixup
 __all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
            "apply_recorded_shapes", "refresh_attributes", "input_embeddings", "module_scalars"]
 
-_Q_NAMES = ("q_proj", "query")
-_K_NAMES = ("k_proj", "key")
+_Q_NAMES = ("q_proj", "query", "q")  # "q"/"k": T5 and its descendants
+_K_NAMES = ("k_proj", "key", "k")
 _MLP_UP = ("up_proj", "fc1", "c_fc", "w1", "gate_up_proj")
 _LAYER = re.compile(r"^(.*\.)?(layers|layer|h|blocks)\.(\d+)\.")
 
@@ -54,7 +54,7 @@ def _out_features(module: nn.Module | None) -> int | None:
 
 
 def _head_dim(module: nn.Module) -> int | None:
-    for name in ("head_dim", "attention_head_size"):
+    for name in ("head_dim", "attention_head_size", "key_value_proj_dim"):
         value = getattr(module, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -70,7 +70,10 @@ def _head_counts(module: nn.Module) -> tuple[int, int] | None:
     k = next((getattr(module, n) for n in _K_NAMES if hasattr(module, n)), None)
     if q is not None and k is not None:
         return _out_features(q) // head_dim, _out_features(k) // head_dim
-    if hasattr(module, "c_attn") and not getattr(module, "is_cross_attention", False):
+    if hasattr(module, "c_attn") and getattr(module, "is_cross_attention", False) and hasattr(module, "q_attn"):
+        # GPT-2's cross-attention: queries from q_attn, keys and values the two halves of c_attn (split_size)
+        return _out_features(module.q_attn) // head_dim, _out_features(module.c_attn) // (2 * head_dim)
+    if hasattr(module, "c_attn"):
         heads = _out_features(module.c_attn) // (3 * head_dim)
         return heads, heads
     if hasattr(module, "qkv_proj"):
@@ -89,8 +92,8 @@ def fix_attention_heads(module: nn.Module, path: str, graph: Graph) -> None:
     """Write the head counts the forward code reads (only attributes the module already has)."""
     heads, kv_heads = _head_counts(module)
     head_dim = _head_dim(module)
-    updates = {"num_heads": heads, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-               "all_head_size": heads * head_dim, "split_size": heads * head_dim}
+    updates = {"num_heads": heads, "num_attention_heads": heads, "num_key_value_heads": kv_heads, "n_heads": heads,
+               "all_head_size": heads * head_dim, "split_size": heads * head_dim, "inner_dim": heads * head_dim}
     for name, value in updates.items():
         if isinstance(getattr(module, name, None), int):
             setattr(module, name, value)

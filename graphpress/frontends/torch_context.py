@@ -47,6 +47,7 @@ class LoweringContext:
         self._scalars: dict[tuple, Value] = {}
         self.aliases: dict[int, list[str]] = {}  # id(module tensor) -> its names (tied weights)
         self.bound_tensors: dict[int, Value] = {}  # id(module tensor) -> the constant bound to it
+        self.evaluate_weights = True  # an op without a rule on weights alone is evaluated once (torch_weight_eval)
 
     # -- reading the aten node ---------------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ import inspect
 import os
 import re
 import time
+import traceback
 from typing import Any
 
 import torch
@@ -51,12 +52,18 @@ def _to_meta(value: Any) -> Any:
     return torch.utils._pytree.tree_map(lambda v: v.to("meta") if isinstance(v, torch.Tensor) else v, value)
 
 
-def _accepts(model: torch.nn.Module, name: str) -> bool:
+def _uses_cache(model: torch.nn.Module) -> bool:
+    """Whether a Hugging Face model takes ``use_cache``: a parameter of its forward, or a ``**kwargs`` forward of
+    a model whose config has the option. A ``**kwargs`` alone is no sign: CLAP hands them on to an audio encoder
+    that refuses the keyword."""
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return name in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    if "use_cache" in parameters:
+        return True
+    has_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    return has_kwargs and getattr(getattr(model, "config", None), "use_cache", None) is not None
 
 
 def _is_hf_model(model: torch.nn.Module) -> bool:
@@ -74,17 +81,27 @@ def _split_inputs(example_inputs: Any, example_kwargs: dict | None) -> tuple[tup
     return args, kwargs
 
 
-def _user_location(message: str) -> str:
-    """The last frame of the message that is not inside torch: where in the model the trace broke."""
+def _user_location(message: str, error: BaseException | None = None) -> str:
+    """Where in the model the trace broke: the last frame outside torch named in the message, else the deepest
+    such frame of the exception's own traceback (torch's data-dependent guard errors name no frame in their
+    text)."""
     frames = [(f, line) for f, line in _USER_FRAME.findall(message) if "/torch/" not in f]
+    if not frames and error is not None:
+        seen: set[int] = set()
+        while error is not None and id(error) not in seen:  # the raised error and the ones it wraps
+            seen.add(id(error))
+            frames = [(frame.filename, str(frame.lineno)) for frame in traceback.extract_tb(error.__traceback__)
+                      if "/torch/" not in frame.filename and "/graphpress/" not in frame.filename] or frames
+            error = error.__cause__ or error.__context__
     return f"{frames[-1][0]}:{frames[-1][1]}" if frames else "an unknown location"
 
 
-def _hint(message: str) -> str:
+def _hint(message: str, error: BaseException | None = None) -> str:
     lowered = message.lower()
     if "data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered:
-        return (f"the model has data-dependent control flow at {_user_location(message)}; make the branch "
-                f"depend on shapes or constants only, or move it out of forward")
+        return (f"the model has data-dependent control flow at {_user_location(message, error)} (a shape or a "
+                f"branch computed from a tensor's values); make the branch depend on shapes or constants only, or "
+                f"move it out of forward")
     if "cache" in lowered or "past_key_values" in lowered:
         return "pass use_cache=False (example_kwargs={'use_cache': False}) so no KV-cache object is traced"
     if "meta" in lowered and "device" in lowered:
@@ -99,7 +116,7 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.e
     except Exception as exc:  # torch raises many unrelated types here; all mean "could not trace"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(
-            f"torch.export could not trace {type(model).__name__}: {first}\nhint: {_hint(str(exc))}"
+            f"torch.export could not trace {type(model).__name__}: {first}\nhint: {_hint(str(exc), exc)}"
         ) from exc
 
 
@@ -131,7 +148,7 @@ def trace(
     working = model if inplace else copy.deepcopy(model)
     working.eval()
     args, kwargs = _split_inputs(example_inputs, example_kwargs)
-    if _is_hf_model(working) and _accepts(working, "use_cache"):
+    if _is_hf_model(working) and _uses_cache(working):
         kwargs.setdefault("use_cache", False)
     if _is_meta_model(working):
         args, kwargs = _to_meta(args), _to_meta(kwargs)
@@ -160,7 +177,10 @@ def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict,
     name = type(working).__name__
     if not decompose:
         try:
-            return lower_exported_program(ep, working, name=name), False, substituted, exported
+            # Weights-only values with an op without a rule are evaluated only on the last attempt: the
+            # decomposition may give that op a form graphpress lowers (weight_norm's ``_weight_norm``).
+            graph = lower_exported_program(ep, working, name=name, evaluate_weights=decompose is False)
+            return graph, False, substituted, exported
         except StateMutationError:
             raise
         except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)

@@ -7,7 +7,10 @@ parameter edits the model); every ``call_function`` node is either
 * folded: all of its inputs are IR-held constants (``arange``, ``full``, a causal mask built from them),
   so it is run once, eagerly, on the CPU and becomes a constant; or
 * lowered by the rule registered for its target (see :mod:`.torch_registry`), which emits IR nodes
-  through a :class:`~.torch_context.LoweringContext`.
+  through a :class:`~.torch_context.LoweringContext`; or
+* evaluated: it has no rule but depends on the model's weights alone (torch's orthogonal parametrization),
+  or reads such an evaluated tensor, so it is computed once and held as a constant whose channels stay
+  frozen (see :mod:`.torch_weight_eval`).
 
 Every value gets its shape and dtype from the aten node's ``meta["val"]``; after each rule the shape it
 produced is checked against torch's, so a wrong rule fails at trace time, naming the op and the module,
@@ -32,6 +35,7 @@ from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
 from .torch_registry import rule_for
 from .torch_rules_complex import complex_rule_for, involves_complex, real_layout
+from .torch_weight_eval import evaluate_from_weights, reads_evaluated
 
 __all__ = ["lower_exported_program", "lower_nodes"]
 
@@ -135,6 +139,8 @@ def _output_names(ep: ExportedProgram, count: int) -> list[str]:
 def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
     graph = ctx.graph
     for result, name in zip(results, names):
+        if result is None:  # a None in the output structure (LLaVA's tuple of vision hidden states): no tensor
+            continue
         if not isinstance(result, Value):
             raise FrontendError(f"model output {name!r} is not a tensor ({type(result).__name__}); return tensors")
         if result.producer is None or result in graph.outputs:  # an input or constant returned as is
@@ -158,6 +164,11 @@ _DATA_DEPENDENT = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.no
 
 
 def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
+    # What reads a tensor evaluated from the weights is evaluated with it while it depends on weights alone
+    # (before folding, which would drop the mark that keeps its channels frozen).
+    evaluated = evaluate_from_weights(ctx, node) if reads_evaluated(ctx, node) else None
+    if evaluated is not None:
+        return evaluated
     folded = _try_fold(ctx, node)
     if folded is not None:
         return folded
@@ -175,7 +186,10 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
             f"that module a forward with static shapes while tracing "
             f"(@graphpress.frontends.torch_substitutions.register_trace_substitution, as torch_moe.py does for "
             f"mixture-of-experts layers), or rewrite it without data-dependent sizes")
-    if rule is None:
+    if rule is None and ctx.evaluate_weights:
+        evaluated = evaluate_from_weights(ctx, node)  # computed from weights alone: evaluated once, frozen
+        if evaluated is not None:
+            return evaluated
         raise UnsupportedOpError(
             f"no graphpress rule for {ctx.describe()}; add one with "
             f"@graphpress.frontends.torch_registry.lowers({node.target}), or rewrite that module "
@@ -191,13 +205,33 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
     return result
 
 
+def _is_check(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and any(tag in str(node.target) for tag in _SIDE_EFFECT_ONLY)
+
+
+def checks_only(nodes: list[torch.fx.Node]) -> set[torch.fx.Node]:
+    """The call nodes that only feed run-time checks: the checks themselves and what computes nothing but their
+    conditions. ``torch._check_tensor_all(cond)`` (Hugging Face's ``torch_compilable_check``, e.g. "as many
+    image features as image tokens") exports as ``_is_all_true -> item -> sym_ite -> _assert_scalar``: the
+    model computes nothing with it, and the ``item`` would otherwise read as a data-dependent shape."""
+    found: set[torch.fx.Node] = set()
+    for node in reversed(nodes):
+        if node.op != "call_function":
+            continue
+        if _is_check(node) or (node.users and all(user in found for user in node.users)):
+            found.add(node)
+    return found
+
+
 def lower_nodes(ctx: LoweringContext, nodes: Iterable[torch.fx.Node]) -> list[Any]:
     """Lower the non-placeholder nodes of one FX graph into ``ctx``; returns what its output node returns."""
     outputs: list[Any] = []
+    nodes = list(nodes)
+    skipped = checks_only(nodes)
     for node in nodes:
         ctx.node = node
         if node.op == "call_function":
-            if not any(tag in str(node.target) for tag in _SIDE_EFFECT_ONLY):
+            if node not in skipped:
                 ctx.env[node] = _lower_call(ctx, node)
         elif node.op == "get_attr":  # the body of a higher-order op
             ctx.env[node] = getattr(node.graph.owning_module, node.target)
@@ -221,15 +255,19 @@ def _mutation_error(ep: ExportedProgram, module: torch.nn.Module) -> StateMutati
         targets)
 
 
-def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph") -> Graph:
+def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph",
+                           evaluate_weights: bool = True) -> Graph:
     """Lower an ExportedProgram whose parameters live in ``module`` to a torch-origin Graph.
 
     Raises :class:`UnsupportedOpError` at the first op without a rule; the caller may then decompose the
-    program further and try again.
+    program further and try again. ``evaluate_weights``: an op without a rule that depends on weights alone
+    is evaluated once instead (see :mod:`.torch_weight_eval`); a caller that will try a decomposed program
+    next passes False, so that ops the decomposition can express (weight_norm's) stay in the graph.
     """
     graph = Graph(name, origin="torch")
     graph.module = module
     ctx = LoweringContext(graph)
+    ctx.evaluate_weights = evaluate_weights
     ctx.aliases = tensor_aliases(module)
     specs = {spec.arg.name: spec for spec in ep.graph_signature.input_specs}
     for node in ep.graph.nodes:

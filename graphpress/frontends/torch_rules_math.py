@@ -32,6 +32,8 @@ _UNARY = {
 }
 _ARITHMETIC = {aten.add: "Add", aten.sub: "Sub", aten.mul: "Mul", aten.div: "Div", aten.pow: "Pow",
                aten.maximum: "Max", aten.minimum: "Min"}
+# torch's arithmetic of two booleans is logic: ``mask_a * mask_b`` (Mask2Former's valid sampling points) is And.
+_BOOLEAN_ARITHMETIC = {aten.mul: "And", aten.add: "Or", aten.maximum: "Or", aten.minimum: "And"}
 _COMPARISON = {aten.eq: "Equal", aten.ne: "Equal", aten.lt: "Less", aten.le: "LessOrEqual", aten.gt: "Greater",
                aten.ge: "GreaterOrEqual"}
 _LOGICAL = {aten.bitwise_and: ("And", "BitwiseAnd"), aten.__and__: ("And", "BitwiseAnd"),
@@ -94,8 +96,25 @@ def arithmetic(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         quotient = ctx.emit("Div", [lhs, rhs], shape=ctx.out_meta().shape, dtype=dtype)
         return ctx.emit("Floor", [quotient]) if rounding == "floor" else _truncate(ctx, quotient)
     if packet is aten.div and rounding == "floor":  # ONNX integer Div truncates; floor differs for negatives
-        raise UnsupportedOpError(f"{ctx.describe()}: integer floor division; use rounding_mode='trunc' or floats")
+        return _integer_floor_division(ctx, lhs, rhs)
+    if dtype == torch.bool and packet in _BOOLEAN_ARITHMETIC:  # ONNX Mul/Add/Max/Min take no booleans
+        return ctx.emit(_BOOLEAN_ARITHMETIC[packet], [lhs, rhs])
     return ctx.emit(_ARITHMETIC[packet], [lhs, rhs])
+
+
+def _integer_floor_division(ctx: LoweringContext, lhs: Value, rhs: Value) -> Value:
+    """``a // b`` of integers (Speech2Text's subsampled lengths): ONNX's integer Div truncates towards zero, so
+    one less where the remainder is nonzero and its sign differs from the divisor's."""
+    shape, dtype = ctx.out_meta().shape, ctx.out_meta().dtype
+    quotient = ctx.emit("Div", [lhs, rhs], shape=shape, dtype=dtype)
+    remainder = ctx.emit("Sub", [lhs, ctx.emit("Mul", [quotient, rhs], like=quotient)], like=quotient)
+    zero = ctx.scalar(0, dtype)
+    flags = dict(shape=shape, dtype=torch.bool)
+    inexact = ctx.emit("Not", [ctx.emit("Equal", [remainder, zero], **flags)], **flags)
+    signs_differ = ctx.emit("Xor", [ctx.emit("Less", [remainder, zero], **flags),
+                                    ctx.emit("Less", [rhs, zero], shape=rhs.shape, dtype=torch.bool)], **flags)
+    adjust = ctx.cast(ctx.emit("And", [inexact, signs_differ], **flags), dtype)
+    return ctx.emit("Sub", [quotient, adjust], like=quotient)
 
 
 def _truncate(ctx: LoweringContext, x: Value) -> Value:
@@ -171,6 +190,27 @@ def reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     op = _REDUCE.get(node.target) or _REDUCE[node.target.overloadpacket]
     return ctx.emit(op, [x, axes], {"keepdims": int(bool(keepdim))})
 
+
+
+@lowers(aten.any, aten.all)
+def any_all(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.any(dim)`` / ``x.all(dim)`` (every overload: all elements, one dim, a list of dims): ReduceMax /
+    ReduceMin of ``x != 0`` as int32 (ONNX reductions take no booleans), then back to bool (SmolVLM's "is this
+    image all padding" test, Mllama's cross-attention row mask)."""
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    dims = a.get("dim")
+    rank = len(x.shape)
+    nonzero = x if x.dtype == torch.bool else ctx.emit("Not", [ctx.emit("Equal", [x, ctx.scalar(0, x.dtype)],
+                                                                         like=x, dtype=torch.bool)], like=x,
+                                                        dtype=torch.bool)
+    axes = _reduce_axes(dims, rank)
+    keep = bool(a.get("keepdim", False))
+    shape = tuple(1 if (d in axes and keep) else s for d, s in enumerate(x.shape) if d not in axes or keep)
+    op = "ReduceMax" if node.target.overloadpacket is aten.any else "ReduceMin"
+    reduced = ctx.emit(op, [ctx.cast(nonzero, torch.int32), ctx.ints(axes, hint="axes")], {"keepdims": int(keep)},
+                       shape=shape, dtype=torch.int32)
+    return ctx.cast(reduced, torch.bool)
 
 @lowers(aten.linalg_vector_norm)
 def vector_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
@@ -263,6 +303,53 @@ def reduce_with_index(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
     indices = ctx.emit("ArgMax" if is_max else "ArgMin", [x], {"axis": axis, "keepdims": keep},
                        shape=shape_of(indices_meta), dtype=indices_meta.dtype)
     return [values, indices]
+
+
+@lowers(aten.cummax, aten.cummin)
+def cumulative_extreme(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
+    """``torch.cummax``/``cummin`` (values and indices; Grounding-DINO's spans between special tokens): ONNX has
+    no such op, so a scan in log2(n) steps over the static length, each step comparing every position with the
+    one ``2^k`` before it (padded with the identity). Ties take the later index, as torch does."""
+    x: Value = ctx.env[node.args[0]]
+    rank = len(x.shape)
+    axis = int(node.args[1]) % max(rank, 1)
+    length = int(x.shape[axis]) if rank else 1
+    is_max = node.target.overloadpacket is aten.cummax
+    shape, dtype = tuple(int(d) for d in x.shape), x.dtype
+    view = [1] * rank
+    view[axis] = length
+    positions = ctx.const(torch.arange(length, dtype=torch.int64).reshape(view), hint="positions")
+    values, indices = x, ctx.emit("Expand", [positions, ctx.ints(list(shape), hint="shape")], shape=shape,
+                                  dtype=torch.int64)
+    info = torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)
+    identity = float("-inf") if dtype.is_floating_point and is_max else float("inf") if dtype.is_floating_point \
+        else (info.min if is_max else info.max)
+    step = 1
+    while step < length:
+        pad_shape = tuple(step if d == axis else n for d, n in enumerate(shape))
+        pads = [ctx.emit("Expand", [ctx.scalar(fill, kind), ctx.ints(list(pad_shape), hint="shape")],
+                         shape=pad_shape, dtype=kind) for fill, kind in ((identity, dtype), (0, torch.int64))]
+        earlier = [ctx.emit("Concat", [pad, ctx.slice_axis(t, axis, 0, length - step)], {"axis": axis}, like=t)
+                   for pad, t in zip(pads, (values, indices))]
+        take = ctx.emit("GreaterOrEqual" if is_max else "LessOrEqual", [values, earlier[0]], shape=shape,
+                        dtype=torch.bool)
+        values = ctx.emit("Where", [take, values, earlier[0]], like=values)
+        indices = ctx.emit("Where", [take, indices, earlier[1]], like=indices)
+        step *= 2
+    return [values, indices]
+
+
+@lowers(aten.flip)
+def flip(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.flip(dims)``: one Slice with step -1 on each flipped axis."""
+    x: Value = ctx.env[node.args[0]]
+    rank = len(x.shape)
+    axes = sorted({int(d) % rank for d in node.args[1]})
+    if not axes:
+        return x
+    count = len(axes)
+    return ctx.emit("Slice", [x, ctx.ints([-1] * count), ctx.ints([-(2**63) + 1] * count), ctx.ints(axes),
+                              ctx.ints([-1] * count)], like=x)
 
 
 @lowers(aten.cumsum)

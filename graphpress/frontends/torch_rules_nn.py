@@ -312,3 +312,19 @@ def upsample(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         align = node.args[2] if len(node.args) > 2 else node.kwargs.get("align_corners", False)
         attrs = {"mode": "linear", "coordinate_transformation_mode": "align_corners" if align else "half_pixel"}
     return ctx.emit("Resize", [x, None, None, sizes], attrs)
+
+
+_GRID_MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
+_GRID_PADDING = {0: "zeros", 1: "border", 2: "reflection"}
+
+
+@lowers(aten.grid_sampler_2d)
+def grid_sample(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``F.grid_sample`` (4-D): ONNX GridSample (opset 16), the same modes, padding and corner convention
+    (the multi-scale deformable attention of RT-DETR, Deformable-DETR, Mask2Former, Grounding-DINO)."""
+    a = ctx.bind(node)
+    x, grid = a["input"], ctx.cast(a["grid"], a["input"].dtype)
+    attrs = {"mode": _GRID_MODES[int(a["interpolation_mode"])],
+             "padding_mode": _GRID_PADDING[int(a["padding_mode"])],
+             "align_corners": int(bool(a["align_corners"]))}
+    return ctx.emit("GridSample", [x, grid], attrs)

@@ -9,6 +9,7 @@ factorizes into head blocks. Ops that are pure aliases in a functional graph (``
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -177,9 +178,16 @@ def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     indices = [ctx.env[n] if n is not None else None for n in node.args[1]]
     used = [(dim, idx) for dim, idx in enumerate(indices) if idx is not None]
     dims = [dim for dim, _ in used]
-    if any(idx.dtype == torch.bool for _, idx in used) or dims != list(range(dims[0], dims[0] + len(dims))):
+    if any(idx.dtype == torch.bool for _, idx in used):
         raise UnsupportedOpError(
-            f"{ctx.describe()}: boolean or non-adjacent advanced indexing; index with integer tensors on "
+            f"{ctx.describe()} indexes with a boolean mask (x[mask]): the result has as many rows as the mask has "
+            f"True values, so its shape depends on the data, and graphpress graphs have static shapes. Give that "
+            f"module a forward with static shapes while tracing "
+            f"(@graphpress.frontends.torch_substitutions.register_trace_substitution), or select with "
+            f"torch.where / masked_fill, which keep the shape")
+    if dims != list(range(dims[0], dims[0] + len(dims))):
+        raise UnsupportedOpError(
+            f"{ctx.describe()}: non-adjacent advanced indexing; index with integer tensors on "
             f"neighbouring dimensions"
         )
     if len(used) == 1:
@@ -223,6 +231,101 @@ def scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
                                                                   dtype=torch.int64)], like=idx, dtype=x.dtype)
     return ctx.emit("ScatterElements", [x, idx, updates], {"axis": _dim(dim, len(x.shape))})
 
+
+
+def _row_mask(mask: Value, shape: tuple) -> Value | None:
+    """``mask`` as one flag per row of the last axis when it is the same along that axis (its last size is 1,
+    or it is an Expand of such a tensor: Hugging Face's ``(ids == image_id).unsqueeze(-1).expand_as(embeds)``);
+    None otherwise."""
+    if len(mask.shape) >= 1 and mask.shape[-1] == 1:
+        return mask
+    producer = mask.producer
+    if producer is not None and producer.op == "Expand" and len(producer.inputs[0].shape) >= 1 \
+            and producer.inputs[0].shape[-1] == 1 and tuple(mask.shape) == tuple(shape):
+        return producer.inputs[0]
+    return None
+
+
+def _scatter_in_order(ctx: LoweringContext, x: Value, mask: Value, source: Value) -> Value:
+    """``x`` whose k-th True position of ``mask`` (in x's element order; ``mask`` broadcast to x's shape) holds
+    ``source``'s k-th element: ``Where(mask, Gather(source, CumSum(mask) - 1), x)``, static shapes. A mask that
+    is the same along the last axis (one flag per row) gathers whole rows of ``source``, so x's last axis and
+    source's stay one axis the coupling analysis can follow (the channels of token embeddings and of the image
+    features a vision-language model puts among them)."""
+    source = ctx.cast(source, x.dtype)
+    shape = tuple(int(s) for s in x.shape)
+    rows = _row_mask(mask, shape)
+    width = shape[-1] if rows is not None and source.shape and int(source.shape[-1]) == shape[-1] else 1
+    flags = rows if width > 1 else mask
+    flags_shape = shape[:-1] + (1,) if width > 1 else shape
+    count = math.prod(shape) // width
+    available = math.prod(int(s) for s in source.shape) // width
+    if count == 0 or available == 0:
+        return x
+    if tuple(flags.shape) != flags_shape:
+        if len(flags.shape) < len(flags_shape):  # a mask over the leading axes: flags per row of the rest
+            flags = ctx.reshape(flags, tuple(flags.shape) + (1,) * (len(flags_shape) - len(flags.shape)))
+        flags = ctx.emit("Expand", [flags, ctx.ints(list(flags_shape), hint="shape")], shape=flags_shape,
+                         dtype=flags.dtype)
+    flags = ctx.cast(ctx.reshape(flags, (count,)), torch.bool)
+    taken = ctx.emit("CumSum", [ctx.cast(flags, torch.int64), ctx.const(torch.tensor(0), hint="axis")],
+                     shape=(count,), dtype=torch.int64)
+    index = ctx.emit("Sub", [taken, ctx.scalar(1, torch.int64)], like=taken)
+    index = ctx.emit("Max", [index, ctx.scalar(0, torch.int64)], like=taken)
+    index = ctx.emit("Min", [index, ctx.scalar(available - 1, torch.int64)], like=taken)
+    rows_of_source = ctx.reshape(source, (available, width))
+    gathered = ctx.emit("Gather", [rows_of_source, index], {"axis": 0}, shape=(count, width), dtype=x.dtype)
+    kept = ctx.reshape(x, (count, width))
+    merged = ctx.emit("Where", [ctx.reshape(flags, (count, 1)), gathered, kept], like=kept)
+    return ctx.reshape(merged, shape)
+
+
+@lowers(aten.masked_scatter)
+def masked_scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.masked_scatter(mask, source)`` (vision-language models put their image features into the token
+    embeddings this way)."""
+    return _scatter_in_order(ctx, ctx.env[node.args[0]], ctx.env[node.args[1]], ctx.env[node.args[2]])
+
+
+@lowers(aten.index_put)
+def index_put(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x[indices] = values`` in functional form. One boolean index over x's leading axes writes ``values``
+    row by row into the True positions, in order (Kosmos-2's ``embeds[mask] = image_embeds``); integer indices
+    (no ``None`` among them) are a ScatterND (a sum with ``accumulate=True``)."""
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    indices, values, accumulate = list(a["indices"]), a["values"], bool(a["accumulate"])
+    values = ctx.cast(values, x.dtype)
+    if len(indices) == 1 and indices[0] is not None and indices[0].dtype == torch.bool and not accumulate:
+        mask = indices[0]
+        if len(mask.shape) < len(x.shape):  # flags of whole rows: trailing unit axes
+            mask = ctx.reshape(mask, tuple(mask.shape) + (1,) * (len(x.shape) - len(mask.shape)))
+        if math.prod(values.shape) > 1:
+            return _scatter_in_order(ctx, x, mask, values)
+        return ctx.emit("Where", [mask, ctx.reshape(values, ()) if values.shape else values, x], like=x)
+    if any(i is None or i.dtype == torch.bool for i in indices):
+        raise UnsupportedOpError(
+            f"{ctx.describe()}: indices with None (a slice before an indexed axis) or several boolean masks; "
+            f"graphpress lowers one boolean mask or integer indices over the leading axes")
+    k = len(indices)
+    broadcast = tuple(torch.broadcast_shapes(*(tuple(i.shape) for i in indices)))
+    columns = []
+    for axis, index in enumerate(indices):
+        index = ctx.cast(index, torch.int64)
+        size = ctx.scalar(int(x.shape[axis]), torch.int64)
+        negative = ctx.emit("Less", [index, ctx.scalar(0, torch.int64)], like=index, dtype=torch.bool)
+        index = ctx.emit("Where", [negative, ctx.emit("Add", [index, size], like=index), index], like=index)
+        if tuple(index.shape) != broadcast:
+            index = ctx.emit("Expand", [index, ctx.ints(list(broadcast), hint="shape")], shape=broadcast,
+                             dtype=torch.int64)
+        columns.append(ctx.reshape(index, broadcast + (1,)))
+    stacked = columns[0] if k == 1 else ctx.emit("Concat", columns, {"axis": len(broadcast)},
+                                                 shape=broadcast + (k,), dtype=torch.int64)
+    target = broadcast + tuple(int(s) for s in x.shape[k:])
+    if tuple(values.shape) != target:
+        values = ctx.emit("Expand", [values, ctx.ints(list(target), hint="shape")], shape=target, dtype=x.dtype)
+    attrs = {"reduction": "add"} if accumulate else {}
+    return ctx.emit("ScatterND", [x, stacked, values], attrs, like=x)
 
 @lowers(aten.copy)
 def copy(ctx: LoweringContext, node: torch.fx.Node) -> Value:

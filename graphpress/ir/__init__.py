@@ -8,9 +8,11 @@ from .ops import GRAPHPRESS_DOMAIN, is_elementwise
 from .parameter import (
                         Binding,
                         DetachedBinding,
+                        EvaluatedBinding,
                         ModuleBinding,
                         Parameter,
                         TransposedBinding,
+                        model_sources,
                         storage_binding,
                         transposed_binding,
 )
@@ -27,8 +29,10 @@ __all__ = [
     "Parameter",
     "Binding",
     "DetachedBinding",
+    "EvaluatedBinding",
     "ModuleBinding",
     "TransposedBinding",
+    "model_sources",
     "storage_binding",
     "transposed_binding",
     "GRAPHPRESS_DOMAIN",

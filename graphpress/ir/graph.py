@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from .node import Node
-from .parameter import DetachedBinding, Parameter, storage_binding
+from .parameter import DetachedBinding, EvaluatedBinding, Parameter, storage_binding
 from .value import Shape, Value
 
 __all__ = ["Graph"]
@@ -77,6 +77,13 @@ class Graph:
         name = self.unique_name(hint)
         self._names.discard(name)
         return self.add_constant(Parameter(DetachedBinding(name, tensor), kind="constant"), name)
+
+    def evaluated_constant(self, tensor: torch.Tensor, hint: str, op: str, sources: list[str]) -> Value:
+        """A constant computed once by ``op`` from the model tensors ``sources``, which the model recomputes
+        in forward (see :class:`EvaluatedBinding`): passes may read it, the coupling analysis keeps its size."""
+        name = self.unique_name(hint)
+        self._names.discard(name)
+        return self.add_constant(Parameter(EvaluatedBinding(name, tensor, op, sources), kind="constant"), name)
 
     def parameters(self) -> Iterator[Value]:
         """Constant values that are weights or buffers of the model (not shape or scalar constants)."""

@@ -9,12 +9,12 @@ came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Iterable, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Binding", "ModuleBinding", "drop_derived_caches", "DetachedBinding", "TransposedBinding", "Parameter", "storage_binding",
-           "transposed_binding"]
+__all__ = ["Binding", "ModuleBinding", "drop_derived_caches", "DetachedBinding", "EvaluatedBinding", "TransposedBinding",
+           "Parameter", "model_sources", "storage_binding", "transposed_binding"]
 
 
 @runtime_checkable
@@ -43,6 +43,39 @@ class DetachedBinding:
 
     def __repr__(self) -> str:
         return f"DetachedBinding({self.key!r})"
+
+
+class EvaluatedBinding(DetachedBinding):
+    """A tensor computed once from the model's own weights, which the model itself recomputes from them in
+    forward: the frontend evaluates what an op without an IR form computes from weights alone (torch's
+    orthogonal parametrization: ``linalg_householder_product``, ``matrix_exp``), and ``fold-constants``
+    precomputes ops on module weights.
+
+    ``sources`` are the state_dict names it came from and ``op`` the op that made it. The IR may read it, but
+    no pass may reshape it (the model would go on computing the old sizes from ``sources``): the coupling
+    analysis freezes its channels, naming ``op``.
+    """
+
+    def __init__(self, key: str, tensor: torch.Tensor, op: str, sources: list[str]):
+        super().__init__(key, tensor)
+        self.op = op
+        self.sources = list(sources)
+
+    def __repr__(self) -> str:
+        return f"EvaluatedBinding({self.key!r}, by {self.op} from {', '.join(self.sources)})"
+
+
+def model_sources(params: Iterable[Parameter]) -> list[str]:
+    """State-dict names of the model tensors behind ``params``: module-bound ones, and those an evaluated
+    tensor was computed from (graph-made constants and ONNX initializers name none)."""
+    names: dict[str, None] = {}
+    for param in params:
+        binding = param.binding
+        if isinstance(binding, EvaluatedBinding):
+            names.update(dict.fromkeys(binding.sources))
+        elif isinstance(storage_binding(binding), ModuleBinding):
+            names[param.key] = None
+    return list(names)
 
 
 class TransposedBinding:

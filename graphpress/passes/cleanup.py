@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..ir import Graph, Node
+from ..ir import Graph, Node, model_sources
 from .base import Pass, PassResult
 from .context import PassContext
 from .options import Option
@@ -114,8 +114,13 @@ class FoldConstants(Pass):
 
     @staticmethod
     def _replace(graph: Graph, node: Node, results: list[torch.Tensor]) -> None:
+        # A result computed from a torch model's weights stays marked as such: the model recomputes it from
+        # them in forward, so no later pass may reshape the folded copy alone.
+        sources = model_sources(v.param for v in node.inputs if v is not None)
         for out, tensor in zip(node.outputs, results):
-            graph.replace_all_uses(out, graph.constant(tensor, out.name))
+            held = graph.evaluated_constant(tensor, out.name, node.qualified_op, sources) if sources else \
+                graph.constant(tensor, out.name)
+            graph.replace_all_uses(out, held)
         graph.remove(node)
 
     def _fold_shape(self, graph: Graph, node: Node) -> int:

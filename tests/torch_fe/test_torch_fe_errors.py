@@ -48,6 +48,25 @@ def test_data_dependent_control_flow_is_explained() -> None:
     assert "data-dependent control flow" in message and "test_torch_fe_errors.py" in message
 
 
+
+class _SizeFromValues(nn.Module):
+    """A length read from the data, then a branch on the size it gives (Mistral-3's and Qwen2-VL's image sizes):
+    torch's guard error names no frame in its text."""
+
+    def forward(self, x: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+        rows = x[: (sizes[0, 0] * sizes[0, 1]).item()]
+        if rows.shape[0] > 1:
+            return rows * 2
+        return rows
+
+
+def test_data_dependent_guard_names_the_model_line_from_the_traceback() -> None:
+    with pytest.raises(FrontendError) as info:
+        trace(_SizeFromValues(), (torch.randn(4, 6), torch.tensor([[1, 2], [2, 2]])))
+    message = str(info.value)  # said "at an unknown location" before
+    assert "unknown location" not in message and "test_torch_fe_errors.py" in message
+    assert "computed from a tensor's values" in message
+
 class _GroupsBySize(nn.Module):
     """Sizes read back from the data, as JetMoE's router does (``expert_size.tolist()``, then a split)."""
 

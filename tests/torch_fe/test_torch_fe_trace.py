@@ -124,3 +124,13 @@ def test_a_model_on_the_gpu_traces_where_constants_meet_its_buffers(name):
     ids = case.inputs["input_ids"].to("cuda")
     graph = trace(model, (ids,), example_kwargs=dict(case.call_kwargs))
     assert graph.nodes
+
+
+def test_use_cache_is_passed_only_to_models_that_take_it():
+    """CLAP's forward takes ``**kwargs`` and hands them to an audio encoder that refuses ``use_cache``: the
+    trace added ``use_cache=False`` to every ``**kwargs`` forward and failed ("unexpected keyword argument")."""
+    from graphpress.testing.arch_zoo import arch_case
+
+    case = arch_case("clap")
+    graph = trace(case.model, case.inputs)
+    assert len(graph.outputs) >= 2  # the image-text logits of both directions at least

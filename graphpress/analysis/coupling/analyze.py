@@ -13,7 +13,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ...ir import Graph
+from ...ir import EvaluatedBinding, Graph
 from ..cache import cached_analysis
 from .groups import CouplingGroup, GroupMember
 from .rules import freeze_uncovered, rule_for
@@ -53,8 +53,23 @@ def _components(n: int, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     return connected_components(matrix, directed=False)[1].astype(np.int64)
 
 
+def _freeze_evaluated(graph: Graph, state: CouplingState) -> None:
+    """Tensors computed once from the model's weights (an op without an IR form on the way, as in torch's
+    orthogonal parametrization, or folded by fold-constants) keep their size: the model recomputes them
+    from weights the graph no longer reads, so their channels can't be followed into the model. Each is
+    named like an op without a rule, so the pass's warning and the report say why."""
+    for value in graph.constants:
+        binding = value.param.binding if value.param is not None else None
+        if isinstance(binding, EvaluatedBinding):
+            why = (f"computed once from {', '.join(binding.sources)}, which the model recomputes in forward: "
+                   f"its channels can't be followed")
+            state.uncovered[value.name] = f"{binding.op} ({why})"
+            state.freeze_value(value, f"%{value.name} {why}", None)
+
+
 def _run_rules(graph: Graph) -> CouplingState:
     state = CouplingState()
+    _freeze_evaluated(graph, state)
     for node in graph.nodes:
         try:
             rule_for(node)(state, node)

@@ -9,6 +9,13 @@ of all groups is one unit with the weight's input column ``j``, output channel `
 so ``group`` stays and the groups stay equal (a channel shuffle's ``[g, C/g]`` reshape then shrinks its
 ``C/g``). A gathered embedding table passes its feature axis
 on, so a tied LM head (the same table read by a Linear) lands in the same group as the residual stream.
+
+A Linear's or convolution's weight may be computed in forward from stored tensors (weight_norm's
+``g * v / ||v||``, spectral_norm's ``W / sigma``, an un-merged low-rank update ``w + B @ A``, BiT's weight
+standardisation): the rules of the ops that compute it carry the stored tensors' ids onto its axes, so the
+layer couples its channels with those tensors and pruning slices them; statistics over a pruned axis (a
+row norm, sigma) are recomputed over the channels that remain. A computed weight whose ids were lost on the
+way (an op without a rule, positions fixed by a mask) keeps every channel through the layer, and says so.
 """
 
 from __future__ import annotations
@@ -22,11 +29,15 @@ from .state import CouplingState
 __all__ = ["linear", "conv", "matmul", "matmul_transposed", "gemm", "gather", "couple_input"]
 
 
-def couple_input(state: CouplingState, node: Node, activation_ids, weight_ids) -> None:
-    """Input features of a weight follow the activation; an activation of fixed width freezes them."""
+def couple_input(state: CouplingState, node: Node, activation_ids, weight_ids,
+                 computed: bool = False) -> None:
+    """Input features of a weight follow the activation; an activation of fixed width freezes them.
+    ``computed``: the weight is computed in forward, so an input axis without ids was lost on the way."""
     if weight_ids is None:
         if activation_ids is not None:
-            state.freeze(activation_ids, f"{node.qualified_op} weight has a single input feature", node)
+            why = "weight is computed by ops that don't keep its input features apart" if computed else \
+                "weight has a single input feature"
+            state.freeze(activation_ids, f"{node.qualified_op} {why}", node)
         return
     if activation_ids is None:
         state.freeze(weight_ids, "input features come from a tensor of fixed width", node)
@@ -47,12 +58,14 @@ def _bias(state: CouplingState, node: Node, index: int, out_ids) -> None:
 
 @coupling_rule("Linear", domain=GRAPHPRESS_DOMAIN)
 def linear(state: CouplingState, node: Node) -> None:
+    """y = x @ W.T + b, W [out, in] stored or computed in forward (weight_norm's ``g * v / ||v||``, an
+    un-merged low-rank update ``w + B @ A``): W's axes carry the ids of the stored tensors it came from."""
     x, w = node.input(0), node.input(1)
-    if w is None or w.param is None:
-        return freeze_uncovered(state, node)
+    if not _weight_followed(state, node, w):
+        return
     x_labels = state.get(x)
     w_labels = state.get(w)
-    couple_input(state, node, x_labels[-1] if x_labels else None, w_labels[1])
+    couple_input(state, node, x_labels[-1] if x_labels else None, w_labels[1], computed=w.param is None)
     _bias(state, node, 2, w_labels[0])
     out = node.outputs[0]
     state.set(out, list(x_labels[:-1]) + [w_labels[0]])
@@ -80,22 +93,36 @@ def _grouped(state: CouplingState, node: Node, in_ids, out_ids, groups: int, in_
     return out_ids
 
 
-def _has_labels(state: CouplingState, weight: Value) -> bool:
-    """A stored weight, or one computed from stored weights by ops whose rules carried its channel labels
-    (BiT's weight standardisation, a depthwise kernel reshaped from ``[C, k]`` as Mamba's causal conv does):
-    either way its output and input axes are known units."""
+def _weight_followed(state: CouplingState, node: Node, weight: Value | None) -> bool:
+    """Whether a layer's weight axes are known units: a stored weight, or one computed from stored tensors by
+    ops whose rules carried their channel ids (weight_norm's ``g * v / ||v||``, a low-rank update
+    ``w + B @ A``, BiT's weight standardisation, a depthwise kernel reshaped from ``[C, k]`` as Mamba's causal
+    conv does), so pruning slices those stored tensors. A computed weight whose ids were all lost (an op
+    without a rule, positions picked by data) freezes every channel through the layer, naming the op that
+    made it; with no weight at all the layer counts as uncovered."""
+    if weight is None:
+        freeze_uncovered(state, node)
+        return False
     if weight.param is not None:
         return True
     labels = state.get(weight)
-    return len(labels) >= 2 and (labels[0] is not None or labels[1] is not None)
+    if len(labels) >= 2 and (labels[0] is not None or labels[1] is not None):
+        return True
+    maker = weight.producer.qualified_op if weight.producer is not None else "an input"
+    why = f"weight computed by {maker}, which does not keep its channels apart"
+    state.uncovered[node.name] = f"{node.qualified_op} ({why})"
+    state.freeze_all(node, f"{node.qualified_op} {why}")
+    return False
 
 
 @coupling_rule("Conv", "ConvTranspose")
 def conv(state: CouplingState, node: Node) -> None:
     """Conv weight [out, in/g, k...]; ConvTranspose weight [in, out/g, k...]."""
     x, w = node.input(0), node.input(1)
-    if w is None or len(x.shape or ()) < 2 or not _has_labels(state, w):
+    if len(x.shape or ()) < 2:
         return freeze_uncovered(state, node)
+    if not _weight_followed(state, node, w):
+        return
     transposed = node.op == "ConvTranspose"
     out_axis, in_axis = (1, 0) if transposed else (0, 1)
     groups = int(node.attrs.get("group", 1))
@@ -106,7 +133,7 @@ def conv(state: CouplingState, node: Node) -> None:
     in_ids = x_labels[1]
     out_ids = w_labels[out_axis]
     if groups == 1:
-        couple_input(state, node, in_ids, w_labels[in_axis])
+        couple_input(state, node, in_ids, w_labels[in_axis], computed=w.param is None)
     elif transposed:
         # ConvTranspose: weight axis 0 is the input channels (all groups), axis 1 the outputs per group.
         if in_ids is None or w_labels[0] is None:

@@ -1,4 +1,5 @@
-"""Coupling rules of ops that reduce or pool: reductions, Softmax, pooling, Resize, ArgMax, TopK, CumSum.
+"""Coupling rules of ops that reduce or pool: reductions, Softmax, pooling, Resize, GridSample, ArgMax, TopK,
+CumSum.
 
 Reducing over a channel axis (RMSNorm's mean of squares, a global pool) does not stop that axis from
 shrinking: the statistic is recomputed over the channels that remain. Reduced axes simply carry no ids
@@ -11,7 +12,7 @@ from ...ir import Node
 from .rules import const_ints, coupling_rule
 from .state import CouplingState
 
-__all__ = ["reduce", "passthrough_leading", "same_shape", "topk"]
+__all__ = ["reduce", "passthrough_leading", "grid_sample", "same_shape", "topk"]
 
 _REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
@@ -52,6 +53,13 @@ def passthrough_leading(state: CouplingState, node: Node) -> None:
                 state.freeze(labels[axis], f"{node.op} changes the size of axis {axis}", node)
         state.set(out, result)
 
+
+@coupling_rule("GridSample")
+def grid_sample(state: CouplingState, node: Node) -> None:
+    """The sampled input's batch and channel axes pass through (a channel is sampled on its own); the grid's
+    axes are sampling positions (its last is the x, y pair) and keep their sizes."""
+    state.freeze_value(node.input(1), "sampling positions of GridSample", node)
+    passthrough_leading(state, node)
 
 @coupling_rule("Softmax", "LogSoftmax", "Hardmax", "CumSum", "LpNormalization", "MeanVarianceNormalization")
 def same_shape(state: CouplingState, node: Node) -> None:
