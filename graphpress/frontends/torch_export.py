@@ -34,7 +34,7 @@ import torch
 
 from ..errors import FrontendError, StateMutationError
 from ..ir import Graph
-from .torch_lowering import lower_exported_program
+from .torch_lowering import checks_only, lower_exported_program
 from .torch_registry import decomposition_table
 from .torch_substitutions import substituted_forwards
 
@@ -120,9 +120,23 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.e
         ) from exc
 
 
+def _without_checks(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``ep`` without the nodes that only feed run-time checks (``checks_only``): the lowering skips them anyway,
+    and the size they read with ``item()`` is an unbacked symbol that torch 2.11's decomposition cannot carry
+    (Hugging Face's image-token count checks in LLaVA, PaliGemma, Gemma 3, Florence-2)."""
+    nodes = list(ep.graph.nodes)
+    skipped = checks_only(nodes)
+    for node in reversed(nodes):
+        if node in skipped:
+            ep.graph.erase_node(node)
+    if skipped:
+        ep.graph_module.recompile()
+    return ep
+
+
 def _decomposed(ep: torch.export.ExportedProgram, name: str) -> torch.export.ExportedProgram:
     try:
-        return ep.run_decompositions(decomposition_table())
+        return _without_checks(ep).run_decompositions(decomposition_table())
     except Exception as exc:  # torch raises many unrelated types here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(f"torch could not decompose the exported {name} to core aten: {first}") from exc

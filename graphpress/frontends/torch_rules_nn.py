@@ -91,19 +91,53 @@ def addmm(ctx: LoweringContext, node: torch.fx.Node) -> Value:
 @lowers(aten.convolution)
 def convolution(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     a = ctx.bind(node)
+    return _conv(ctx, a, bool(a["transposed"]))
+
+
+@lowers(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default)
+def conv_nd(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """The pre-dispatch forms (``F.conv2d``), so that a model with convolutions lowers without decomposing."""
+    return _conv(ctx, ctx.bind(node), transposed=False)
+
+
+@lowers(aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding)
+def conv_nd_named_padding(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``padding="valid"`` (none) or ``"same"``: torch pads ``dilation * (kernel - 1)`` in all, the odd one at
+    the end, which ONNX's begin and end pads spell out."""
+    a = ctx.bind(node)
+    if a["padding"] == "valid":
+        return _conv(ctx, a, transposed=False, pads=[0] * (2 * (len(a["weight"].shape) - 2)))
+    kernel = a["weight"].shape[2:]
+    total = [d * (k - 1) for d, k in zip(_per_axis(a["dilation"], len(kernel)), kernel)]
+    return _conv(ctx, a, transposed=False, pads=[t // 2 for t in total] + [t - t // 2 for t in total])
+
+
+@lowers(aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input)
+def conv_transpose_nd(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    return _conv(ctx, ctx.bind(node), transposed=True)
+
+
+def _per_axis(values, spatial: int) -> list[int]:
+    """A conv argument for every spatial axis (torch accepts one value for all)."""
+    values = [int(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    return values * (spatial if len(values) == 1 else 1)
+
+
+def _conv(ctx: LoweringContext, a: dict, transposed: bool, pads: list[int] | None = None) -> Value:
     weight: Value = a["weight"]
     spatial = len(weight.shape) - 2
-    padding = list(a["padding"]) * (spatial if len(a["padding"]) == 1 else 1)
+    if pads is None:
+        pads = _per_axis(a["padding"], spatial) * 2
     attrs = {
         "kernel_shape": list(weight.shape[2:]),
-        "strides": list(a["stride"]) * (spatial if len(a["stride"]) == 1 else 1),
-        "pads": padding + padding,
-        "dilations": list(a["dilation"]) * (spatial if len(a["dilation"]) == 1 else 1),
+        "strides": _per_axis(a["stride"], spatial),
+        "pads": pads,
+        "dilations": _per_axis(a["dilation"], spatial),
         "group": int(a["groups"]),
     }
     inputs = [a["input"], weight] + ([a["bias"]] if a["bias"] is not None else [])
-    if a["transposed"]:
-        attrs["output_padding"] = list(a["output_padding"]) * (spatial if len(a["output_padding"]) == 1 else 1)
+    if transposed:
+        attrs["output_padding"] = _per_axis(a["output_padding"], spatial)
         return ctx.emit("ConvTranspose", inputs, attrs)
     return ctx.emit("Conv", inputs, attrs)
 

@@ -83,10 +83,10 @@ def test_values_read_into_python_are_explained() -> None:
 
 
 def test_never_decomposing_refuses_ops_without_rules() -> None:
-    conv = nn.Sequential(nn.Conv2d(3, 4, 3))  # export keeps aten.conv2d, which only decomposition lowers
-    with pytest.raises(UnsupportedOpError, match="conv2d"):
-        trace(conv, (torch.randn(1, 3, 8, 8),), decompose=False)
-    assert trace(conv, (torch.randn(1, 3, 8, 8),)).find("Conv")
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())  # aten.flatten.using_ints: only decomposition lowers it
+    with pytest.raises(UnsupportedOpError, match="flatten"):
+        trace(flat, (torch.randn(1, 3, 8, 8),), decompose=False)
+    assert trace(flat, (torch.randn(1, 3, 8, 8),)).find("Conv")
 
 
 def test_export_onnx_needs_inputs(tmp_path) -> None:

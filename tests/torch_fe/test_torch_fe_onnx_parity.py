@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from graphpress.backends.onnx import run_onnxruntime, to_onnx
 from graphpress.frontends.torch_export import trace
@@ -178,3 +179,50 @@ def test_rms_norm_of_bfloat16_accumulates_in_float32() -> None:
     means = graph.find("ReduceMean")
     assert means and all(n.outputs[0].dtype == torch.float32 for n in means)
     assert [v.dtype for v in graph.outputs] == [torch.bfloat16, torch.float32, torch.bfloat16]
+
+
+class _Convolutions(nn.Module):
+    """Every pre-dispatch convolution form: plain, named paddings ("same" with an even kernel pads unevenly,
+    the odd one at the end) and transposed, in 1-D and 2-D."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.same = nn.Conv2d(4, 4, 4, padding="same", dilation=2)
+        self.valid = nn.Conv1d(4, 6, 3, padding="valid")
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, groups=2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.same(self.plain(x))
+        return self.up(y), self.valid(y.reshape(1, 4, -1))
+
+
+def test_convolutions_lower_in_their_pre_dispatch_forms() -> None:
+    torch.manual_seed(0)
+    model, x = _Convolutions().eval(), torch.randn(1, 3, 16, 16)
+    graph = trace(model, (x,), decompose=False)
+    assert not graph.metadata["decomposed"]
+    outputs = run_onnxruntime(to_onnx(graph), {graph.inputs[0].name: x})
+    with torch.no_grad():
+        assert _max_relative_error(outputs, list(model(x))) <= TOLERANCE
+
+
+class _CheckedGather(nn.Module):
+    """A run-time check on values, as Hugging Face's image-token count check exports: ``_is_all_true -> item
+    -> _assert_scalar``; the size it reads is an unbacked symbol."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._check_tensor_all(x.abs().sum(-1) >= 0, lambda: "never fails")
+        return x.flatten(1) * 2
+
+
+def test_run_time_checks_are_dropped_before_decomposition() -> None:
+    from graphpress.frontends.torch_export import _without_checks, export_program
+
+    x = torch.randn(2, 3, 4)
+    ep = _without_checks(export_program(_CheckedGather(), (x,), {}))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert not any("assert" in t or "is_all_true" in t or "item" in t for t in targets), targets
+    assert torch.equal(ep.module()(x), x.flatten(1) * 2)
+    graph = trace(_CheckedGather(), (x,), decompose=True)
+    assert run_onnxruntime(to_onnx(graph), {graph.inputs[0].name: x})[0].shape == (2, 12)
