@@ -17,7 +17,7 @@ import torch
 import torch.fx
 
 from ..errors import UnsupportedOpError
-from ..ir import Value
+from ..ir import SHAPED_LIKE, Value
 from .torch_context import LoweringContext
 from .torch_registry import lowers
 
@@ -386,8 +386,15 @@ _FILL_VALUE = {aten.zeros_like: 0, aten.ones_like: 1, aten.new_zeros: 0, aten.ne
 
 @lowers(aten.full_like, aten.zeros_like, aten.ones_like, aten.new_full, aten.new_zeros, aten.new_ones)
 def filled_like(ctx: LoweringContext, node: torch.fx.Node) -> Value:
-    # Only the input's (static) shape and dtype matter, so the result is a constant.
+    """Only the input's (static) shape and dtype matter, so the result is a constant. For ``*_like`` it is marked
+    as shaped like its input (``SHAPED_LIKE``): the model recomputes it at the input's size, so the coupling
+    analysis gives it the input's channels (Conditional-DETR's decoder starts from ``zeros_like(queries)``)."""
     fake = ctx.out_meta()
     packet = node.target.overloadpacket
     fill = node.args[_FILL_ARGUMENT[packet]] if packet in _FILL_ARGUMENT else _FILL_VALUE[packet]
-    return ctx.const(torch.full(tuple(fake.shape), fill, dtype=fake.dtype), hint=node.name)
+    value = ctx.const(torch.full(tuple(fake.shape), fill, dtype=fake.dtype), hint=node.name)
+    source = ctx.env.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+    if packet in (aten.full_like, aten.zeros_like, aten.ones_like) and isinstance(source, Value) \
+            and source.shape == value.shape:
+        value.meta[SHAPED_LIKE] = source
+    return value

@@ -17,13 +17,14 @@ from .parameter import (
                         transposed_binding,
 )
 from .printer import format_graph, format_node
-from .value import Dim, Shape, Value
+from .value import SHAPED_LIKE, Dim, Shape, Value
 from .verifier import verify
 
 __all__ = [
     "Graph",
     "Node",
     "Value",
+    "SHAPED_LIKE",
     "Dim",
     "Shape",
     "Parameter",

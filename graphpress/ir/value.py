@@ -11,7 +11,11 @@ from .parameter import Parameter
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Dim", "Shape", "Value"]
+__all__ = ["Dim", "Shape", "Value", "SHAPED_LIKE"]
+
+SHAPED_LIKE = "shaped_like"
+"""``meta`` key of a constant the model computes at the size of another value (``zeros_like(x)``): that value,
+whose channels the constant shares, since pruning them shrinks what the model computes."""
 
 Dim = Union[int, str]
 """A dimension: a concrete size, or a symbol (e.g. "batch") when the size varies at run time."""

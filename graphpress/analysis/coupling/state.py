@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ...ir import Node, Value, storage_binding
+from ...ir import SHAPED_LIKE, Node, Value, storage_binding
 
 __all__ = ["Labels", "ParamAxis", "FrozenRecord", "CouplingState", "tie_key", "layout_perm"]
 
@@ -115,9 +115,22 @@ class CouplingState:
         if value in self.labels:
             return self.labels[value]
         rank = len(value.shape or ())
+        if value.param is not None and SHAPED_LIKE in value.meta:
+            return self._labels_like(value, value.meta[SHAPED_LIKE])
         if value.param is not None and value.param.dtype.is_floating_point:
             return self.param_labels(value)  # weights, buffers and float initializers shrink with their channels
         return [None] * rank
+
+    def _labels_like(self, value: Value, source: Value) -> Labels:
+        """A constant the model computes at ``source``'s size (``zeros_like``) has ``source``'s channels, and is
+        sliced along them: the model would compute it at the pruned size."""
+        labels = list(self.get(source))
+        key = tie_key(value)
+        for axis, ids in enumerate(labels):
+            if ids is not None:
+                self.param_axes[(key, axis)] = ParamAxis(value.param.key, axis, ids, [value])
+        self.labels[value] = labels
+        return labels
 
     def set(self, value: Value, labels: Labels) -> None:
         rank = len(value.shape or ())
