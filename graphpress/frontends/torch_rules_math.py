@@ -191,7 +191,6 @@ def reduce(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit(op, [x, axes], {"keepdims": int(bool(keepdim))})
 
 
-
 @lowers(aten.any, aten.all)
 def any_all(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     """``x.any(dim)`` / ``x.all(dim)`` (every overload: all elements, one dim, a list of dims): ReduceMax /
@@ -204,13 +203,12 @@ def any_all(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     nonzero = x if x.dtype == torch.bool else ctx.emit("Not", [ctx.emit("Equal", [x, ctx.scalar(0, x.dtype)],
                                                                          like=x, dtype=torch.bool)], like=x,
                                                         dtype=torch.bool)
-    axes = _reduce_axes(dims, rank)
     keep = bool(a.get("keepdim", False))
-    shape = tuple(1 if (d in axes and keep) else s for d, s in enumerate(x.shape) if d not in axes or keep)
     op = "ReduceMax" if node.target.overloadpacket is aten.any else "ReduceMin"
-    reduced = ctx.emit(op, [ctx.cast(nonzero, torch.int32), ctx.ints(axes, hint="axes")], {"keepdims": int(keep)},
-                       shape=shape, dtype=torch.int32)
+    reduced = ctx.emit(op, [ctx.cast(nonzero, torch.int32), ctx.ints(_reduce_axes(dims, rank), hint="axes")],
+                       {"keepdims": int(keep)}, shape=shape_of(ctx.out_meta()), dtype=torch.int32)
     return ctx.cast(reduced, torch.bool)
+
 
 @lowers(aten.linalg_vector_norm)
 def vector_norm(ctx: LoweringContext, node: torch.fx.Node) -> Value:

@@ -197,13 +197,7 @@ def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     if first:  # move the indexed dims to the front
         perm = dims + [d for d in range(rank) if d not in dims]
         x = ctx.emit("Transpose", [x], {"perm": perm}, shape=tuple(x.shape[d] for d in perm), dtype=x.dtype)
-    columns = []
-    for _, idx in used:
-        idx = ctx.emit("Expand", [ctx.cast(idx, torch.int64), ctx.ints(broadcast, hint="shape")],
-                       shape=broadcast, dtype=torch.int64)
-        columns.append(ctx.emit("Unsqueeze", [idx, ctx.ints([len(broadcast)], hint="axes")],
-                                shape=broadcast + (1,), dtype=torch.int64))
-    stacked = ctx.emit("Concat", columns, {"axis": len(broadcast)}, shape=broadcast + (count,), dtype=torch.int64)
+    stacked = _stacked_indices(ctx, [idx for _, idx in used], broadcast)
     rest = tuple(x.shape[count:])
     if not first:
         return ctx.emit("GatherND", [x, stacked])
@@ -230,7 +224,6 @@ def scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         ctx.emit("Expand", [ctx.scalar(src, x.dtype), ctx.emit("Shape", [idx], shape=(len(idx.shape),),
                                                                   dtype=torch.int64)], like=idx, dtype=x.dtype)
     return ctx.emit("ScatterElements", [x, idx, updates], {"axis": _dim(dim, len(x.shape))})
-
 
 
 def _row_mask(mask: Value, shape: tuple) -> Value | None:
@@ -280,6 +273,28 @@ def _scatter_in_order(ctx: LoweringContext, x: Value, mask: Value, source: Value
     return ctx.reshape(merged, shape)
 
 
+def _stacked_indices(ctx: LoweringContext, indices: list[Value], broadcast: tuple,
+                     sizes: list[int] | None = None) -> Value:
+    """Integer index tensors broadcast to ``broadcast`` and stacked on a new last axis, ``[*broadcast, k]``: the
+    index form of GatherND and ScatterND. With ``sizes`` (the indexed axes'), negative indices count from the
+    end, as torch's do (ScatterND's indices must be in range)."""
+    columns = []
+    for axis, index in enumerate(indices):
+        index = ctx.cast(index, torch.int64)
+        if sizes is not None:
+            negative = ctx.emit("Less", [index, ctx.scalar(0, torch.int64)], like=index, dtype=torch.bool)
+            wrapped = ctx.emit("Add", [index, ctx.scalar(sizes[axis], torch.int64)], like=index)
+            index = ctx.emit("Where", [negative, wrapped, index], like=index)
+        if tuple(index.shape) != broadcast:
+            index = ctx.emit("Expand", [index, ctx.ints(list(broadcast), hint="shape")], shape=broadcast,
+                             dtype=torch.int64)
+        columns.append(ctx.reshape(index, broadcast + (1,)))
+    if len(columns) == 1:
+        return columns[0]
+    return ctx.emit("Concat", columns, {"axis": len(broadcast)}, shape=broadcast + (len(columns),),
+                    dtype=torch.int64)
+
+
 @lowers(aten.masked_scatter)
 def masked_scatter(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     """``x.masked_scatter(mask, source)`` (vision-language models put their image features into the token
@@ -307,25 +322,14 @@ def index_put(ctx: LoweringContext, node: torch.fx.Node) -> Value:
         raise UnsupportedOpError(
             f"{ctx.describe()}: indices with None (a slice before an indexed axis) or several boolean masks; "
             f"graphpress lowers one boolean mask or integer indices over the leading axes")
-    k = len(indices)
     broadcast = tuple(torch.broadcast_shapes(*(tuple(i.shape) for i in indices)))
-    columns = []
-    for axis, index in enumerate(indices):
-        index = ctx.cast(index, torch.int64)
-        size = ctx.scalar(int(x.shape[axis]), torch.int64)
-        negative = ctx.emit("Less", [index, ctx.scalar(0, torch.int64)], like=index, dtype=torch.bool)
-        index = ctx.emit("Where", [negative, ctx.emit("Add", [index, size], like=index), index], like=index)
-        if tuple(index.shape) != broadcast:
-            index = ctx.emit("Expand", [index, ctx.ints(list(broadcast), hint="shape")], shape=broadcast,
-                             dtype=torch.int64)
-        columns.append(ctx.reshape(index, broadcast + (1,)))
-    stacked = columns[0] if k == 1 else ctx.emit("Concat", columns, {"axis": len(broadcast)},
-                                                 shape=broadcast + (k,), dtype=torch.int64)
-    target = broadcast + tuple(int(s) for s in x.shape[k:])
+    stacked = _stacked_indices(ctx, indices, broadcast, sizes=[int(d) for d in x.shape[:len(indices)]])
+    target = broadcast + tuple(int(s) for s in x.shape[len(indices):])
     if tuple(values.shape) != target:
         values = ctx.emit("Expand", [values, ctx.ints(list(target), hint="shape")], shape=target, dtype=x.dtype)
     attrs = {"reduction": "add"} if accumulate else {}
     return ctx.emit("ScatterND", [x, stacked, values], attrs, like=x)
+
 
 @lowers(aten.copy)
 def copy(ctx: LoweringContext, node: torch.fx.Node) -> Value:

@@ -24,7 +24,7 @@ from torch import nn
 from graphpress.errors import BackendError
 from graphpress.quantization.module import QuantizedLinear
 
-__all__ = ["CONFIG_KEY", "select_linears", "keep_float_patterns", "is_plain_linear", "set_module",
+__all__ = ["CONFIG_KEY", "select_linears", "keep_float_patterns", "is_plain_linear", "matches_on_probe", "set_module",
            "quantization_config", "attach_quantization_config", "quantize_skeleton", "load_quantized"]
 
 CONFIG_KEY = "graphpress_quantization"
@@ -58,13 +58,21 @@ def is_plain_linear(module: nn.Module) -> bool:
     weight = module.weight
     probe = torch.randn(2, module.in_features, generator=torch.Generator().manual_seed(0)).to(weight)
     with torch.no_grad():
+        want = nn.functional.linear(probe, weight, module.bias)
+    return matches_on_probe(module, probe, want, rtol=1e-3, atol=1e-5)
+
+
+def matches_on_probe(module: nn.Module, probe: torch.Tensor, want: torch.Tensor, rtol: float, atol: float) -> bool:
+    """Whether ``module(probe)`` is a tensor of ``want``'s shape and values (within ``rtol``/``atol``): how a
+    module whose class says nothing reliable is checked to compute a linear map. A forward that fails on one
+    tensor (it needs more inputs) does not match."""
+    with torch.no_grad():
         try:
             got = module(probe)
-        except Exception:  # noqa: BLE001 (a forward that needs more than one tensor is not a plain linear)
+        except Exception:  # noqa: BLE001 (a forward that needs more than one tensor is not a linear map)
             return False
-        want = nn.functional.linear(probe, weight, module.bias)
-    return isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-3,
-                                                                                       atol=1e-5)
+    return isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, rtol=rtol,
+                                                                                       atol=atol)
 
 
 def select_linears(model: nn.Module, ignore: Iterable[str] = (), targets: Iterable[str] = ("*",)) -> dict[str, nn.Module]:

@@ -61,6 +61,7 @@ def grid_sample(state: CouplingState, node: Node) -> None:
     state.freeze_value(node.input(1), "sampling positions of GridSample", node)
     passthrough_leading(state, node)
 
+
 @coupling_rule("Softmax", "LogSoftmax", "Hardmax", "CumSum", "LpNormalization", "MeanVarianceNormalization")
 def same_shape(state: CouplingState, node: Node) -> None:
     state.set(node.outputs[0], list(state.get(node.input(0))))
