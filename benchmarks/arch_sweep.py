@@ -100,6 +100,7 @@ def check_case(case, row: dict, ratio_range: tuple[float, float] = RATIO_RANGE) 
         row["ratio"] = float(stats.get("achieved_ratio", 0.0))
         row["frozen"] = _frozen_summary(stats)
         row["recover_trials"] = int(stats.get("recover_trials", 0))
+        row["size_repairs"] = list(stats.get("size_repairs", []))
         problems = []
         if type(pruned) is not type(case.model):
             problems.append(f"class became {type(pruned).__name__}")
@@ -183,10 +184,15 @@ def recovered(rows: list[dict]) -> list[str]:
     """Notes on the architectures where prune-channels left groups unpruned because pruning them broke the
     model's own forward code (``recover=``, on by default): which groups, and how many trial runs it took."""
     notes = [f"- {r['name']} ({r.get('recover_trials', 0)} trial runs): {r['frozen']}" for r in rows if r.get("frozen")]
-    if not notes:
-        return []
-    return ["", "Groups `prune-channels` froze (`recover=`, on by default) because pruning them broke the model's "
-            "own forward code; the other groups carry the ratio:", ""] + notes
+    repairs = [f"- {r['name']}: {'; '.join(r['size_repairs'])}" for r in rows if r.get("size_repairs")]
+    lines = []
+    if notes:
+        lines += ["", "Groups `prune-channels` froze (`recover=`, on by default) because pruning them broke the model's "
+                  "own forward code; the other groups carry the ratio:", ""] + notes
+    if repairs:
+        lines += ["", "Size attributes `recover=` rewrote instead of freezing (the forward reshaped with a stored "
+                  "number; each rule checked against the pruned graph's outputs):", ""] + repairs
+    return lines
 
 
 def sweep_rows(names: list[str], jobs: int, timeout: float, script: str = __file__) -> tuple[list[dict], int]:

@@ -6,6 +6,7 @@ backend hands back actually computes.
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -74,10 +75,11 @@ def evaluate_in_float32(graph: Graph, inputs: tuple, kwargs: dict | None = None)
 
 
 @contextmanager
-def submodule_stack(module: torch.nn.Module) -> Iterator[list[str]]:
+def submodule_stack(module: torch.nn.Module, done: Counter | None = None) -> Iterator[list[str]]:
     """While active, the list it yields holds the names of the submodules whose forward is running,
     outermost first; after an exception it still holds where the failure happened (forward hooks that
-    would pop never ran). Hooks are removed on exit. Used to say which submodule of an edited model broke."""
+    would pop never ran). Hooks are removed on exit. Used to say which submodule of an edited model broke.
+    ``done``, when given, counts the forward calls each submodule completed (how far a failing run got)."""
     stack: list[str] = []
     names = {id(m): name for name, m in module.named_modules()}
 
@@ -85,7 +87,9 @@ def submodule_stack(module: torch.nn.Module) -> Iterator[list[str]]:
         stack.append(names.get(id(m), "?"))
 
     def leave(m, *_):
-        stack.pop()
+        name = stack.pop()
+        if done is not None:
+            done[name] += 1
 
     handles = [m.register_forward_pre_hook(enter) for m in module.modules()]
     handles += [m.register_forward_hook(leave) for m in module.modules()]

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import BackendError
 from ..ir import Graph
+from .size_attributes import apply_rules, graph_rules
 
 __all__ = ["ModuleFixup", "register_module_fixup", "finalize_module"]
 
@@ -59,6 +60,7 @@ def finalize_module(graph: Graph) -> nn.Module:
         for matcher, fixup in _FIXUPS:
             if _matches(matcher, module):
                 fixup(module, path, graph)
+    apply_rules(graph.module, graph_rules(graph))  # learned by trial (size_attributes): after the named fix-ups
     return graph.module
 
 

@@ -92,8 +92,8 @@ class HardCodedSplit(nn.Module):
 def test_fuzz_regression_hard_coded_split_is_rolled_back_not_silently_broken():
     # Found by the fuzzer (spec sequence/width 24/split, seed 854, with `split([self.half, ...])`): the
     # pruned module's forward still splits at 12. With recover=false the numeric check must refuse it and
-    # name the pass; by default (recover=true) the offending group is frozen and named instead, and the
-    # model stays correct (here nothing else is prunable, so it is unchanged and says so).
+    # name the pass; by default (recover=true) the stale `half` is rewritten from the pruned width (a size
+    # repair), and the model computes what the pruned graph does.
     model = HardCodedSplit().eval()
     x = torch.randn(2, 12)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -104,6 +104,8 @@ def test_fuzz_regression_hard_coded_split_is_rolled_back_not_silently_broken():
     pruned, report = optimize(model, "prune-channels{ratio=0.5,round_to=1}", example_inputs=(x,),
                               return_report=True)
     stats = report.records[-1].stats
-    assert stats["achieved_ratio"] == 0.0 and "split_with_sizes" in stats["frozen"][0]
-    assert torch.allclose(pruned(x), model(x))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert stats["achieved_ratio"] == 0.5 and "frozen" not in stats
+    assert stats["size_repairs"] == ["half = embed.weight.shape[0] // 2"] and pruned.half == 6
+    assert pruned.embed.out_features == 2 * pruned.half and pruned.first.in_features == pruned.half
+    assert pruned(x).shape == model(x).shape
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.half == 12

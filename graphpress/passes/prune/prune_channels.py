@@ -18,7 +18,8 @@ shape constants already rewritten.
 Before anything is applied, ``recover=true`` (the default) tries the plan on a copy with the example inputs:
 forward code that reads a width at run time (which the trace does not record) can make a pruned model fail.
 The groups responsible are found by bisection, left unpruned and named in the report (``frozen``), and
-the plan is made again over the other groups (:mod:`.recover`).
+the plan is made again over the other groups (:mod:`.recover`). A module that only reshapes with a number it
+stored (``self.embed_dim``) is repaired instead, by rewriting that number (:mod:`.size_repair`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ class _StructuredPrune(Pass):
         Option("recover", "bool", True, "test the plan on a copy with the example inputs first; groups whose "
                "pruning makes the model fail or change its output shapes (forward code that reads a width at run "
                "time, e.g. SegFormer's sequence reduction) are found by bisection, left unpruned and named in the "
-               "report (frozen), and the ratio goes to the other groups; false: refuse such a model instead"),
+               "report (frozen), and the ratio goes to the other groups; a failure that a stale size attribute "
+               "explains (a reshape to self.embed_dim) is repaired instead, by rewriting it where the outputs then "
+               "match the pruned graph's (size_repairs in the report); false: refuse such a model instead"),
     )
     heads_only = False
 
@@ -221,6 +224,10 @@ class _StructuredPrune(Pass):
             trials = PlanTrials(graph, result, ctx.example_inputs, ctx.example_kwargs)
             plan, frozen = recover_plan(plan, groups, plan_for, trials, self.name)
             stats["recover_trials"] = trials.runs
+            if trials.repairs:
+                stats["size_repairs"] = [rule.describe() + ("" if checked else " (graph not runnable: shapes only)")
+                                         for rule, checked in trials.repairs]
+                ctx.log.append(f"{self.name}: size attributes rewritten: {'; '.join(stats['size_repairs'])}")
             if frozen:
                 stats["frozen"] = [f.message() for f in frozen]
                 stats["groups_in_scope"] = len(groups) - len(frozen)

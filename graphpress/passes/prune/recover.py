@@ -17,6 +17,11 @@ but them) usually confirms the suspects in one run. After freezing a culprit the
 which the pass gives up with the located error (``ignore=`` advice). The caller then plans again with the
 remaining groups, which take over the requested ratio.
 
+Before a failure counts, stale size attributes get a chance: a module that reshapes with a number it stored
+(``self.embed_dim``) is repaired by rewriting that number (:mod:`.size_repair`), checked against the pruned
+graph's own outputs, and the rule is kept for the model the pass hands back; only failures no such rewrite
+explains freeze groups.
+
 Repeated blocks run the same forward code, so a culprit's *twins* (groups whose members sit at the same paths
 in other blocks: equal keys once the block indices are blanked out) break the model the same way; those not yet
 shown to run are frozen with it, and the next trial checks the rest. A twin the plan did not prune (a head group
@@ -37,12 +42,14 @@ import numpy as np
 import torch
 
 from ...analysis.coupling import CouplingResult
-from ...backends.evaluate import evaluate, flatten_outputs, innermost_submodule, submodule_stack
+from ...backends.evaluate import evaluate, innermost_submodule
+from ...backends.size_attributes import SizeRule, record_rules
 from ...errors import BackendError
 from ...ir import Graph
 from ...progress import progress
 from .allocate import PruningPlan
 from .apply import apply_keep_mask
+from .size_repair import Attempt, agrees, attempt, graph_outputs, repair_sizes
 
 __all__ = ["MAX_TRIALS", "Breakage", "FrozenGroup", "PlanTrials", "find_culprits", "recover_plan",
            "recover_skip_reason"]
@@ -133,8 +140,11 @@ class PlanTrials:
     """Runs trials of keep masks on copies of ``graph``, at most ``max_trials`` of them (see module doc)."""
 
     def __init__(self, graph: Graph, result: CouplingResult, inputs: tuple, kwargs: dict | None,
-                 max_trials: int | None = None):
+                 max_trials: int | None = None, repair: bool = True):
         self.graph, self.result = graph, result
+        self.repair = repair
+        self.repairs: list[tuple[SizeRule, bool]] = []  # (rule, checked against the graph's own outputs)
+        self.unrepairable: dict[tuple[str, str], str] = {}  # (failing module's class, error) -> note on the search
         self.inputs, self.kwargs = tuple(inputs), dict(kwargs or {})
         self.max_trials = MAX_TRIALS if max_trials is None else max_trials
         self.runs = 0
@@ -168,12 +178,41 @@ class PlanTrials:
         from ...backends.torch_module import finalize_module
 
         module = finalize_module(twin)
-        with submodule_stack(module) as stack, torch.no_grad():
-            try:
-                out = module(*self.inputs, **self.kwargs)
-            except Exception as error:  # noqa: BLE001
-                raise _Broke(Breakage(innermost_submodule(stack), _short(error))) from error
-        return [tuple(t.shape) for t in flatten_outputs(out)]
+        run = attempt(module, self.inputs, self.kwargs)
+        if not run.ok and self.repair:
+            run = self._repaired(twin, module, run)
+        if not run.ok:
+            raise _Broke(Breakage(innermost_submodule(run.where), _short(run.error)))
+        return [tuple(t.shape) for t in run.outputs]
+
+    def _repaired(self, twin: Graph, module: torch.nn.Module, failed: Attempt) -> Attempt:
+        """``failed`` unless stale size attributes explain it (:mod:`.size_repair`); rules that make the copy
+        run with the pruned graph's outputs are recorded on the pass's graph, so later trials and the model
+        handed back apply them."""
+        where = innermost_submodule(failed.where)
+        signature = (type(module.get_submodule(where)).__name__ if where else "", _short(failed.error))
+        if signature not in self.unrepairable:  # bisection meets the same failure many times: search it once
+            verdicts: list[bool] = []
+            reference: list = []
+
+            def accept(outputs: list[torch.Tensor]) -> bool:
+                if [tuple(t.shape) for t in outputs] != self.reference:
+                    return False
+                if not reference:
+                    reference.append(graph_outputs(twin, self.inputs, self.kwargs))
+                verdicts.append(reference[0] is None or agrees(reference[0], outputs))
+                return verdicts[-1]
+
+            rules, run = repair_sizes(self.graph.module, module, self.inputs, self.kwargs, failed, accept)
+            if rules:
+                record_rules(self.graph, rules)
+                self.repairs += [(rule, reference[0] is not None) for rule in rules]
+                return run
+            # Numbers that let it run but compute something else: say so in the frozen groups' reason.
+            self.unrepairable[signature] = " (a rewritten size attribute let it run but changed what it computes)" \
+                if False in verdicts else ""
+        note = self.unrepairable[signature]
+        return Attempt(None, failed.where, BackendError(signature[1] + note), failed.done) if note else failed
 
 
 def _suspects(result: CouplingResult, groups: list[int], where: str) -> set[int]:

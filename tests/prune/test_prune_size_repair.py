@@ -1,0 +1,127 @@
+"""recover= rewrites stale size attributes (a forward that reshapes with a stored number) instead of freezing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import graphpress
+from graphpress.backends.size_attributes import SizeRule, propose_rules, twin_rules
+
+
+class StoredWidthAttention(nn.Module):
+    """SpeechT5's pattern: heads from q/k/v, output reshaped to ``self.embed_dim`` (hf fix-ups know num_heads,
+    not embed_dim). ``scale_by_width`` also uses the number as a value, so rewriting it changes the result."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, scale_by_width: bool = False):
+        super().__init__()
+        self.embed_dim, self.num_heads, self.head_dim = dim, heads, dim // heads
+        self.scale_by_width = scale_by_width
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)))
+        out = out.transpose(1, 2).reshape(b, s, self.embed_dim)
+        if self.scale_by_width:
+            out = out * (32 / self.embed_dim)
+        return self.out_proj(out)
+
+
+class Mixer(nn.Module):
+    """Names no fix-up knows: ``heads`` splits the fused projection, ``inner`` is the merged width. Rewriting
+    ``inner`` alone runs but splits the heads wrongly; both together are right."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads, self.inner = heads, dim
+        self.to_qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = (t.reshape(b, s, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, self.inner)
+        return self.proj(out)
+
+
+class Net(nn.Module):
+    def __init__(self, block: type[nn.Module], **options):
+        super().__init__()
+        self.blocks = nn.ModuleList(block(**options) for _ in range(2))
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(self.norm(x))
+        return x
+
+
+def _prune(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(x,), return_report=True)
+    return pruned, report.records[-1].stats
+
+
+def _onnx_output(model: nn.Module, x: torch.Tensor, tmp_path) -> torch.Tensor:
+    from graphpress.backends.onnx import run_onnxruntime
+
+    path = str(tmp_path / "pruned.onnx")
+    graphpress.export_onnx(model, path, (x,))
+    import onnx
+
+    return torch.as_tensor(run_onnxruntime(onnx.load(path), [x])[0])
+
+
+def test_a_stored_width_is_rewritten_instead_of_freezing_the_heads(tmp_path):
+    torch.manual_seed(0)
+    model, x = Net(StoredWidthAttention).eval(), torch.randn(2, 5, 32)
+    pruned, stats = _prune(model, x)
+    assert "frozen" not in stats and stats["achieved_ratio"] > 0
+    assert stats["size_repairs"] == ["blocks.0.embed_dim = q_proj.weight.shape[0]",
+                                     "blocks.1.embed_dim = q_proj.weight.shape[0]"]
+    for block in pruned.blocks:
+        assert block.embed_dim == block.q_proj.weight.shape[0] < 32
+    assert all(block.embed_dim == 32 for block in model.blocks)  # the user's model is untouched
+    with torch.no_grad():
+        got = pruned(x)
+    assert torch.allclose(got, _onnx_output(pruned, x, tmp_path), atol=1e-5)
+
+
+def test_a_number_also_used_as_a_value_is_not_rewritten():
+    torch.manual_seed(0)
+    model, x = Net(StoredWidthAttention, scale_by_width=True).eval(), torch.randn(2, 5, 32)
+    pruned, stats = _prune(model, x)
+    assert "size_repairs" not in stats
+    assert stats["frozen"] and all("changed what it computes" in message for message in stats["frozen"])
+    assert all(block.embed_dim == 32 == block.q_proj.weight.shape[0] for block in pruned.blocks)
+
+
+def test_a_head_count_and_a_width_are_rewritten_together(tmp_path):
+    torch.manual_seed(0)
+    model, x = Net(Mixer).eval(), torch.randn(2, 5, 32)
+    pruned, stats = _prune(model, x)
+    assert "frozen" not in stats and stats["achieved_ratio"] > 0
+    for block in pruned.blocks:
+        width = block.proj.weight.shape[1]
+        assert width < 32 and block.inner == width and block.heads == width // 8
+    with torch.no_grad():
+        got = pruned(x)
+    assert torch.allclose(got, _onnx_output(pruned, x, tmp_path), atol=1e-5)
+
+
+def test_candidates_come_from_the_tensors_whose_sizes_changed():
+    torch.manual_seed(0)
+    original = Net(Mixer)
+    edited = Net(Mixer)
+    block = edited.blocks[0]
+    block.to_qkv.weight.data = block.to_qkv.weight.data[:72]  # one head of 8 out of q, k and v
+    block.proj.weight.data = block.proj.weight.data[:, :24]
+    candidates = dict(((rule.attr, value), rule) for rule, value in propose_rules(original, edited, "blocks.0"))
+    assert set(candidates) == {("heads", 3), ("inner", 24)}
+    heads = candidates["heads", 3]
+    assert heads.value(edited) == 3 and heads.value(original) == 4  # holds on the unpruned model
+    assert twin_rules(heads, original) == [SizeRule("blocks.1", "heads", heads.tensor, heads.axis, heads.unit)]
