@@ -313,8 +313,12 @@ def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: An
         raise BackendError(f"load_pruned({folder}): missing {missing[:5]}, unexpected {unexpected[:5]}")
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+    scalars = getattr(config, "graphpress_module_scalars", None) or {}
+    # Before the fix-ups too: some re-derive from a recorded count (a GroupNorm pruned by whole groups keeps
+    # num_groups only there); after, because others re-derive from the config what the pruned model changed.
+    _restore_scalars(model, scalars)
     refresh_attributes(model)
-    _restore_scalars(model, getattr(config, "graphpress_module_scalars", None) or {})
+    _restore_scalars(model, scalars)
     return model.eval()
 
 
