@@ -86,13 +86,15 @@ def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     yield from module.named_buffers(remove_duplicate=False)
 
 
-def propose_rules(original: nn.Module, edited: nn.Module, path: str) -> list[tuple[SizeRule, int]]:
+def propose_rules(original: nn.Module, edited: nn.Module, path: str,
+                  quoted: frozenset[int] | set[int] = frozenset()) -> list[tuple[SizeRule, int]]:
     """Candidate rules for the size attributes of the module at ``path``, with the value each gives in ``edited``.
 
     Evidence is the tensors under that module whose sizes pruning changed (``original`` is the unpruned model,
     ``edited`` the pruned copy): an attribute equal to an old size ``S`` now ``S'`` may be a width (``S'``), and
     one that divides it a count of units of ``S / value`` (``S' / (S / value)`` heads of unchanged size).
-    Candidates are ranked by how many tensors vote for the same new value (coupled projections agree)."""
+    Candidates are ranked by how many tensors vote for the same new value (coupled projections agree), then
+    those whose current value is ``quoted`` (numbers of the error message: ``shape '[1, 49, 1024]'``) first."""
     before, after = _submodule(original, path), _submodule(edited, path)
     if before is None or after is None:
         return []
@@ -112,7 +114,7 @@ def propose_rules(original: nn.Module, edited: nn.Module, path: str) -> list[tup
             key = (attr, new_size // unit)
             votes[key] += 1
             first.setdefault(key, SizeRule(path, attr, name, axis, unit))
-    ranked = sorted(first, key=lambda key: (-votes[key], first[key].unit))
+    ranked = sorted(first, key=lambda key: (-votes[key], getattr(after, key[0]) not in quoted, first[key].unit))
     return [(first[key], key[1]) for key in ranked if key[1] != getattr(after, key[0])]
 
 

@@ -9,8 +9,8 @@ How: the module that failed and its two enclosing modules are searched, innermos
 attributes that equal (or divide) an old size of a tensor beneath them are candidates (ranked by
 :func:`~graphpress.backends.size_attributes.propose_rules`); each is tried alone, then pairs of the best few,
 in every module of the same class at once (repeated blocks). A candidate is kept when the model then runs, or
-when the module that owns the attribute now finishes its forward (the run gets further; the next failure is
-searched the same way). Whatever is kept must in the end run the whole model with the unpruned output shapes;
+while the run gets further with it (more submodule calls complete before it fails, or a later statement of the
+same forward fails) and the next failure, searched the same way, is repaired too (depth-first, undone if not). Whatever is kept must in the end run the whole model with the unpruned output shapes;
 and the caller's ``accept`` checks its outputs against the pruned graph itself (:func:`graph_outputs`), since a wrong
 number can run and compute something else (a candidate that runs wrong is undone and the search goes on).
 Otherwise everything is undone and the groups freeze as before.
@@ -19,6 +19,7 @@ Otherwise everything is undone and the groups freeze as before.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -29,13 +30,15 @@ from torch import nn
 from ...backends.evaluate import flatten_outputs, submodule_stack
 from ...backends.size_attributes import SizeRule, apply_rules, propose_rules, twin_rules, undo
 from ...ir import Graph
+from ...ir.parameter import drop_derived_caches
 
 __all__ = ["Attempt", "attempt", "repair_sizes", "graph_outputs", "agrees", "MAX_REPAIR_RUNS"]
 
 #: Forward runs one repair may spend (each is a full forward on the example inputs).
-MAX_REPAIR_RUNS = 16
+MAX_REPAIR_RUNS = 24
 _OWNER_DEPTH = 3  # the failing module and two enclosing ones
 _PAIRED = 4  # pairs are formed among this many best candidates
+_MAX_STEPS = 4  # failures one repair may walk through (each a later statement or module)
 _GRAPH_TOLERANCE = 1e-3
 
 
@@ -51,6 +54,11 @@ class Attempt:
     @property
     def ok(self) -> bool:
         return self.outputs is not None
+
+    @property
+    def progress(self) -> int:
+        """Forward calls completed before the failure: execution order is fixed, so more means further."""
+        return sum(self.done.values())
 
 
 def attempt(module: nn.Module, inputs: tuple, kwargs: dict) -> Attempt:
@@ -81,41 +89,61 @@ def _candidate_sets(candidates: list[tuple[SizeRule, int]]) -> Iterator[list[Siz
             yield [a, b]
 
 
+def _further(trial: Attempt, current: Attempt) -> bool:
+    """Whether the failed ``trial`` got further than ``current``: more calls completed, or as many and another
+    kind of error in the same module (a later statement of its forward: the head count now fits, the merged
+    width does not yet); the same message with other numbers is the same statement failing."""
+    if trial.progress != current.progress:
+        return trial.progress > current.progress
+    return trial.where == current.where and _statement(trial.error) != _statement(current.error)
+
+
+def _statement(error: BaseException | None) -> str:
+    """The error's text without its numbers: the same check failing with other sizes is the same statement."""
+    return re.sub(r"\d+", "#", f"{type(error).__name__}: {error}")
+
+
 def repair_sizes(original: nn.Module, edited: nn.Module, inputs: tuple, kwargs: dict, failed: Attempt,
                  accept: Callable[[list[torch.Tensor]], bool], max_runs: int = MAX_REPAIR_RUNS
                  ) -> tuple[list[SizeRule], Attempt]:
     """Rules that make ``edited`` (a pruned copy of ``original`` whose run ``failed``) run with outputs that
     ``accept`` takes, applied to it, and that run; or ``([], failed)`` with ``edited`` unchanged (module doc).
-    A candidate that runs to the end with outputs ``accept`` refuses is undone and the search goes on: a
-    number can be right for one reshape and wrong for another (a head count next to a width)."""
-    kept: list[SizeRule] = []
-    saved: dict[tuple[str, str], int] = {}
-    current, runs = failed, 0
-    while not current.ok and runs < max_runs:
-        step: list[SizeRule] | None = None
+    The search is depth-first: a candidate that gets the run further is kept while the next failure is
+    searched, and undone when that search finds nothing (a changed error can be a wrong number's doing); one
+    that runs to the end with outputs ``accept`` refuses is undone too (a head count next to a width)."""
+    search = _Search(original, edited, inputs, kwargs, accept, max_runs)
+    found = search.step(failed, 0)
+    return found if found is not None else ([], failed)
+
+
+class _Search:
+    def __init__(self, original: nn.Module, edited: nn.Module, inputs: tuple, kwargs: dict,
+                 accept: Callable[[list[torch.Tensor]], bool], max_runs: int):
+        self.original, self.edited, self.inputs, self.kwargs = original, edited, inputs, kwargs
+        self.accept, self.runs_left = accept, max_runs
+
+    def step(self, current: Attempt, depth: int) -> tuple[list[SizeRule], Attempt] | None:
+        if depth >= _MAX_STEPS:
+            return None
+        quoted = {int(n) for n in re.findall(r"\d+", str(current.error))}
         for owner in _owners(current.where):
-            for chosen in _candidate_sets(propose_rules(original, edited, owner)):
-                if runs >= max_runs:
-                    break
-                rules = [r for rule in chosen for r in (rule, *twin_rules(rule, original))]
-                old = apply_rules(edited, rules)
-                trial = attempt(edited, inputs, kwargs)
-                runs += 1
-                if trial.ok and accept(trial.outputs) or not trial.ok and trial.done[owner] > current.done[owner]:
-                    step, current = rules, trial
-                    for key, value in old.items():
-                        saved.setdefault(key, value)
-                    break
-                undo(edited, old)
-            if step is not None or runs >= max_runs:
-                break
-        if step is None:
-            break
-        kept += step
-    if not current.ok:
-        undo(edited, saved)
-        return [], failed
-    return kept, current
+            for chosen in _candidate_sets(propose_rules(self.original, self.edited, owner, quoted)):
+                if self.runs_left <= 0:
+                    return None
+                rules = [r for rule in chosen for r in (rule, *twin_rules(rule, self.original))]
+                old = apply_rules(self.edited, rules)
+                for rule in rules:  # a cache filled at the old count (timm's attention_bias_cache) is stale
+                    drop_derived_caches(self.edited.get_submodule(rule.module) if rule.module else self.edited)
+                trial = attempt(self.edited, self.inputs, self.kwargs)
+                self.runs_left -= 1
+                if trial.ok and self.accept(trial.outputs):
+                    return rules, trial
+                if not trial.ok and _further(trial, current):
+                    deeper = self.step(trial, depth + 1)
+                    if deeper is not None:
+                        return rules + deeper[0], deeper[1]
+                undo(self.edited, old)
+        return None
 
 
 def _feed(graph: Graph, inputs: tuple, kwargs: dict) -> dict[str, torch.Tensor] | None:
