@@ -36,6 +36,7 @@ from ..errors import FrontendError, StateMutationError
 from ..ir import Graph
 from .torch_lowering import checks_only, lower_exported_program
 from .torch_registry import decomposition_table
+from .torch_side_branches import keep_side_branches
 from .torch_substitutions import substituted_forwards
 
 __all__ = ["trace", "export_program", "export_onnx"]
@@ -189,18 +190,21 @@ def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict,
         ep = export_program(working, args, kwargs)
     exported = time.perf_counter()
     name = type(working).__name__
+    side = keep_side_branches(ep)  # branches forward runs but no output reads, before a decomposition drops them
     if not decompose:
         try:
             # Weights-only values with an op without a rule are evaluated only on the last attempt: the
             # decomposition may give that op a form graphpress lowers (weight_norm's ``_weight_norm``).
-            graph = lower_exported_program(ep, working, name=name, evaluate_weights=decompose is False)
+            graph = lower_exported_program(ep, working, name=name, evaluate_weights=decompose is False,
+                                           side_outputs=side)
             return graph, False, substituted, exported
         except StateMutationError:
             raise
         except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)
             if decompose is False:
                 raise
-    return lower_exported_program(_decomposed(ep, name), working, name=name), True, substituted, exported
+    graph = lower_exported_program(_decomposed(ep, name), working, name=name, side_outputs=side)
+    return graph, True, substituted, exported
 
 
 def export_onnx(

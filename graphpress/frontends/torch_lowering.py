@@ -30,11 +30,12 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..errors import FrontendError, GraphpressError, StateMutationError, UnsupportedOpError
-from ..ir import Graph, ModuleBinding, Parameter, Value
+from ..ir import SIDE_OUTPUT, Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
 from .torch_registry import rule_for
 from .torch_rules_complex import complex_rule_for, involves_complex, real_layout
+from .torch_side_branches import model_out_spec
 from .torch_weight_eval import evaluate_from_weights, reads_evaluated
 
 __all__ = ["lower_exported_program", "lower_nodes"]
@@ -123,12 +124,12 @@ def _lower_placeholder(ctx: LoweringContext, node: torch.fx.Node, spec: Any, ep:
     raise FrontendError(f"unsupported exported input {spec.arg} of kind {spec.kind.name}")
 
 
-def _output_names(ep: ExportedProgram, count: int) -> list[str]:
+def _output_names(out_spec: Any, count: int) -> list[str]:
     """Readable output names from the output pytree ("logits", "last_hidden_state", "0", ...)."""
     from torch.utils import _pytree as pytree
 
     try:
-        dummy = pytree.tree_unflatten(list(range(count)), ep.call_spec.out_spec)
+        dummy = pytree.tree_unflatten(list(range(count)), out_spec)
         paths = [path for path, _ in pytree.tree_flatten_with_path(dummy)[0]]
         names = ["_".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in p) for p in paths]
         return [n or "output" for n in names]
@@ -149,8 +150,10 @@ def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
             result = node.outputs[0]
         result.name = graph.unique_name(name)
         graph.outputs.append(result)
-    # Rules may leave nodes nobody reads (an unused output of a split, a skipped branch): drop them.
+    # Rules may leave nodes nobody reads (an unused output of a split, a skipped branch): drop them. Ends of
+    # branches the model runs but no output reads (``SIDE_OUTPUT``) stay, with what computes them.
     live = {id(v) for v in graph.outputs}
+    live |= {id(out) for node in graph.nodes for out in node.outputs if out.meta.get(SIDE_OUTPUT)}
     for node in reversed(list(graph.nodes)):
         if all(not out.uses and id(out) not in live for out in node.outputs):
             graph.remove(node)
@@ -256,13 +259,16 @@ def _mutation_error(ep: ExportedProgram, module: torch.nn.Module) -> StateMutati
 
 
 def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: str = "graph",
-                           evaluate_weights: bool = True) -> Graph:
+                           evaluate_weights: bool = True, side_outputs: int = 0) -> Graph:
     """Lower an ExportedProgram whose parameters live in ``module`` to a torch-origin Graph.
 
     Raises :class:`UnsupportedOpError` at the first op without a rule; the caller may then decompose the
     program further and try again. ``evaluate_weights``: an op without a rule that depends on weights alone
     is evaluated once instead (see :mod:`.torch_weight_eval`); a caller that will try a decomposed program
     next passes False, so that ops the decomposition can express (weight_norm's) stay in the graph.
+    ``side_outputs``: how many of the last outputs are ends of branches no model output reads
+    (:func:`.torch_side_branches.keep_side_branches`): not graph outputs, but values marked ``SIDE_OUTPUT``
+    whose nodes stay in the graph.
     """
     graph = Graph(name, origin="torch")
     graph.module = module
@@ -278,11 +284,17 @@ def lower_exported_program(ep: ExportedProgram, module: torch.nn.Module, name: s
     user_outputs = [s for s in ep.graph_signature.output_specs if s.kind.name == "USER_OUTPUT"]
     if len(user_outputs) != len(outputs):
         raise _mutation_error(ep, module)
-    _finish(ctx, outputs, _output_names(ep, len(outputs)))
+    side = outputs[len(outputs) - side_outputs:]
+    outputs = outputs[:len(outputs) - side_outputs]
+    for value in side:
+        if isinstance(value, Value) and value.producer is not None:
+            value.meta[SIDE_OUTPUT] = True
+    out_spec = model_out_spec(ep, side_outputs)
+    _finish(ctx, outputs, _output_names(out_spec, len(outputs)))
     graph.metadata["module_classes"] = {
         path: cls for path, cls in (module_info(n) for n in ep.graph.nodes if n.op == "call_function") if path
     }
     graph.metadata["input_names"] = [v.name for v in graph.inputs]
     graph.metadata["output_names"] = [v.name for v in graph.outputs]
-    graph.metadata["output_spec"] = ep.call_spec.out_spec
+    graph.metadata["output_spec"] = out_spec
     return graph

@@ -17,7 +17,7 @@ from .parameter import (
                         transposed_binding,
 )
 from .printer import format_graph, format_node
-from .value import SHAPED_LIKE, Dim, Shape, Value
+from .value import SHAPED_LIKE, SIDE_OUTPUT, Dim, Shape, Value
 from .verifier import verify
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Node",
     "Value",
     "SHAPED_LIKE",
+    "SIDE_OUTPUT",
     "Dim",
     "Shape",
     "Parameter",

@@ -11,11 +11,16 @@ from .parameter import Parameter
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Dim", "Shape", "Value", "SHAPED_LIKE"]
+__all__ = ["Dim", "Shape", "Value", "SHAPED_LIKE", "SIDE_OUTPUT"]
 
 SHAPED_LIKE = "shaped_like"
 """``meta`` key of a constant the model computes at the size of another value (``zeros_like(x)``): that value,
 whose channels the constant shares, since pruning them shrinks what the model computes."""
+
+SIDE_OUTPUT = "side_output"
+"""``meta`` key (True) of a value the model computes but no graph output reads: the end of a branch its forward
+runs and discards (UperNet's auxiliary head at inference). Its nodes stay in the graph so that passes edit its
+weights with the rest; dead-code elimination keeps them and the ONNX emitter leaves them out."""
 
 Dim = Union[int, str]
 """A dimension: a concrete size, or a symbol (e.g. "batch") when the size varies at run time."""

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from ..ir import Graph, Node, model_sources
+from ..ir import SIDE_OUTPUT, Graph, Node, model_sources
 from .base import Pass, PassResult
 from .context import PassContext
 from .options import Option
@@ -17,11 +17,13 @@ __all__ = ["DeadCodeElimination", "FoldConstants", "eliminate_dead_code"]
 
 
 def eliminate_dead_code(graph: Graph) -> int:
-    """Remove nodes none of whose outputs is read (walking backwards, so chains go at once)."""
+    """Remove nodes none of whose outputs is read (walking backwards, so chains go at once). Side outputs
+    (:data:`graphpress.ir.SIDE_OUTPUT`: a branch the model's forward runs though no output reads it) count as
+    read: the model still computes them, and passes must keep their weights consistent."""
     removed = 0
     outputs = {id(v) for v in graph.outputs}
     for node in reversed(list(graph.nodes)):
-        if any(out.uses or id(out) in outputs for out in node.outputs):
+        if any(out.uses or id(out) in outputs or out.meta.get(SIDE_OUTPUT) for out in node.outputs):
             continue
         graph.remove(node)
         removed += 1

@@ -17,6 +17,7 @@ from ...ir import EvaluatedBinding, Graph
 from ..cache import cached_analysis
 from .groups import CouplingGroup, GroupMember
 from .rules import freeze_uncovered, rule_for
+from .side_outputs import freeze_private_side_outputs
 from .state import CouplingState
 
 __all__ = ["CouplingResult", "analyze_coupling", "compute_coupling"]
@@ -125,6 +126,7 @@ def compute_coupling(graph: Graph) -> CouplingResult:
     state = _run_rules(graph)
     class_of_id = _components(state.id_count, state.edges_a, state.edges_b)
     n_classes = int(class_of_id.max()) + 1 if class_of_id.size else 0
+    freeze_private_side_outputs(graph, state, class_of_id)
     frozen, reasons = _frozen_classes(state, class_of_id, n_classes)
     axes = list(state.param_axes.values())
     member_classes = [class_of_id[axis.ids] for axis in axes]

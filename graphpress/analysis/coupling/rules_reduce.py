@@ -41,9 +41,19 @@ def reduce(state: CouplingState, node: Node) -> None:
 @coupling_rule("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
                "Resize", "Upsample", "MaxRoiPool")
 def passthrough_leading(state: CouplingState, node: Node) -> None:
-    """Batch and channel axes pass through; spatial axes change size and carry no ids."""
+    """Batch and channel axes pass through; spatial axes change size and carry no ids.
+
+    Spatial positions that do carry ids (a learned position-embedding grid reshaped to an image and resized,
+    as DPT and ViT-style models do to fit another image size) keep their size: they are positions of a grid,
+    not channels. A pooled output's size follows them, which the unlabeled output could not say, and forward
+    code takes the grid's side from the number of positions (DPT's ``_resize_pos_embed`` reshapes to
+    ``sqrt(len)`` squared), so a grid with rows removed no longer reshapes. Global pools are the exception:
+    they reduce the positions, and a mean over the ones that remain is still a mean."""
     x = node.input(0)
     labels = list(state.get(x))
+    if node.op not in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
+        for axis in range(2, len(labels)):
+            state.freeze(labels[axis], f"{node.op} resamples the positions of axis {axis}", node)
     for out in node.outputs:
         result = [None] * len(out.shape or ())
         for axis in range(min(2, len(result))):

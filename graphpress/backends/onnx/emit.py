@@ -16,7 +16,7 @@ from ...errors import BackendError
 from ...frontends.onnx_attrs import ATTR_TYPES_META, python_to_attribute
 from ...frontends.onnx_dtypes import torch_to_onnx_dtype
 from ...frontends.onnx_reader import CAPTURES, OMITTED, ONNX_INPUT_COUNT, ONNX_TYPE
-from ...ir import GRAPHPRESS_DOMAIN, Graph, Node, Value
+from ...ir import GRAPHPRESS_DOMAIN, SIDE_OUTPUT, Graph, Node, Value
 from . import macro_ops, quant_ops  # noqa: F401  (register the Linear, Attention and QLinear emitters)
 from .registry import EmitContext, emitter_for
 from .save import PROTOBUF_LIMIT, approx_model_bytes
@@ -61,6 +61,21 @@ def _bind_captures(ctx: EmitContext, node: Node, count: int) -> None:
             ctx.add_node("Identity", [actual], [expected])
 
 
+def _needed_nodes(graph: Graph) -> list[Node]:
+    """The nodes to write: all of them, but for the branches that end in side outputs (a branch a torch model's
+    forward runs and discards, :data:`graphpress.ir.SIDE_OUTPUT`), which no output of the file needs."""
+    if not any(out.meta.get(SIDE_OUTPUT) for node in graph.nodes for out in node.outputs):
+        return list(graph.nodes)
+    needed: set[int] = set()
+    stack = [v.producer for v in graph.outputs if v.producer is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(v.producer for v in node.inputs if v is not None and v.producer is not None)
+    return [node for node in graph.nodes if id(node) in needed]
+
+
 def emit_model(graph: Graph, *, with_data: bool = True, hint_values: list[Value] | None = None,
                int8_compute: bool = False) -> onnx.ModelProto:
     """Build the ModelProto of ``graph`` at ``graph.opset`` without checking it.
@@ -71,7 +86,7 @@ def emit_model(graph: Graph, *, with_data: bool = True, hint_values: list[Value]
     """
     ctx = EmitContext(graph, graph.opset, with_data=with_data)
     ctx.int8_compute = int8_compute
-    for node in graph.nodes:
+    for node in _needed_nodes(graph):
         emitter = emitter_for(node.domain, node.op)
         if emitter is not None:
             emitter(ctx, node)
