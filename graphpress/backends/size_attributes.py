@@ -11,8 +11,8 @@ A :class:`SizeRule` says "attribute ``attr`` of the module at ``module`` is the 
 parameter or buffer path relative to that module) along ``axis``, divided by ``unit``". It holds on the
 unpruned model by construction, and after pruning it gives the attribute's new value: ``unit`` 1 for a width,
 ``head_dim`` for a head count. Rules are found by trial (:mod:`graphpress.passes.prune.size_repair`), kept in
-``graph.metadata`` and applied by :func:`~.torch_module.finalize_module` after the other fix-ups, so every
-model the passes hand back carries them (and ``save_pretrained`` records the values for ``load_pruned``).
+``graph.metadata`` and applied by :func:`~.torch_module.finalize_module` before the named fix-ups, so every
+model the passes hand back carries them and ``fix_config`` records the repaired values for ``load_pruned``.
 """
 
 from __future__ import annotations

@@ -56,11 +56,12 @@ def finalize_module(graph: Graph) -> nn.Module:
         raise BackendError(f"finalize_module needs a graph traced from a torch model, got origin={graph.origin!r}")
     for value in graph.constants:  # passes may have replaced tensors: refresh the IR's view of them
         value.sync_from_param()
+    # Rules learned by trial (size_attributes) first: fix_config records every module's numbers for reloading.
+    apply_rules(graph.module, graph_rules(graph))
     for path, module in graph.module.named_modules():
         for matcher, fixup in _FIXUPS:
             if _matches(matcher, module):
                 fixup(module, path, graph)
-    apply_rules(graph.module, graph_rules(graph))  # learned by trial (size_attributes): after the named fix-ups
     return graph.module
 
 
