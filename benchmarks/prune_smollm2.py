@@ -29,7 +29,7 @@ import time
 import torch
 
 import graphpress
-from graphpress.backends.hf_fixups import load_pruned
+from graphpress.backends.hf_reload import load_pruned
 from graphpress.eval import calibration_windows, evaluation_windows, perplexity
 from graphpress.models.zoo import load_smollm2
 from graphpress.testing.results import markdown_cell, publish_lines

@@ -56,8 +56,8 @@ def load_onnx(path_or_model: Any):
 
 def load_pruned(folder: Any, model_class: Any = None, **kwargs: Any):
     """Reload a Hugging Face model that graphpress pruned and ``save_pretrained`` wrote, whatever its layer widths
-    (see graphpress.backends.hf_fixups.load_pruned)."""
-    from .backends.hf_fixups import load_pruned as _load
+    (see graphpress.backends.hf_reload.load_pruned)."""
+    from .backends.hf_reload import load_pruned as _load
 
     return _load(folder, model_class, **kwargs)
 

@@ -4,7 +4,7 @@ transformers 5.x converts some weights on load (per-expert ``experts.N.w1/w2/w3`
 ``experts.gate_up_proj``/``down_proj``; renamings of older layouts) and reverts that conversion on save,
 so a saved folder need not hold the model's own state_dict keys. ``from_pretrained`` converts again, but
 it builds every layer from the config, which can't express the per-layer widths graphpress pruning may
-leave; :func:`graphpress.backends.hf_fixups.load_pruned` therefore builds the model at the recorded shapes
+leave; :func:`graphpress.backends.hf_reload.load_pruned` therefore builds the model at the recorded shapes
 itself and needs the checkpoint in the model's keys.
 
 Rather than re-implement each conversion, :func:`to_model_keys` runs transformers' own save-time revert

@@ -8,36 +8,39 @@ Module-preserving pruning hands back the user's class. Generic layers (``nn.Line
   split, which reads ``self.config``), derived from the projection weights and ``head_dim`` (never pruned);
 * the config: ``hidden_size``, ``intermediate_size``, ``num_attention_heads``, ``num_key_value_heads`` and an
   explicit ``head_dim`` when every layer has the same widths, so ``save_pretrained`` + the class's own
-  ``from_pretrained`` reload it. Every pruned model also records ``graphpress_layer_widths`` (per layer) and
-  ``graphpress_shapes`` (every tensor's shape) in its config;
+  ``from_pretrained`` reload it; a value the config's validators or the class refuse (or with which the class
+  builds other tensors) is left out (:func:`set_validated`). Every pruned model also records
+  ``graphpress_layer_widths`` (per layer), ``graphpress_shapes`` (every tensor's shape) and
+  ``graphpress_module_scalars`` (modules' numbers and small buffers) in its config;
+* tensors the class computes when built and leaves out of its checkpoints (non-persistent buffers,
+  ``_keys_to_ignore_on_save``: sinusoidal position tables) are saved where pruning resized them
+  (:func:`persist_resized_tensors`);
 * mixture-of-experts widths (fused experts, top-k routers, ``moe_intermediate_size``): :mod:`.hf_moe`;
 * linear biases a pass created (``compensate-bias``): where the config has a switch for them
   (``attention_bias``, ``mlp_bias`` of Llama-style models) it is turned on and the other linears it governs
   get zero biases, so the class's own ``from_pretrained`` builds the same modules and the saved biases load.
 
 Layers of different widths (``scope=global``) can't be expressed by the standard config; save them with
-``model.save_pretrained(folder)`` as usual and reload with :func:`load_pruned`, which builds the model from
-the config, shrinks every tensor to its recorded shape, re-runs these fix-ups and loads the weights.
+``model.save_pretrained(folder)`` as usual and reload with :func:`.hf_reload.load_pruned`. What the class
+builds from a config is asked on the meta device (:mod:`.hf_meta_build`).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import re
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import BackendError
 from ..ir import Graph
-from .hf_checkpoint import build_from_config, to_model_keys
+from .hf_meta_build import persist_resized_tensors, set_validated
 from .hf_moe import experts_widths, is_fused_experts, moe_config_updates
+from .hf_reload import module_scalars
 from .torch_module import register_module_fixup
 
-__all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "load_pruned",
-           "apply_recorded_shapes", "refresh_attributes", "input_embeddings", "module_scalars"]
+__all__ = ["fix_attention_heads", "fix_config", "fix_bias_switches", "layer_widths", "input_embeddings"]
 
 _Q_NAMES = ("q_proj", "query", "q")  # "q"/"k": T5 and its descendants
 _K_NAMES = ("k_proj", "key", "k")
@@ -148,9 +151,16 @@ def input_embeddings(model: nn.Module) -> nn.Module | None:
 
 
 def _hidden_size(model: nn.Module) -> int | None:
+    """The width of the model's token embeddings, or None where its input module is no embedding table.
+
+    Speech encoders answer ``get_input_embeddings`` with their first convolution (Whisper's ``conv1``), whose
+    ``weight.shape[1]`` is the number of mel bins, not the hidden size."""
     embeddings = input_embeddings(model)
+    width = getattr(embeddings, "embedding_dim", None)
     weight = getattr(embeddings, "weight", None)
-    return int(weight.shape[1]) if weight is not None else None
+    if not isinstance(width, int) or weight is None or weight.dim() != 2:
+        return None
+    return int(weight.shape[1])
 
 
 _CONFIG_KEYS = {"num_attention_heads": ("num_attention_heads", "n_head"),
@@ -164,16 +174,31 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
     if path:
         return
     config = module.config
+    # Buffers sized other than a build from the config gives, as it was (a table pruning sliced) and as it will
+    # be (a table pruning left alone, in a model whose config width now says another stream's): saved.
+    persist_resized_tensors(module)
     widths = layer_widths(module)
+    set_validated(config, _width_updates(module, widths), type(module))
+    persist_resized_tensors(module)
+    fix_bias_switches(module)
+    config.graphpress_layer_widths = widths
+    config.graphpress_shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
+    config.graphpress_module_scalars = module_scalars(module)
+
+
+def _width_updates(module: nn.Module, widths: list[dict[str, int]]) -> dict[str, Any]:
+    """The config values (name: value, in order) that say the pruned model's widths, where one value says them."""
+    config = module.config
+    updates: dict[str, Any] = {}
     hidden = _hidden_size(module)
     head_dim = next((_head_dim(m) for m in module.modules() if _is_attention(m)), None)
     if hidden is not None and isinstance(getattr(config, "hidden_size", None), int):
-        config.hidden_size = hidden
+        updates["hidden_size"] = hidden
     if head_dim is not None and "head_dim" in config.to_dict():
-        config.head_dim = head_dim
+        updates["head_dim"] = head_dim
     elif head_dim is not None and hasattr(config, "num_attention_heads") and widths and \
             type(config).__name__ in ("LlamaConfig", "MistralConfig", "Qwen2Config", "MixtralConfig"):
-        config.head_dim = head_dim
+        updates["head_dim"] = head_dim
     for key, names in _CONFIG_KEYS.items():
         values = {w[key] for w in widths if key in w}
         if key == "num_attention_heads" and values and hidden is not None and hidden % next(iter(values)):
@@ -182,53 +207,9 @@ def fix_config(module: nn.Module, path: str, graph: Graph) -> None:
             for name in names:
                 # A per-stage list (SegFormer's num_attention_heads=[1, 2, 5, 8]) is not one width to overwrite.
                 if isinstance(getattr(config, name, None), int):
-                    setattr(config, name, next(iter(values)))
-    for name, value in moe_config_updates(config, widths).items():
-        setattr(config, name, value)
-    fix_bias_switches(module)
-    config.graphpress_layer_widths = widths
-    config.graphpress_shapes = {k: list(v.shape) for k, v in module.state_dict().items()}
-    config.graphpress_module_scalars = module_scalars(module)
-
-
-#: Non-persistent buffers up to this many elements are recorded by value (rotary tables: head_dim / 2).
-_RECORDED_BUFFER_LIMIT = 4096
-
-
-def module_scalars(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Every submodule's plain number attributes and small non-persistent buffers, by module path.
-
-    Modules derive sizes and constants from the config when they are built (``head_dim = hidden_size //
-    num_heads``, a rotary ``inv_freq`` of ``head_dim / 2`` entries, Gemma's ``embed_scale = hidden_size ** 0.5``);
-    after pruning the config can't say them all (a pruned hidden size with an unpruned head size), so
-    :func:`load_pruned` puts back the values the pruned model had instead of the ones its config implies.
-    Buffers ``save_pretrained`` does not write are recorded as (nested) lists.
-    """
-    recorded: dict[str, dict[str, Any]] = {}
-    for path, module in model.named_modules():
-        values = {name: value for name, value in vars(module).items()
-                  if not name.startswith("_") and name != "training" and type(value) in (int, float, bool)}
-        for name in module._non_persistent_buffers_set:
-            buffer = module._buffers.get(name)
-            if buffer is not None and buffer.numel() <= _RECORDED_BUFFER_LIMIT and buffer.device.type != "meta":
-                values[name] = buffer.tolist()
-        if values:
-            recorded[path] = values
-    return recorded
-
-
-def _restore_scalars(model: nn.Module, recorded: dict[str, dict[str, Any]]) -> None:
-    for path, values in recorded.items():
-        try:
-            module = model.get_submodule(path) if path else model
-        except AttributeError:
-            continue
-        for name, value in values.items():
-            buffer = module._buffers.get(name)
-            if buffer is not None:
-                module._buffers[name] = torch.tensor(value, dtype=buffer.dtype, device=buffer.device)
-            elif type(getattr(module, name, None)) is type(value):
-                setattr(module, name, value)
+                    updates[name] = next(iter(values))
+    updates.update(moe_config_updates(config, widths))
+    return updates
 
 
 def _switched_linears(model: nn.Module, switch: str) -> list[nn.Linear]:
@@ -257,84 +238,3 @@ def fix_bias_switches(model: nn.Module) -> None:
                                            requires_grad=weight.requires_grad)
         setattr(config, switch, True)
 
-
-def apply_recorded_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> None:
-    """Replace every tensor whose recorded shape differs by an empty one of that shape (before loading)."""
-    for key, shape in shapes.items():
-        path, _, attr = key.rpartition(".")
-        try:
-            owner = model.get_submodule(path) if path else model
-        except AttributeError:
-            continue
-        current = getattr(owner, attr, None)
-        if current is None and attr in owner._parameters:
-            # A parameter graphpress created (a compensated bias) where the class builds none.
-            like = next(owner.parameters(), None)
-            dtype = like.dtype if like is not None else torch.get_default_dtype()
-            setattr(owner, attr, nn.Parameter(torch.empty(shape, dtype=dtype, device=like.device if like is not None
-                                                          else None)))
-            continue
-        if not isinstance(current, torch.Tensor) or list(current.shape) == list(shape):
-            continue
-        fresh = torch.empty(shape, dtype=current.dtype, device=current.device)
-        if isinstance(current, nn.Parameter):
-            setattr(owner, attr, nn.Parameter(fresh, requires_grad=current.requires_grad))
-        else:
-            owner._buffers[attr] = fresh
-
-
-def load_pruned(folder: str | os.PathLike, model_class: Any = None, **kwargs: Any) -> nn.Module:
-    """Load a model saved with ``save_pretrained`` after graphpress pruning, whatever its layer widths.
-
-    ``model_class`` defaults to the class named in the config (through ``AutoModel``'s mappings).
-    """
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(folder)
-    shapes = getattr(config, "graphpress_shapes", None)
-    if not shapes:
-        raise BackendError(f"{folder} holds no graphpress_shapes in its config: it was not pruned by graphpress;"
-                           " load it with from_pretrained")
-    if model_class is None:
-        arch = (getattr(config, "architectures", None) or [""])[0]
-        model_class = AutoModelForCausalLM if "CausalLM" in arch or "LMHead" in arch else AutoModel
-    model = build_from_config(model_class, config, **kwargs)
-    apply_recorded_shapes(model, shapes)
-    state = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".safetensors"):
-            state.update(load_file(os.path.join(folder, name)))
-    if not set(state) <= set(model.state_dict()):  # saved in the original format (save_original_format=True)
-        state = to_model_keys(model, state, _tied_keys(model)) or state
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in _tied_keys(model)]
-    if missing or unexpected:
-        raise BackendError(f"load_pruned({folder}): missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    scalars = getattr(config, "graphpress_module_scalars", None) or {}
-    # Before the fix-ups too: some re-derive from a recorded count (a GroupNorm pruned by whole groups keeps
-    # num_groups only there); after, because others re-derive from the config what the pruned model changed.
-    _restore_scalars(model, scalars)
-    refresh_attributes(model)
-    _restore_scalars(model, scalars)
-    return model.eval()
-
-
-def _tied_keys(model: nn.Module) -> set[str]:
-    tied = getattr(model, "_tied_weights_keys", None) or {}
-    return set(tied if not isinstance(tied, dict) else tied.keys())
-
-
-def refresh_attributes(model: nn.Module) -> None:
-    """Run the module fix-ups on a model that has no graph (sizes from tensors only)."""
-    from .torch_module import _FIXUPS, _matches
-
-    class _NoGraph:
-        nodes: list = []
-
-    for path, module in model.named_modules():
-        for matcher, fixup in _FIXUPS:
-            if _matches(matcher, module) and fixup is not fix_config:
-                fixup(module, path, _NoGraph())

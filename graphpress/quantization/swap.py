@@ -183,7 +183,7 @@ def load_quantized(folder: str | Path) -> nn.Module:
     model = model_class(config)
     recorded_shapes = getattr(config, "graphpress_shapes", None)
     if recorded_shapes:  # pruned as well as quantized: resize the float tensors first
-        from graphpress.backends.hf_fixups import apply_recorded_shapes
+        from graphpress.backends.hf_reload import apply_recorded_shapes
 
         apply_recorded_shapes(model, recorded_shapes)
     quantize_skeleton(model, description)
@@ -196,7 +196,7 @@ def load_quantized(folder: str | Path) -> nn.Module:
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     if recorded_shapes:
-        from graphpress.backends.hf_fixups import refresh_attributes
+        from graphpress.backends.hf_reload import refresh_attributes
 
         refresh_attributes(model)
     return model.eval()

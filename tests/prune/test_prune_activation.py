@@ -151,7 +151,7 @@ def test_compensate_bias_works_after_a_statistics_free_criterion_and_refuses_alo
 
 
 def test_compensated_model_reloads_with_from_pretrained_and_load_pruned(tmp_path):
-    from graphpress.backends.hf_fixups import load_pruned
+    from graphpress.backends.hf_reload import load_pruned
 
     model = tiny_llama()
     uniform, _ = _optimize(model, "prune-heads{ratio=0.5,importance=wanda},compensate-bias", calibration=CALIBRATION)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import graphpress
-from graphpress.backends.hf_fixups import load_pruned
 from graphpress.backends.hf_moe import experts_widths, moe_config_updates
+from graphpress.backends.hf_reload import load_pruned
 
 transformers = pytest.importorskip("transformers")
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import graphpress
-from graphpress.backends.hf_fixups import layer_widths, load_pruned
+from graphpress.backends.hf_fixups import layer_widths
+from graphpress.backends.hf_reload import load_pruned
 from graphpress.errors import PassError
 
 
