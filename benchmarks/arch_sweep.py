@@ -101,6 +101,7 @@ def check_case(case, row: dict, ratio_range: tuple[float, float] = RATIO_RANGE) 
         row["frozen"] = _frozen_summary(stats)
         row["recover_trials"] = int(stats.get("recover_trials", 0))
         row["size_repairs"] = list(stats.get("size_repairs", []))
+        row["width_ties"] = list(stats.get("width_ties", []))
         problems = []
         if type(pruned) is not type(case.model):
             problems.append(f"class became {type(pruned).__name__}")
@@ -185,6 +186,7 @@ def recovered(rows: list[dict]) -> list[str]:
     model's own forward code (``recover=``, on by default): which groups, and how many trial runs it took."""
     notes = [f"- {r['name']} ({r.get('recover_trials', 0)} trial runs): {r['frozen']}" for r in rows if r.get("frozen")]
     repairs = [f"- {r['name']}: {'; '.join(r['size_repairs'])}" for r in rows if r.get("size_repairs")]
+    ties = [f"- {r['name']}: {'; '.join(r['width_ties'])}" for r in rows if r.get("width_ties")]
     lines = []
     if notes:
         lines += ["", "Groups `prune-channels` froze (`recover=`, on by default) because pruning them broke the model's "
@@ -192,6 +194,9 @@ def recovered(rows: list[dict]) -> list[str]:
     if repairs:
         lines += ["", "Size attributes `recover=` rewrote instead of freezing (the forward reshaped with a stored "
                   "number; each rule checked against the pruned graph's outputs):", ""] + repairs
+    if ties:
+        lines += ["", "Groups pruned by equal widths instead of freezing (the forward reads the residual width as the "
+                  "heads' width: `recover=` ties them):", ""] + ties
     return lines
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 import graphpress
 from graphpress.errors import PassError
-from graphpress.passes.prune import recover
+from graphpress.passes.prune import plan_trials, recover
 
 
 class _Reduction(nn.Module):
@@ -79,7 +79,7 @@ def test_recover_false_keeps_the_refusal() -> None:
 
 
 def test_search_gives_up_with_the_located_error_after_its_trial_budget(monkeypatch) -> None:
-    monkeypatch.setattr(recover, "MAX_TRIALS", 1)  # the first trial (the whole plan) fails: no room to search
+    monkeypatch.setattr(plan_trials, "MAX_TRIALS", 1)  # the first trial (the whole plan) fails: no room to search
     with pytest.raises(PassError, match=r"reduction: RuntimeError.*within 1 trial runs.*ignore=reduction\*"):
         _prune("prune-channels{ratio=0.3}")
 
@@ -96,7 +96,7 @@ def test_a_working_plan_costs_one_trial_and_freezes_nothing() -> None:
 def test_no_trial_copy_when_the_weights_would_not_fit_twice(monkeypatch) -> None:
     # The trial copies every weight; without room for that copy the pass prunes as before recover= existed,
     # says so, and the manager's own output check remains the guard.
-    monkeypatch.setattr(recover, "_available_memory", lambda: 1024)
+    monkeypatch.setattr(plan_trials, "_available_memory", lambda: 1024)
     model, inputs = _case()
     with pytest.raises(PassError, match="no longer runs"):
         graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=inputs)

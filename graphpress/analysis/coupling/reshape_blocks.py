@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ...ir import Node
+from ...ir import Node, Value
+from .rules import const_ints
 from .state import CouplingState, Labels
 
 __all__ = ["reshape_groups", "reshape_labels"]
@@ -85,6 +86,37 @@ def _opaque(in_shape: Sequence, out_shape: Sequence, gi: list[int], gj: list[int
     return any(isinstance(d, str) for d in dims) and not (len(gi) == len(gj) == 1 and dims[0] == dims[1])
 
 
+def _picked_one_by_one(value: Value, axis: int, depth: int = 0) -> bool:
+    """True when every use of ``value`` (through transposes) cuts ``axis`` into single positions: an unbind
+    (Split into pieces of one), a select (Gather of a scalar index) or a Slice of one position."""
+    consumers = value.consumers()
+    if not consumers or depth > 4:
+        return False
+    for node in consumers:
+        rank = len(value.shape or ())
+        if node.op == "Transpose":
+            perm = list(node.attrs.get("perm") or reversed(range(rank)))
+            if not _picked_one_by_one(node.outputs[0], perm.index(axis), depth + 1):
+                return False
+        elif node.op == "Split":
+            if int(node.attrs.get("axis", 0)) % rank != axis or any(out.shape is None or out.shape[axis] != 1
+                                                                     for out in node.outputs):
+                return False
+        elif node.op == "Gather":
+            indices = node.input(1)
+            if int(node.attrs.get("axis", 0)) % rank != axis or indices is None or indices.shape is None \
+                    or len(indices.shape) != 0:
+                return False
+        elif node.op == "Slice":
+            out = node.outputs[0]
+            axes = const_ints(node, 3, "axes")
+            if out.shape is None or out.shape[axis] != 1 or (axes is not None and [a % rank for a in axes] != [axis]):
+                return False
+        else:
+            return False
+    return True
+
+
 def _constant_along(grid: np.ndarray, axis: int) -> bool:
     return bool(np.all(grid == np.take(grid, [0], axis=axis)))
 
@@ -124,7 +156,11 @@ def reshape_labels(state: CouplingState, node: Node, in_shape: Sequence, out_sha
         varying = [t for t in range(len(gj)) if not _constant_along(grid, t)]
         if not varying:
             continue
-        lead = varying[0]
+        # An axis the graph only ever cuts into single positions (q, k, v of a fused projection reshaped to
+        # [..., 3, heads, head_dim] and unbound) enumerates tensors: the next varying axis carries the ids,
+        # equal across the pieces, so whole heads can go from q, k and v together.
+        kept = [t for t in varying if not _picked_one_by_one(node.outputs[0], gj[t])] if len(varying) > 1 else []
+        lead = kept[0] if kept else varying[0]
         index = [0] * len(gj)
         index[lead] = slice(None)
         reps = grid[tuple(index)]

@@ -30,6 +30,7 @@ import numpy as np
 
 from ...analysis.coupling import CouplingGroup, CouplingResult
 from ...errors import InfeasibleRequestError, PassError
+from .width_ties import WidthTie, tie_counts, tied_keep
 
 __all__ = ["PruningPlan", "ParameterBudget", "plan_pruning", "per_cost", "standardize_scores", "STANDARDIZE_CHOICES"]
 
@@ -236,7 +237,7 @@ def _global(result, groups, scores, budget, target, round_to, multiple_of, stand
     return keep_for(lo)
 
 
-def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds: int = 64):
+def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds: int = 64, fixed=frozenset()):
     """Close the gap the coarse search left: repeatedly take the one extra step in one group (or give one
     back) that brings the removed parameter count closest to the target."""
     keep = dict(keep)
@@ -245,7 +246,7 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     # gap would cost far more quality than the parameters it balances. A unit of two positions is still one
     # channel (a fused gate/up projection, e.g. mixture-of-experts weights, holds its gate and up rows).
     finest = max(min(result.groups[gi].unit_size for gi in keep), _CHANNEL_UNIT) if keep else 1
-    adjustable = [gi for gi in keep if result.groups[gi].unit_size <= finest]
+    adjustable = [gi for gi in keep if result.groups[gi].unit_size <= finest and gi not in fixed]
     for _ in range(rounds):
         best = None
         for gi in adjustable:
@@ -270,6 +271,19 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     return keep
 
 
+def _best_tied(result, keep, scores, tie: WidthTie, budget, target, round_to, multiple_of) -> dict[int, np.ndarray]:
+    """The tie's keep masks (:func:`.width_ties.tied_keep`) for the head count that brings the plan's removed
+    parameters nearest ``target``, the rest of ``keep`` as planned; nothing removed where no count fits."""
+    best, best_gap = {gi: np.ones(result.groups[gi].units, dtype=bool) for gi in tie.groups}, None
+    for count in tie_counts(result, tie):
+        masks = tied_keep(result, scores, tie, count, lambda g: _step(g, round_to, multiple_of), _feasible_removal)
+        if masks is not None:
+            gap = abs(budget.total - budget.remaining({**keep, **masks}) - target)
+            if best_gap is None or gap < best_gap:
+                best, best_gap = masks, gap
+    return best
+
+
 def per_cost(result: CouplingResult, groups: list[int], comparable: dict[int, np.ndarray],
              unit_cost: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Standardized importance per unit of cost (``cost=latency``): a unit that saves twice the mean
@@ -283,7 +297,7 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
                  scope: str = "local", round_to: int = 1, multiple_of: dict[int, int] | None = None,
                  standardize: str = "mean", unit_cost: dict[int, np.ndarray] | None = None,
                  budget: ParameterBudget | None = None, target: float | None = None,
-                 max_fraction: float = 1.0) -> PruningPlan:
+                 max_fraction: float = 1.0, ties: list[WidthTie] | None = None) -> PruningPlan:
     """Keep masks for ``groups`` removing about ``ratio`` of their parameters (see module docstring).
 
     ``multiple_of`` maps a group index to a multiple its kept count must be (a model's own constraint,
@@ -291,7 +305,8 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
     applies to ``scope=global`` only. ``unit_cost`` (per group, what removing each unit saves, e.g. its
     measured latency) ranks units across groups by importance per cost, whatever ``scope``. ``budget`` and
     ``target`` replace the parameter count and ``ratio * total`` (e.g. a FLOPs budget and FLOPs to remove);
-    ``max_fraction`` caps the fraction of any group's units a cross-group ranking removes."""
+    ``max_fraction`` caps the fraction of any group's units a cross-group ranking removes. ``ties`` make groups
+    lose equal widths (:mod:`.width_ties`); the other groups are refined to land near the target."""
     budget = budget or ParameterBudget(result, groups)
     if ratio <= 0 or not groups:
         return PruningPlan({}, budget.total, 0)
@@ -305,8 +320,12 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
     else:
         keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize,
                        max_fraction=max_fraction)
-    if scope == "local" and len(groups) <= 512:
-        keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {})
+    tied: set[int] = set()
+    for tie in ties or ():
+        keep.update(_best_tied(result, keep, scores, tie, budget, target, round_to, multiple_of or {}))
+        tied.update(tie.groups)
+    if (scope == "local" or tied) and len(groups) <= 512:
+        keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {}, fixed=frozenset(tied))
     removed = budget.total - budget.remaining(keep)
     plan = PruningPlan({gi: m for gi, m in keep.items() if not m.all()}, budget.total, removed)
     limits = [result.groups[gi].name() for gi in groups if keep[gi].sum() <= 1 or

@@ -53,6 +53,7 @@ from .input_stats import collect_input_statistics
 from .latency import unit_latency_costs
 from .recover import PlanTrials, recover_plan, recover_skip_reason
 from .removed_inputs import record_removed_inputs, wants_recovery
+from .width_ties import WidthTie, describe_tie
 
 __all__ = ["PruneChannels", "PruneHeads", "default_round_to"]
 
@@ -204,14 +205,15 @@ class _StructuredPrune(Pass):
             stats.update(profile)
         multiples = model_multiples(graph, result.groups)
 
-        def plan_for(chosen: list[int]) -> PruningPlan:
+        def plan_for(chosen: list[int], ties: list[WidthTie] | None = None) -> PruningPlan:
             chosen_budget = budget
             if self.opts["flops"] and chosen != groups:  # the same FLOPs to remove, from fewer groups
                 chosen_budget, _, _ = flops_budget(graph, result, chosen, self.opts["flops"])
             return plan_pruning(result, chosen, scores, ratio, self.opts["scope"], round_to, multiples,
                                 default_standardize(name) if standardize == "auto" else standardize,
                                 unit_cost=unit_cost, budget=chosen_budget, target=target,
-                                max_fraction=self.opts["max_ratio"] or (0.75 if unit_cost is not None else 1.0))
+                                max_fraction=self.opts["max_ratio"] or (0.75 if unit_cost is not None else 1.0),
+                                ties=ties)
 
         plan = plan_for(groups)
         requested_scope = plan.in_scope_params
@@ -222,8 +224,11 @@ class _StructuredPrune(Pass):
         if self.opts["recover"] and not skip and plan.keep and ctx.example_inputs is not None \
                 and not is_meta_graph(graph):
             trials = PlanTrials(graph, result, ctx.example_inputs, ctx.example_kwargs)
-            plan, frozen = recover_plan(plan, groups, plan_for, trials, self.name)
+            plan, frozen, ties = recover_plan(plan, groups, plan_for, trials, self.name)
             stats["recover_trials"] = trials.runs
+            if ties:
+                stats["width_ties"] = [describe_tie(result, tie) for tie in ties]
+                ctx.log.append(f"{self.name}: pruned by equal widths: {'; '.join(stats['width_ties'])}")
             if trials.repairs:
                 stats["size_repairs"] = [rule.describe() + ("" if checked else " (graph not runnable: shapes only)")
                                          for rule, checked in trials.repairs]

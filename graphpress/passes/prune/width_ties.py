@@ -1,0 +1,110 @@
+"""Width ties: a channel group and head groups whose widths the model's code keeps equal, pruned by equal counts.
+
+Why: attention code often reads one width as the other. timm's CaiT, XCiT, BEiT, DaViT and Swin-V2 reshape the
+attention output with ``reshape(B, N, C)``, ``C`` read from the block's input, and split the fused projection
+with ``C // num_heads``. The trace records both as constants, so the coupling analysis lets the residual
+stream and each block's heads shrink apart, and ``recover=`` froze both. Pruning them is still possible when
+each block keeps ``heads * head_dim == residual width``: both shrink together, by whole heads.
+
+A tie is proposed for each frozen channel group ``R`` and the head groups sharing a square weight with it (a
+weight whose two axes have the same size, ``R`` on one and the head group, covering it, on the other: the
+attention's output projection). ``u`` positions per head on that axis make the rule: ``R`` loses ``u`` channels
+per head a tied group loses, and every tied group loses as many heads. :func:`tied_keep` gives keep masks
+that obey a tie for a head count (the planner picks the count that lands nearest its target); ``recover=`` tries each tie with one trial run (module
+:mod:`.recover`) and keeps those whose model runs and computes what the pruned graph does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...analysis.coupling import CouplingGroup, CouplingResult
+
+__all__ = ["WidthTie", "propose_ties", "tied_keep", "tie_counts", "describe_tie"]
+
+
+@dataclass(frozen=True)
+class WidthTie:
+    """``channels`` loses ``per_head`` channels for each unit every group of ``heads`` loses (all lose alike)."""
+
+    channels: int
+    heads: tuple[int, ...]
+    per_head: int
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        return (self.channels, *self.heads)
+
+
+def _axes(group: CouplingGroup) -> dict[str, tuple[int, int]]:
+    """Weight key -> (axis, positions on it) for each weight the group reaches."""
+    return {m.key: (m.axis, len(m.unit_of)) for m in group.members if m.shape}
+
+
+def _square_partners(result: CouplingResult, channels: int, candidates: list[int]) -> dict[int, int]:
+    """Head groups among ``candidates`` sharing a square weight with ``channels``: group -> positions per unit."""
+    group = result.groups[channels]
+    shapes = {m.key: tuple(m.shape) for m in group.members if m.shape}
+    mine = _axes(group)
+    found: dict[int, int] = {}
+    for gi in candidates:
+        other = result.groups[gi]
+        if gi == channels or other.unit_size <= 1:
+            continue
+        for key, (axis, positions) in _axes(other).items():
+            if key not in mine or mine[key][0] == axis:
+                continue
+            shape, my_axis = shapes[key], mine[key][0]
+            if shape[axis] == shape[my_axis] == positions == mine[key][1] and positions % other.units == 0:
+                found[gi] = positions // other.units
+                break
+    return found
+
+
+def propose_ties(result: CouplingResult, frozen: list[int], groups: list[int]) -> list[WidthTie]:
+    """A tie per frozen plain-channel group that shares a square weight with head groups of one head count and
+    one head width (see module doc); the widest channel groups first."""
+    ties = []
+    for channels in sorted(frozen, key=lambda gi: -result.groups[gi].units):
+        if result.groups[channels].unit_size != 1:
+            continue
+        partners = _square_partners(result, channels, groups)
+        if not partners or len(set(partners.values())) != 1 or \
+                len({result.groups[gi].units for gi in partners}) != 1:
+            continue
+        ties.append(WidthTie(channels, tuple(sorted(partners)), next(iter(partners.values()))))
+    return ties
+
+
+def tied_keep(result: CouplingResult, scores: dict[int, np.ndarray], tie: WidthTie, count: int,
+              step: Callable[[CouplingGroup], int],
+              removal: Callable[[CouplingGroup, np.ndarray, int], np.ndarray]) -> dict[int, np.ndarray] | None:
+    """Keep masks for the tie's groups removing ``count`` heads from each head group and ``count * per_head``
+    channels, the least important ones; None where a group can't lose exactly that (its kept-count multiple
+    ``step``, or what ``removal``, the planner's feasible mask, allows)."""
+    wanted = {tie.channels: count * tie.per_head, **{gi: count for gi in tie.heads}}
+    masks = {}
+    for gi, remove in wanted.items():
+        group = result.groups[gi]
+        kept = group.units - remove
+        if kept <= 0 or kept % step(group):
+            return None
+        mask = removal(group, np.argsort(scores[gi], kind="stable"), remove)
+        if int((~mask).sum()) != remove:
+            return None
+        masks[gi] = mask
+    return masks
+
+
+def tie_counts(result: CouplingResult, tie: WidthTie) -> range:
+    """The head counts a tie may remove from each of its head groups (all but one head)."""
+    return range(1, result.groups[tie.heads[0]].units)
+
+
+def describe_tie(result: CouplingResult, tie: WidthTie) -> str:
+    """One line for the report: the channel group and how many head groups it is tied to."""
+    return (f"{result.groups[tie.channels].name()} tied to {len(tie.heads)} head group(s) "
+            f"({tie.per_head} channels per head)")

@@ -1,0 +1,114 @@
+"""``recover=`` with forward code that reads the residual width as the heads' width (timm's CaiT, XCiT, BEiT:
+``reshape(B, N, 3, num_heads, C // num_heads)`` and ``reshape(B, N, C)``, ``C`` from the block's input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graphpress
+from graphpress.analysis.coupling import analyze_coupling
+from graphpress.passes.prune.width_ties import WidthTie, propose_ties, tied_keep
+
+
+class ResidualWidthAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attention = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = ResidualWidthAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+
+
+class Net(nn.Module):
+    def __init__(self, dim: int = 80, heads: int = 5):
+        super().__init__()
+        self.embed = nn.Linear(16, dim)
+        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(3)))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(x)).mean(1))
+
+
+def _pruned(dim: int, heads: int, scope: str) -> tuple[nn.Module, dict, torch.Tensor]:
+    torch.manual_seed(0)
+    model, x = Net(dim, heads).eval(), torch.randn(2, 7, 16)
+    pruned, report = graphpress.optimize(model, f"prune-channels{{ratio=0.3,scope={scope}}}", example_inputs=(x,),
+                                         return_report=True)
+    return pruned, report.records[-1].stats, x
+
+
+def _matches_its_onnx_export(model: nn.Module, x: torch.Tensor, tmp_path) -> bool:
+    import onnx
+
+    from graphpress.backends.onnx import run_onnxruntime
+
+    path = str(tmp_path / "pruned.onnx")
+    graphpress.export_onnx(model, path, (x,))
+    with torch.no_grad():
+        return torch.allclose(model(x), torch.as_tensor(run_onnxruntime(onnx.load(path), [x])[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("dim,heads", [(80, 5), (96, 12)])
+def test_residual_and_heads_shrink_together_instead_of_freezing(dim, heads, tmp_path) -> None:
+    pruned, stats, x = _pruned(dim, heads, "global")
+    assert "frozen" not in stats and len(stats["width_ties"]) == 1 and 0.27 <= stats["achieved_ratio"] <= 0.33
+    width = pruned.embed.out_features
+    assert width < dim
+    for block in pruned.blocks:
+        head_dim = dim // heads
+        assert block.attn.num_heads * head_dim == width == block.attn.proj.in_features  # equal widths, whole heads
+        assert block.attn.qkv.out_features == 3 * width
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+def test_a_model_that_runs_but_computes_something_else_is_caught() -> None:
+    """At 64 channels and 8 heads the plan prunes the residual to 56 and one head (7 x 8 = 56): the user's code
+    then runs with ``56 // 8 = 7`` as the head width, 8 heads of 7 where the graph has 7 of 8. Only comparing the
+    values finds that; the stale ``num_heads`` is rewritten and the result checked against the graph."""
+    pruned, stats, x = _pruned(64, 8, "local")
+    assert "frozen" not in stats
+    assert any("num_heads" in rule for rule in stats["size_repairs"])
+    for block in pruned.blocks:
+        assert block.attn.num_heads * 8 == block.attn.proj.in_features
+
+
+def test_ties_pair_the_residual_with_the_head_groups_sharing_its_square_weight() -> None:
+    torch.manual_seed(0)
+    model = Net(80, 5).eval()
+    result = analyze_coupling(graphpress.trace(model, (torch.randn(2, 7, 16),)))
+    residual = next(g.index for g in result.groups if "blocks.0.attn.proj.weight[0]" in g.name())
+    heads = [g.index for g in result.groups if g.unit_size > 1]
+    everything = [g.index for g in result.groups]
+    assert propose_ties(result, [residual], everything) == [WidthTie(residual, tuple(sorted(heads)), 16)]
+    assert propose_ties(result, heads, everything) == []  # only a plain channel group leads a tie
+    tie = propose_ties(result, [residual], everything)[0]
+    scores = {gi: np.arange(result.groups[gi].units, dtype=float) for gi in tie.groups}
+    masks = tied_keep(result, scores, tie, 2, lambda group: 1, lambda group, order, count: _drop(group, order, count))
+    assert int((~masks[residual]).sum()) == 32 and all(int((~masks[gi]).sum()) == 2 for gi in heads)
+    assert tied_keep(result, scores, tie, 2, lambda group: 7, _drop) is None  # 48 kept channels: no multiple of 7
+
+
+def _drop(group, order, count) -> np.ndarray:
+    keep = np.ones(group.units, dtype=bool)
+    keep[order[:count]] = False
+    return keep
