@@ -28,7 +28,7 @@ from .size_repair import Attempt, agrees, attempt, graph_outputs, repair_sizes
 
 __all__ = ["MAX_TRIALS", "VALUE_TOLERANCE", "Breakage", "PlanTrials", "OutOfTrials", "recover_skip_reason"]
 
-MAX_TRIALS = 32
+MAX_TRIALS = 48
 #: A trial whose outputs differ from the pruned graph's by more than this (relative to each output's largest
 #: value) computes something else; the unpruned model must agree with its graph ten times closer to be checked.
 VALUE_TOLERANCE = 1e-2
