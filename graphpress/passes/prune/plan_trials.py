@@ -114,11 +114,9 @@ class PlanTrials:
         self.inputs, self.kwargs = tuple(inputs), dict(kwargs or {})
         self.max_trials = MAX_TRIALS if max_trials is None else max_trials
         self.runs = 0
-        self._pruned_heads: list[int] = []
         self.bar: object | None = None
         self.reference = [tuple(t.shape) for t in evaluate(graph, self.inputs, self.kwargs)]
         self.check_values = self._values_comparable()
-        self._with_values = self.check_values
 
     def run(self, keep: dict[int, np.ndarray], groups: list[int] | None = None,
             values: bool | None = None) -> Breakage | None:
@@ -126,19 +124,17 @@ class PlanTrials:
         shapes (and values, see :meth:`_compare_values`), else how it broke. ``values`` (default: for whole
         plans only) says whether values are compared: the bisection over a plan's groups compares them only
         while it searches a failure of values, since each comparison runs the graph in onnxruntime."""
-        self._with_values = self.check_values and (groups is None if values is None else values)
         if self.runs >= self.max_trials:
             raise OutOfTrials
         self.runs += 1
         if self.bar is not None:
             self.bar.update(1)
         chosen = {gi: keep[gi] for gi in (keep if groups is None else groups)}
-        self._pruned_heads = [gi for gi, mask in chosen.items()
-                              if not np.all(mask) and self.result.groups[gi].unit_size > 1]
+        compared = self.check_values and (groups is None if values is None else values)
         twin, twin_result = _twin(self.graph, self.result)
         try:
             apply_keep_mask(twin, twin_result, twin_result.keep_ids(chosen))
-            shapes = self._output_shapes(twin)
+            shapes = self._output_shapes(twin, chosen if compared else None)
         except _Broke as broke:
             return broke.breakage
         except Exception as error:  # noqa: BLE001 - any failure of the edited model is what a trial detects
@@ -158,7 +154,9 @@ class PlanTrials:
         run = attempt(graph.module, self.inputs, self.kwargs) if expected is not None else None
         return run is not None and run.ok and relative_error(run.outputs, expected) <= VALUE_TOLERANCE / 10
 
-    def _output_shapes(self, twin: Graph) -> list[tuple[int, ...]]:
+    def _output_shapes(self, twin: Graph, compared: dict[int, np.ndarray] | None) -> list[tuple[int, ...]]:
+        """The rebuilt model's output shapes; with ``compared`` (the trial's keep masks) its values are checked
+        against the pruned graph's too."""
         if twin.origin != "torch" or twin.module is None:
             return [tuple(t.shape) for t in evaluate(twin, self.inputs, self.kwargs)]
         from ...backends.torch_module import finalize_module
@@ -170,11 +168,12 @@ class PlanTrials:
         if not run.ok:
             raise _Broke(Breakage(innermost_submodule(run.where), _short(run.error)))
         shapes = [tuple(t.shape) for t in run.outputs]
-        if self._with_values and shapes == self.reference:
-            self._compare_values(twin, module, run)
+        if compared is not None and shapes == self.reference:
+            self._compare_values(twin, module, run, compared)
         return shapes
 
-    def _compare_values(self, twin: Graph, module: torch.nn.Module, run: Attempt) -> None:
+    def _compare_values(self, twin: Graph, module: torch.nn.Module, run: Attempt,
+                        chosen: dict[int, np.ndarray]) -> None:
         """Raise when the edited model runs but computes other values than the pruned graph: its code read a
         size the trace recorded as a constant and happened to fit (``C // num_heads`` with the residual width
         pruned to another multiple of the old head count). Stale head counts in the modules owning pruned heads
@@ -185,33 +184,35 @@ class PlanTrials:
         error = relative_error([out.detach().cpu() for out in run.outputs], expected)
         if error <= VALUE_TOLERANCE:
             return
-        where = self._head_owners()
+        where = self._head_owners(chosen)
         text = "the edited model runs but its outputs differ from the pruned graph's: its code computes a size " \
                f"the trace recorded as a constant{f' (pruned heads in {where[-2]})' if len(where) > 1 else ''}"
         if self.repair and where:
-            if self._repaired(twin, module, Attempt(None, where, BackendError(text), run.done)).ok:
+            if self._repaired(twin, module, Attempt(None, where, BackendError(text), run.done), expected).ok:
                 return
         raise _Broke(Breakage("the outputs", f"{text}; relative error {error:.1e}", values=True))
 
-    def _head_owners(self) -> list[str]:
-        """The module path chain (outermost first) down to the first weight of the trial's first pruned head
-        group: where a stale head count lives (``blocks.0.attn`` for ``blocks.0.attn.qkv.weight``)."""
-        for gi in self._pruned_heads:
+    def _head_owners(self, chosen: dict[int, np.ndarray]) -> list[str]:
+        """The module path chain (outermost first) down to the first weight of the first head group ``chosen``
+        prunes: where a stale head count lives (``blocks.0.attn`` for ``blocks.0.attn.qkv.weight``)."""
+        heads = [gi for gi, mask in chosen.items() if not np.all(mask) and self.result.groups[gi].unit_size > 1]
+        for gi in heads:
             for member in self.result.groups[gi].members:
                 parts = member.key.split(".")[:-1]
                 if parts:
                     return [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
         return []
 
-    def _repaired(self, twin: Graph, module: torch.nn.Module, failed: Attempt) -> Attempt:
+    def _repaired(self, twin: Graph, module: torch.nn.Module, failed: Attempt,
+                  expected: list[torch.Tensor] | None = None) -> Attempt:
         """``failed`` unless stale size attributes explain it (:mod:`.size_repair`); rules that make the copy
-        run with the pruned graph's outputs are recorded on the pass's graph, so later trials and the model
-        handed back apply them."""
+        run with the pruned graph's outputs (``expected``, where the caller ran the graph already) are recorded
+        on the pass's graph, so later trials and the model handed back apply them."""
         where = innermost_submodule(failed.where)
         signature = (type(module.get_submodule(where)).__name__ if where else "", _short(failed.error))
         if signature not in self.unrepairable:  # bisection meets the same failure many times: search it once
             verdicts: list[bool] = []
-            reference: list = []
+            reference: list = [] if expected is None else [expected]
 
             def accept(outputs: list[torch.Tensor]) -> bool:
                 if [tuple(t.shape) for t in outputs] != self.reference:

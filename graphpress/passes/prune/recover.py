@@ -175,8 +175,7 @@ def recover_plan(plan: PruningPlan, groups: list[int], replan: Callable[..., Pru
                 f"(or report the pattern)") from None
         finally:
             trials.bar = None
-    plan, frozen, ties = _try_ties(plan, groups, replan, trials, frozen)
-    return plan, frozen, ties
+    return _try_ties(plan, groups, replan, trials, frozen)
 
 
 def _try_ties(plan: PruningPlan, groups: list[int], replan: Callable[..., PruningPlan], trials: PlanTrials,
