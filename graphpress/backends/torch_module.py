@@ -179,6 +179,22 @@ def _fix_prelu(module: nn.PReLU, path: str, graph: Graph) -> None:
     module.num_parameters = module.weight.numel()
 
 
+@register_module_fixup(nn.MultiheadAttention)
+def _fix_multihead_attention(module: nn.MultiheadAttention, path: str, graph: Graph) -> None:
+    # torch asserts embed_dim == the query's width == num_heads * head_dim; pruning whole heads together with
+    # the residual (a width tie) keeps head_dim and changes the other two.
+    embed_dim, inner = module.out_proj.weight.shape
+    _require(inner == embed_dim, path, module,
+             f"its heads are {inner} wide but its input {embed_dim}; nn.MultiheadAttention needs them equal")
+    _require(inner % module.head_dim == 0, path, module, f"{inner} channels are no whole number of heads of "
+             f"{module.head_dim}")
+    module.embed_dim, module.num_heads = embed_dim, inner // module.head_dim
+    if module._qkv_same_embed_dim:
+        module.kdim = module.vdim = embed_dim
+    else:
+        module.kdim, module.vdim = module.k_proj_weight.shape[1], module.v_proj_weight.shape[1]
+
+
 def _is_hf_conv1d(module: nn.Module) -> bool:
     # transformers.pytorch_utils.Conv1D (GPT-2): a linear layer whose weight is stored [in, out].
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and isinstance(module.weight, torch.Tensor)

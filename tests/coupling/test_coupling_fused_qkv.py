@@ -48,3 +48,20 @@ def test_an_axis_used_whole_keeps_its_pieces_as_units() -> None:
     """Summing over the q/k/v axis reads the three pieces together: no head structure may be assumed."""
     groups = _groups_of(FusedAttention(pick="sum"))
     assert not any(units == 4 for units, _ in groups.values())
+
+
+class TorchAttention(nn.Module):
+    """``nn.MultiheadAttention`` picks q, k and v out of its packed projection through an unsqueeze, a transpose
+    and a squeeze before selecting each (torch's ``_in_projection_packed``)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_torch_multihead_attention_prunes_whole_heads_through_squeezes() -> None:
+    groups = _groups_of(TorchAttention())
+    assert groups["attention: in_proj_bias[0], in_proj_weight[0], out_proj.weight[1]"] == (4, 24)

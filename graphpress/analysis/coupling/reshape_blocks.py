@@ -86,17 +86,35 @@ def _opaque(in_shape: Sequence, out_shape: Sequence, gi: list[int], gj: list[int
     return any(isinstance(d, str) for d in dims) and not (len(gi) == len(gj) == 1 and dims[0] == dims[1])
 
 
+def _axis_after_squeeze(node: Node, shape: Sequence, axis: int) -> int | None:
+    """Where ``axis`` of an (Un)Squeeze's input lies in its output; None when it is squeezed away or unknown."""
+    axes = const_ints(node, 1, "axes")
+    if node.op == "Unsqueeze":
+        if axes is None:
+            return None
+        rank = len(shape) + len(axes)
+        inserted = {a % rank for a in axes}
+        return [k for k in range(rank) if k not in inserted][axis]
+    removed = {a % len(shape) for a in axes} if axes is not None else {k for k, d in enumerate(shape) if d == 1}
+    return None if axis in removed else axis - sum(1 for a in removed if a < axis)
+
+
 def _picked_one_by_one(value: Value, axis: int, depth: int = 0) -> bool:
-    """True when every use of ``value`` (through transposes) cuts ``axis`` into single positions: an unbind
-    (Split into pieces of one), a select (Gather of a scalar index) or a Slice of one position."""
+    """True when every use of ``value`` (through transposes and axes of size one added or removed) cuts
+    ``axis`` into single positions: an unbind (Split into pieces of one), a select (Gather of a scalar index)
+    or a Slice of one position."""
     consumers = value.consumers()
-    if not consumers or depth > 4:
+    if not consumers or depth > 6:
         return False
     for node in consumers:
         rank = len(value.shape or ())
         if node.op == "Transpose":
             perm = list(node.attrs.get("perm") or reversed(range(rank)))
             if not _picked_one_by_one(node.outputs[0], perm.index(axis), depth + 1):
+                return False
+        elif node.op in ("Squeeze", "Unsqueeze") and node.domain == "":
+            moved = _axis_after_squeeze(node, value.shape or (), axis)
+            if moved is None or not _picked_one_by_one(node.outputs[0], moved, depth + 1):
                 return False
         elif node.op == "Split":
             if int(node.attrs.get("axis", 0)) % rank != axis or any(out.shape is None or out.shape[axis] != 1
