@@ -49,6 +49,20 @@ class Net(nn.Module):
         return self.head(self.blocks(self.embed(x)).mean(1))
 
 
+class MergingNet(Net):
+    """Swin's patch merging after the blocks: four neighbouring tokens concatenated along the channels, so each
+    residual channel owns four inputs of the merging linear."""
+
+    def __init__(self, dim: int = 80, heads: int = 5):
+        super().__init__(dim, heads)
+        self.head = nn.Linear(4 * dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.embed(x))
+        b, n, c = x.shape
+        return self.head(x.reshape(b, n // 4, 4 * c)).mean(1)
+
+
 def _pruned(dim: int, heads: int, scope: str) -> tuple[nn.Module, dict, torch.Tensor]:
     torch.manual_seed(0)
     model, x = Net(dim, heads).eval(), torch.randn(2, 7, 16)
@@ -78,6 +92,19 @@ def test_residual_and_heads_shrink_together_instead_of_freezing(dim, heads, tmp_
         head_dim = dim // heads
         assert block.attn.num_heads * head_dim == width == block.attn.proj.in_features  # equal widths, whole heads
         assert block.attn.qkv.out_features == 3 * width
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+def test_a_residual_that_patch_merging_concatenates_is_tied_too(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = MergingNet(80, 5).eval(), torch.randn(2, 8, 16)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3,scope=global}", example_inputs=(x,),
+                                         return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and len(stats["width_ties"]) == 1
+    width = pruned.embed.out_features
+    assert width < 80 and pruned.head.in_features == 4 * width
+    assert all(block.attn.num_heads * 16 == width for block in pruned.blocks)
     assert _matches_its_onnx_export(pruned, x, tmp_path)
 
 
@@ -112,3 +139,92 @@ def _drop(group, order, count) -> np.ndarray:
     keep = np.ones(group.units, dtype=bool)
     keep[order[:count]] = False
     return keep
+
+
+class TorchAttentionBlock(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_torch_multihead_attention_loses_whole_heads_with_its_residual(tmp_path) -> None:
+    """``nn.MultiheadAttention`` asserts its heads are as wide as its input (torchvision's ViT): only a tie
+    prunes either; ``embed_dim``, ``num_heads`` and ``kdim``/``vdim`` follow the weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 96), *(TorchAttentionBlock(96, 6) for _ in range(2)), nn.Linear(96, 10))
+    x = torch.randn(2, 7, 16)
+    pruned, report = graphpress.optimize(model.eval(), "prune-channels{ratio=0.3,scope=global}",
+                                         example_inputs=(x,), return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and len(stats["width_ties"]) == 1 and 0.27 <= stats["achieved_ratio"] <= 0.33
+    width = pruned[0].out_features
+    for block in pruned[1:3]:
+        attn = block.attn
+        assert attn.embed_dim == attn.kdim == attn.vdim == width < 96
+        assert attn.num_heads * 16 == width and attn.head_dim == 16
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+class HeadScaledAttention(ResidualWidthAttention):
+    """XCiT's attention: a learned scale per head makes a stale ``num_heads`` fail loudly."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads)
+        self.temperature = nn.Parameter(torch.rand(heads, 1, 1) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attention = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TwoAttentionKinds(nn.Module):
+    """Blocks of one attention class, then one of another whose stale ``num_heads`` runs silently wrong
+    (``C // num_heads`` still divides): XCiT's patch attention and class attention."""
+
+    def __init__(self, dim: int = 64, heads: int = 8):
+        super().__init__()
+        self.embed = nn.Linear(16, dim)
+        self.blocks = nn.ModuleList(HeadScaledAttention(dim, heads) for _ in range(2))
+        self.last = ResidualWidthAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for block in self.blocks:
+            x = x + block(x)
+        x = x + self.last(x)
+        return self.head((x + self.fc2(torch.relu(self.fc1(x)))).mean(1))
+
+
+def test_a_silently_stale_head_count_in_another_class_is_repaired_too(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = TwoAttentionKinds().eval(), torch.randn(2, 7, 16)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3,scope=global}", example_inputs=(x,),
+                                         return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and len(stats["width_ties"]) == 1
+    width = pruned.embed.out_features
+    assert width < 64 and all(block.num_heads * 8 == width for block in [*pruned.blocks, pruned.last])
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+def test_a_tie_whose_one_head_overshoots_the_target_is_not_used() -> None:
+    """Three heads: one head is a third of the residual stream, about half the parameters; at ratio 0.1 the
+    tie is left out and the rest of the model prunes to the target."""
+    torch.manual_seed(0)
+    model, x = Net(48, 3).eval(), torch.randn(2, 7, 16)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.1,scope=global}", example_inputs=(x,),
+                                         return_report=True)
+    stats = report.records[-1].stats
+    assert not stats.get("width_ties") and 0.07 <= stats["achieved_ratio"] <= 0.13
+    assert pruned.embed.out_features == 48

@@ -138,9 +138,9 @@ def _rounded_count(group: CouplingGroup, fraction: float, step: int) -> int:
     return max(0, min(remove, n - 1))
 
 
-def _local(result, groups, scores, budget, target, round_to, multiple_of):
+def _local(result, groups, scores, budget, target, round_to, multiple_of, fixed=None):
     def keep_for(fraction: float) -> dict[int, np.ndarray]:
-        out = {}
+        out = dict(fixed or {})
         for gi in groups:
             g = result.groups[gi]
             count = _rounded_count(g, fraction, _step(g, round_to, multiple_of))
@@ -198,7 +198,7 @@ def standardize_scores(result: CouplingResult, groups: list[int], scores: dict[i
 
 
 def _global(result, groups, scores, budget, target, round_to, multiple_of, standardize="mean", unit_cost=None,
-            max_fraction=1.0):
+            max_fraction=1.0, fixed=None):
     ranked = []
     comparable = standardize_scores(result, groups, scores, standardize)
     if unit_cost is not None:
@@ -216,7 +216,7 @@ def _global(result, groups, scores, budget, target, round_to, multiple_of, stand
         chosen: dict[int, list[int]] = {gi: [] for gi in groups}
         for _, gi, u in ranked[:prefix]:
             chosen[gi].append(u)
-        out = {}
+        out = dict(fixed or {})
         for gi in groups:
             g = result.groups[gi]
             count = len(chosen[gi])
@@ -271,16 +271,25 @@ def _refine(result, keep, scores, budget, target, round_to, multiple_of, rounds:
     return keep
 
 
-def _best_tied(result, keep, scores, tie: WidthTie, budget, target, round_to, multiple_of) -> dict[int, np.ndarray]:
+def _best_tied(result, keep, scores, tie: WidthTie, budget, target, round_to, multiple_of,
+               floor: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """The tie's keep masks (:func:`.width_ties.tied_keep`) for the head count that brings the plan's removed
-    parameters nearest ``target``, the rest of ``keep`` as planned; nothing removed where no count fits."""
+    parameters nearest ``target``, the rest of ``keep`` as planned; nothing removed where no count fits. A count
+    is out when the tied groups alone (with ``floor``, the masks of ties chosen before) would remove more than
+    3% of the parameters beyond the target: the other groups can give back no more than they took, and a
+    smaller head count would overshoot less (one head of three is a third of the residual stream)."""
     best, best_gap = {gi: np.ones(result.groups[gi].units, dtype=bool) for gi in tie.groups}, None
+    everything_kept = {gi: np.ones(result.groups[gi].units, dtype=bool) for gi in keep}
     for count in tie_counts(result, tie):
         masks = tied_keep(result, scores, tie, count, lambda g: _step(g, round_to, multiple_of), _feasible_removal)
-        if masks is not None:
-            gap = abs(budget.total - budget.remaining({**keep, **masks}) - target)
-            if best_gap is None or gap < best_gap:
-                best, best_gap = masks, gap
+        if masks is None:
+            continue
+        least = budget.total - budget.remaining({**everything_kept, **floor, **masks})
+        if least - target > 0.03 * budget.total:
+            continue
+        gap = abs(budget.total - budget.remaining({**keep, **masks}) - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = masks, gap
     return best
 
 
@@ -311,19 +320,21 @@ def plan_pruning(result: CouplingResult, groups: list[int], scores: dict[int, np
     if ratio <= 0 or not groups:
         return PruningPlan({}, budget.total, 0)
     target = ratio * budget.total if target is None else target
-    if unit_cost is not None:
-        scope = "global"
-        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize, unit_cost,
-                       max_fraction)
-    elif scope == "local":
-        keep = _local(result, groups, scores, budget, target, round_to, multiple_of or {})
-    else:
-        keep = _global(result, groups, scores, budget, target, round_to, multiple_of or {}, standardize,
-                       max_fraction=max_fraction)
-    tied: set[int] = set()
+    scope = "global" if unit_cost is not None else scope
+
+    def base_plan(planned: list[int], fixed: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+        if scope == "local":
+            return _local(result, planned, scores, budget, target, round_to, multiple_of or {}, fixed)
+        return _global(result, planned, scores, budget, target, round_to, multiple_of or {}, standardize, unit_cost,
+                       max_fraction, fixed)
+
+    keep = base_plan(groups)
+    tied: dict[int, np.ndarray] = {}
     for tie in ties or ():
-        keep.update(_best_tied(result, keep, scores, tie, budget, target, round_to, multiple_of or {}))
-        tied.update(tie.groups)
+        tied.update(_best_tied(result, keep, scores, tie, budget, target, round_to, multiple_of or {}, tied))
+        keep.update(tied)
+    if tied:  # the other groups planned again around the tied ones, so the plan still lands near the target
+        keep = base_plan([gi for gi in groups if gi not in tied], tied)
     if (scope == "local" or tied) and len(groups) <= 512:
         keep = _refine(result, keep, scores, budget, target, round_to, multiple_of or {}, fixed=frozenset(tied))
     removed = budget.total - budget.remaining(keep)

@@ -134,7 +134,7 @@ class PlanTrials:
         twin, twin_result = _twin(self.graph, self.result)
         try:
             apply_keep_mask(twin, twin_result, twin_result.keep_ids(chosen))
-            shapes = self._output_shapes(twin, chosen if compared else None)
+            shapes = self._output_shapes(twin, chosen, compared)
         except _Broke as broke:
             return broke.breakage
         except Exception as error:  # noqa: BLE001 - any failure of the edited model is what a trial detects
@@ -154,9 +154,9 @@ class PlanTrials:
         run = attempt(graph.module, self.inputs, self.kwargs) if expected is not None else None
         return run is not None and run.ok and relative_error(run.outputs, expected) <= VALUE_TOLERANCE / 10
 
-    def _output_shapes(self, twin: Graph, compared: dict[int, np.ndarray] | None) -> list[tuple[int, ...]]:
-        """The rebuilt model's output shapes; with ``compared`` (the trial's keep masks) its values are checked
-        against the pruned graph's too."""
+    def _output_shapes(self, twin: Graph, chosen: dict[int, np.ndarray], compared: bool) -> list[tuple[int, ...]]:
+        """The rebuilt model's output shapes; where ``compared``, its values are checked against the pruned
+        graph's too (``chosen``: the trial's keep masks)."""
         if twin.origin != "torch" or twin.module is None:
             return [tuple(t.shape) for t in evaluate(twin, self.inputs, self.kwargs)]
         from ...backends.torch_module import finalize_module
@@ -164,12 +164,12 @@ class PlanTrials:
         module = finalize_module(twin)
         run = attempt(module, self.inputs, self.kwargs)
         if not run.ok and self.repair:
-            run = self._repaired(twin, module, run)
+            run = self._repaired(twin, module, run, suspects=self._head_owners(chosen))
         if not run.ok:
             raise _Broke(Breakage(innermost_submodule(run.where), _short(run.error)))
         shapes = [tuple(t.shape) for t in run.outputs]
-        if compared is not None and shapes == self.reference:
-            self._compare_values(twin, module, run, compared)
+        if compared and shapes == self.reference:
+            self._compare_values(twin, module, run, chosen)
         return shapes
 
     def _compare_values(self, twin: Graph, module: torch.nn.Module, run: Attempt,
@@ -184,27 +184,44 @@ class PlanTrials:
         error = relative_error([out.detach().cpu() for out in run.outputs], expected)
         if error <= VALUE_TOLERANCE:
             return
-        where = self._head_owners(chosen)
+        owners = self._head_owners(chosen)
+        where = owners[0] if owners else []
         text = "the edited model runs but its outputs differ from the pruned graph's: its code computes a size " \
                f"the trace recorded as a constant{f' (pruned heads in {where[-2]})' if len(where) > 1 else ''}"
         if self.repair and where:
-            if self._repaired(twin, module, Attempt(None, where, BackendError(text), run.done), expected).ok:
+            silent = Attempt(None, where, BackendError(text), run.done)
+            if self._repaired(twin, module, silent, expected, owners[1:]).ok:
                 return
         raise _Broke(Breakage("the outputs", f"{text}; relative error {error:.1e}", values=True))
 
-    def _head_owners(self, chosen: dict[int, np.ndarray]) -> list[str]:
-        """The module path chain (outermost first) down to the first weight of the first head group ``chosen``
-        prunes: where a stale head count lives (``blocks.0.attn`` for ``blocks.0.attn.qkv.weight``)."""
-        heads = [gi for gi, mask in chosen.items() if not np.all(mask) and self.result.groups[gi].unit_size > 1]
-        for gi in heads:
+    def _head_owners(self, chosen: dict[int, np.ndarray]) -> list[list[str]]:
+        """Where stale head counts may live: for each module class owning heads ``chosen`` prunes, the module
+        path chain (outermost first) down to the first weight of its first such head group (``blocks.0.attn``
+        for ``blocks.0.attn.qkv.weight``); repeated blocks are repaired together, so one chain per class."""
+        chains: dict[tuple, list[str]] = {}
+        for gi, mask in chosen.items():
+            if np.all(mask) or self.result.groups[gi].unit_size <= 1:
+                continue
             for member in self.result.groups[gi].members:
                 parts = member.key.split(".")[:-1]
                 if parts:
-                    return [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
-        return []
+                    chain = [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+                    chains.setdefault(self._classes(chain), chain)
+                    break
+        return list(chains.values())
+
+    def _classes(self, chain: list[str]) -> tuple:
+        """The classes of the modules along ``chain`` (the same for every repeated block)."""
+        kinds = []
+        for path in chain:
+            try:
+                kinds.append(type(self.graph.module.get_submodule(path)).__name__)
+            except AttributeError:
+                kinds.append(path)
+        return tuple(kinds)
 
     def _repaired(self, twin: Graph, module: torch.nn.Module, failed: Attempt,
-                  expected: list[torch.Tensor] | None = None) -> Attempt:
+                  expected: list[torch.Tensor] | None = None, suspects: list[list[str]] | None = None) -> Attempt:
         """``failed`` unless stale size attributes explain it (:mod:`.size_repair`); rules that make the copy
         run with the pruned graph's outputs (``expected``, where the caller ran the graph already) are recorded
         on the pass's graph, so later trials and the model handed back apply them."""
@@ -222,7 +239,8 @@ class PlanTrials:
                 verdicts.append(reference[0] is None or agrees(reference[0], outputs))
                 return verdicts[-1]
 
-            rules, run = repair_sizes(self.graph.module, module, self.inputs, self.kwargs, failed, accept)
+            rules, run = repair_sizes(self.graph.module, module, self.inputs, self.kwargs, failed, accept,
+                                      suspects=suspects)
             if rules:
                 record_rules(self.graph, rules)
                 self.repairs += [(rule, reference[0] is not None) for rule in rules]

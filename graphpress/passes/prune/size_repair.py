@@ -12,7 +12,9 @@ in every module of the same class at once (repeated blocks). A candidate is kept
 while the run gets further with it (more submodule calls complete before it fails, or a later statement of the
 same forward fails) and the next failure, searched the same way, is repaired too (depth-first, undone if not). Whatever is kept must in the end run the whole model with the unpruned output shapes;
 and the caller's ``accept`` checks its outputs against the pruned graph itself (:func:`graph_outputs`), since a wrong
-number can run and compute something else (a candidate that runs wrong is undone and the search goes on).
+number can run and compute something else (a candidate that runs wrong is undone and the search goes on, unless
+the caller names suspects: modules of other classes owning pruned heads, where a second stale number may make the
+run wrong without failing; those are then searched as failures of their own, the candidate kept meanwhile).
 Otherwise everything is undone and the groups freeze as before.
 """
 
@@ -104,23 +106,25 @@ def _statement(error: BaseException | None) -> str:
 
 
 def repair_sizes(original: nn.Module, edited: nn.Module, inputs: tuple, kwargs: dict, failed: Attempt,
-                 accept: Callable[[list[torch.Tensor]], bool], max_runs: int = MAX_REPAIR_RUNS
-                 ) -> tuple[list[SizeRule], Attempt]:
+                 accept: Callable[[list[torch.Tensor]], bool], max_runs: int = MAX_REPAIR_RUNS,
+                 suspects: list[list[str]] | None = None) -> tuple[list[SizeRule], Attempt]:
     """Rules that make ``edited`` (a pruned copy of ``original`` whose run ``failed``) run with outputs that
     ``accept`` takes, applied to it, and that run; or ``([], failed)`` with ``edited`` unchanged (module doc).
     The search is depth-first: a candidate that gets the run further is kept while the next failure is
-    searched, and undone when that search finds nothing (a changed error can be a wrong number's doing); one
-    that runs to the end with outputs ``accept`` refuses is undone too (a head count next to a width)."""
-    search = _Search(original, edited, inputs, kwargs, accept, max_runs)
+    searched, and undone when that search finds nothing (a changed error can be a wrong number's doing).
+    One that runs to the end with outputs ``accept`` refuses is kept while ``suspects`` (module path chains,
+    outermost first, where other stale sizes may hide: XCiT's class attention after its patch attention) are
+    searched as failures of their own, and undone when that finds nothing (a head count next to a width)."""
+    search = _Search(original, edited, inputs, kwargs, accept, max_runs, suspects or [])
     found = search.step(failed, 0)
     return found if found is not None else ([], failed)
 
 
 class _Search:
     def __init__(self, original: nn.Module, edited: nn.Module, inputs: tuple, kwargs: dict,
-                 accept: Callable[[list[torch.Tensor]], bool], max_runs: int):
+                 accept: Callable[[list[torch.Tensor]], bool], max_runs: int, suspects: list[list[str]]):
         self.original, self.edited, self.inputs, self.kwargs = original, edited, inputs, kwargs
-        self.accept, self.runs_left = accept, max_runs
+        self.accept, self.runs_left, self.suspects = accept, max_runs, suspects
 
     def step(self, current: Attempt, depth: int) -> tuple[list[SizeRule], Attempt] | None:
         if depth >= _MAX_STEPS:
@@ -138,11 +142,21 @@ class _Search:
                 self.runs_left -= 1
                 if trial.ok and self.accept(trial.outputs):
                     return rules, trial
-                if not trial.ok and _further(trial, current):
-                    deeper = self.step(trial, depth + 1)
-                    if deeper is not None:
-                        return rules + deeper[0], deeper[1]
+                deeper = self._elsewhere(trial, current, depth) if trial.ok else \
+                    self.step(trial, depth + 1) if _further(trial, current) else None
+                if deeper is not None:
+                    return rules + deeper[0], deeper[1]
                 undo(self.edited, old)
+        return None
+
+    def _elsewhere(self, ran: Attempt, current: Attempt, depth: int) -> tuple[list[SizeRule], Attempt] | None:
+        """A run that computes other values than the graph: search the suspects it has not searched yet."""
+        for chain in self.suspects:
+            if chain != current.where:
+                silent = Attempt(None, chain, RuntimeError("outputs differ from the pruned graph's"), ran.done)
+                deeper = self.step(silent, depth + 1)
+                if deeper is not None:
+                    return deeper
         return None
 
 

@@ -58,19 +58,20 @@ def _square_partners(result: CouplingResult, channels: int, candidates: list[int
             if key not in mine or mine[key][0] == axis:
                 continue
             shape, my_axis = shapes[key], mine[key][0]
-            if shape[axis] == shape[my_axis] == positions == mine[key][1] and positions % other.units == 0:
+            # One position per channel on the square weight; elsewhere (a patch merge's concatenated input, say)
+            # the channel group may span several.
+            if shape[axis] == shape[my_axis] == positions == mine[key][1] == group.units \
+                    and positions % other.units == 0:
                 found[gi] = positions // other.units
                 break
     return found
 
 
 def propose_ties(result: CouplingResult, frozen: list[int], groups: list[int]) -> list[WidthTie]:
-    """A tie per frozen plain-channel group that shares a square weight with head groups of one head count and
-    one head width (see module doc); the widest channel groups first."""
+    """A tie per frozen channel group that shares a square weight with head groups of one head count and one
+    head width, one position per channel on that weight (see module doc); the widest channel groups first."""
     ties = []
     for channels in sorted(frozen, key=lambda gi: -result.groups[gi].units):
-        if result.groups[channels].unit_size != 1:
-            continue
         partners = _square_partners(result, channels, groups)
         if not partners or len(set(partners.values())) != 1 or \
                 len({result.groups[gi].units for gi in partners}) != 1:
