@@ -228,3 +228,49 @@ def test_a_tie_whose_one_head_overshoots_the_target_is_not_used() -> None:
     stats = report.records[-1].stats
     assert not stats.get("width_ties") and 0.07 <= stats["achieved_ratio"] <= 0.13
     assert pruned.embed.out_features == 48
+
+
+class SequenceReducedAttention(nn.Module):
+    """Segformer's efficient attention: keys and values come from a strided convolution over the tokens, whose
+    output the forward reshapes with the input's channel count."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.reduce, self.norm = nn.Conv2d(dim, dim, 2, stride=2), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        side = int(n ** 0.5)
+        reduced = self.reduce(x.transpose(1, 2).reshape(b, c, side, side)).reshape(b, c, -1).transpose(1, 2)
+        reduced = self.norm(reduced)
+        attention = (self.q(x) @ self.k(reduced).transpose(1, 2)).softmax(-1)
+        return self.o(attention @ self.v(reduced))
+
+
+class SequenceReducedNet(nn.Module):
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.embed = nn.Linear(16, dim)
+        self.attn = SequenceReducedAttention(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        x = x + self.attn(x)
+        return self.head((x + self.fc2(torch.relu(self.fc1(x)))).mean(1))
+
+
+def test_a_convolution_the_forward_reshapes_to_the_input_width_is_tied_channel_for_channel(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = SequenceReducedNet().eval(), torch.randn(2, 16, 16)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(x,), return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and 0.27 <= stats["achieved_ratio"] <= 0.33
+    assert stats["width_ties"] == ["attn.o.bias[0], attn.o.weight[0], attn.q.weight[1], attn.reduce.weight[1], +6 more "
+                                   "tied to 1 channel group(s) of equal width"]
+    width = pruned.embed.out_features
+    assert width < 32 and pruned.attn.reduce.out_channels == pruned.attn.reduce.in_channels == width
+    assert pruned.attn.q.out_features < 32  # q/k shrink on their own: only the groups that broke are tied
+    assert _matches_its_onnx_export(pruned, x, tmp_path)

@@ -186,6 +186,8 @@ def _try_ties(plan: PruningPlan, groups: list[int], replan: Callable[..., Prunin
     for tie in propose_ties(trials.result, [f.group for f in frozen], groups):
         if trials.runs >= trials.max_trials:
             break
+        if any(set(tie.groups) & set(taken.groups) for taken in ties):
+            continue  # a group loses one width: the first tie that ran decides it
         out = {f.group for f in frozen} - set(tie.groups)
         candidate = replan([gi for gi in groups if gi not in out], ties + [tie])
         # The size repair's verdicts so far were reached with the residual at its old width; under a tie the same

@@ -52,7 +52,7 @@ def _square_partners(result: CouplingResult, channels: int, candidates: list[int
     found: dict[int, int] = {}
     for gi in candidates:
         other = result.groups[gi]
-        if gi == channels or other.unit_size <= 1:
+        if gi == channels:
             continue
         for key, (axis, positions) in _axes(other).items():
             if key not in mine or mine[key][0] == axis:
@@ -68,15 +68,29 @@ def _square_partners(result: CouplingResult, channels: int, candidates: list[int
 
 
 def propose_ties(result: CouplingResult, frozen: list[int], groups: list[int]) -> list[WidthTie]:
-    """A tie per frozen channel group that shares a square weight with head groups of one head count and one
-    head width, one position per channel on that weight (see module doc); the widest channel groups first."""
+    """A tie per frozen channel group: with the head groups of one head count and one head width that share a
+    square weight with it, one position per channel on that weight (see module doc); failing those, with the
+    frozen channel groups of its width that do (Segformer's sequence-reduction convolution, whose output the
+    forward reshapes to the input's width). The widest channel groups first."""
     ties = []
     for channels in sorted(frozen, key=lambda gi: -result.groups[gi].units):
         partners = _square_partners(result, channels, groups)
-        if not partners or len(set(partners.values())) != 1 or \
-                len({result.groups[gi].units for gi in partners}) != 1:
-            continue
-        ties.append(WidthTie(channels, tuple(sorted(partners)), next(iter(partners.values()))))
+        classes: dict[tuple[int, int], list[int]] = {}
+        for gi, per in partners.items():
+            # Channel partners only where they broke the model too: a square linear between two plain widths
+            # (attention's q/k) may well prune on its own.
+            if per > 1 or result.groups[gi].unit_size > 1 or gi in frozen:
+                classes.setdefault((per, result.groups[gi].units), []).append(gi)
+        usable = [(per, members) for (per, units), members in classes.items() if units > 1]
+        if len(usable) == 1 or (usable and all(per == 1 for per, _ in usable[1:])):
+            per, members = max(usable, key=lambda c: c[0])
+            # Channel partners also one at a time: GLPN's frozen q/k width is a stored head size, not the
+            # residual's, and tying it along fails the tie its sequence-reduction convolution needs.
+            options = [members] + ([[gi] for gi in sorted(members)] if per == 1 and len(members) > 1 else [])
+            for chosen in options:
+                tie = WidthTie(channels, tuple(sorted(chosen)), per)
+                if not any(set(tie.groups) == set(earlier.groups) for earlier in ties):
+                    ties.append(tie)
     return ties
 
 
@@ -107,5 +121,7 @@ def tie_counts(result: CouplingResult, tie: WidthTie) -> range:
 
 def describe_tie(result: CouplingResult, tie: WidthTie) -> str:
     """One line for the report: the channel group and how many head groups it is tied to."""
+    if tie.per_head == 1 and all(result.groups[gi].unit_size == 1 for gi in tie.heads):
+        return f"{result.groups[tie.channels].name()} tied to {len(tie.heads)} channel group(s) of equal width"
     return (f"{result.groups[tie.channels].name()} tied to {len(tie.heads)} head group(s) "
             f"({tie.per_head} channels per head)")
