@@ -274,3 +274,20 @@ def test_a_convolution_the_forward_reshapes_to_the_input_width_is_tied_channel_f
     assert width < 32 and pruned.attn.reduce.out_channels == pruned.attn.reduce.in_channels == width
     assert pruned.attn.q.out_features < 32  # q/k shrink on their own: only the groups that broke are tied
     assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+def test_channel_partners_are_also_proposed_one_at_a_time() -> None:
+    """GLPN: the q/k width is frozen for its own reason (a stored head size); tied along, it would fail the tie
+    the sequence-reduction convolution needs, so each frozen partner is proposed alone as well."""
+    torch.manual_seed(0)
+    model = SequenceReducedNet().eval()
+    result = analyze_coupling(graphpress.trace(model, (torch.randn(2, 16, 16),)))
+    index = {name: g.index for g in result.groups for name in [g.name()]}
+    residual = next(gi for name, gi in index.items() if "attn.reduce.weight[1]" in name)
+    reduced = next(gi for name, gi in index.items() if "reduce.bias[0]" in name)
+    query_key = next(gi for name, gi in index.items() if "attn: k.bias[0]" in name or "k.weight[0]" in name)
+    everything = [g.index for g in result.groups]
+    ties = propose_ties(result, [residual, reduced, query_key], everything)
+    assert [(tie.channels, set(tie.heads), tie.per_head) for tie in ties[:3]] == [
+        (residual, {reduced, query_key}, 1), (residual, {min(reduced, query_key)}, 1),
+        (residual, {max(reduced, query_key)}, 1)]
