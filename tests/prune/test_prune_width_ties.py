@@ -291,3 +291,29 @@ def test_channel_partners_are_also_proposed_one_at_a_time() -> None:
     assert [(tie.channels, set(tie.heads), tie.per_head) for tie in ties[:3]] == [
         (residual, {reduced, query_key}, 1), (residual, {min(reduced, query_key)}, 1),
         (residual, {max(reduced, query_key)}, 1)]
+
+
+class ReducedThenHeads(nn.Module):
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.embed = nn.Linear(16, dim)
+        self.reduced, self.attn = SequenceReducedAttention(dim), ResidualWidthAttention(dim, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        x = x + self.reduced(x)
+        return x + self.attn(x)
+
+
+def test_head_partners_come_before_channel_partners_whatever_their_order() -> None:
+    """PVT-v2: a stage's residual shares square weights with its heads and with a sequence-reduction
+    convolution; the tie goes to the heads (one rule for whole heads), however the groups are numbered."""
+    torch.manual_seed(0)
+    model = ReducedThenHeads().eval()
+    result = analyze_coupling(graphpress.trace(model, (torch.randn(2, 16, 16),)))
+    residual = next(g.index for g in result.groups if "embed.bias[0]" in g.name())
+    reduced = next(g.index for g in result.groups if "reduce.bias[0]" in g.name())
+    heads = next(g.index for g in result.groups if g.unit_size > 1)
+    for order in ([g.index for g in result.groups], [g.index for g in reversed(result.groups)]):
+        ties = propose_ties(result, [residual, reduced], order)
+        assert ties[0].channels == residual and ties[0].heads == (heads,) and ties[0].per_head == 8

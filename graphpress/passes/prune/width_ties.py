@@ -81,16 +81,18 @@ def propose_ties(result: CouplingResult, frozen: list[int], groups: list[int]) -
             # (attention's q/k) may well prune on its own.
             if per > 1 or result.groups[gi].unit_size > 1 or gi in frozen:
                 classes.setdefault((per, result.groups[gi].units), []).append(gi)
-        usable = [(per, members) for (per, units), members in classes.items() if units > 1]
-        if len(usable) == 1 or (usable and all(per == 1 for per, _ in usable[1:])):
-            per, members = max(usable, key=lambda c: c[0])
-            # Channel partners also one at a time: GLPN's frozen q/k width is a stored head size, not the
-            # residual's, and tying it along fails the tie its sequence-reduction convolution needs.
-            options = [members] + ([[gi] for gi in sorted(members)] if per == 1 and len(members) > 1 else [])
-            for chosen in options:
-                tie = WidthTie(channels, tuple(sorted(chosen)), per)
-                if not any(set(tie.groups) == set(earlier.groups) for earlier in ties):
-                    ties.append(tie)
+        heads = [(per, members) for (per, units), members in classes.items() if per > 1 and units > 1]
+        plain = [(per, members) for (per, units), members in classes.items() if per == 1 and units > 1]
+        if len(heads) > 1 or not heads + plain:
+            continue  # heads of several counts or widths: no one rule removes whole heads from all of them
+        per, members = (heads + plain)[0]
+        # Channel partners also one at a time: GLPN's frozen q/k width is a stored head size, not the residual's,
+        # and tying it along fails the tie its sequence-reduction convolution needs.
+        options = [members] + ([[gi] for gi in sorted(members)] if per == 1 and len(members) > 1 else [])
+        for chosen in options:
+            tie = WidthTie(channels, tuple(sorted(chosen)), per)
+            if not any(set(tie.groups) == set(earlier.groups) for earlier in ties):
+                ties.append(tie)
     return ties
 
 
