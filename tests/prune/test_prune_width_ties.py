@@ -288,9 +288,9 @@ def test_channel_partners_are_also_proposed_one_at_a_time() -> None:
     query_key = next(gi for name, gi in index.items() if "attn: k.bias[0]" in name or "k.weight[0]" in name)
     everything = [g.index for g in result.groups]
     ties = propose_ties(result, [residual, reduced, query_key], everything)
-    assert [(tie.channels, set(tie.heads), tie.per_head) for tie in ties[:3]] == [
-        (residual, {reduced, query_key}, 1), (residual, {min(reduced, query_key)}, 1),
-        (residual, {max(reduced, query_key)}, 1)]
+    assert [(tie.channels, tie.heads, set(tie.followers)) for tie in ties[:3]] == [
+        (residual, (), {reduced, query_key}), (residual, (), {min(reduced, query_key)}),
+        (residual, (), {max(reduced, query_key)})]
 
 
 class ReducedThenHeads(nn.Module):
@@ -317,3 +317,40 @@ def test_head_partners_come_before_channel_partners_whatever_their_order() -> No
     for order in ([g.index for g in result.groups], [g.index for g in reversed(result.groups)]):
         ties = propose_ties(result, [residual, reduced], order)
         assert ties[0].channels == residual and ties[0].heads == (heads,) and ties[0].per_head == 8
+
+
+class ReducedHeadAttention(nn.Module):
+    """PVT-v2's attention: heads split by ``C // num_heads`` and keys and values from a strided convolution
+    reshaped with ``C``, so the residual, the heads and the convolution's output shrink together."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.q, self.kv, self.proj = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.reduce, self.norm = nn.Conv2d(dim, dim, 2, stride=2), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        side, head_dim = int(n ** 0.5), c // self.num_heads
+        q = self.q(x).reshape(b, n, self.num_heads, head_dim).transpose(1, 2)
+        reduced = self.reduce(x.transpose(1, 2).reshape(b, c, side, side)).reshape(b, c, -1).transpose(1, 2)
+        kv = self.kv(self.norm(reduced)).reshape(b, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+def test_heads_and_a_reduction_convolution_are_tied_to_the_residual_together(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Net(64, 8).eval()
+    for block in model.blocks:
+        block.attn = ReducedHeadAttention(64, 8)
+    x = torch.randn(2, 16, 16)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(x,), return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and 0.27 <= stats["achieved_ratio"] <= 0.33
+    assert len(stats["width_ties"]) == 1 and "head group(s)" in stats["width_ties"][0] \
+        and "channel group(s) of equal width" in stats["width_ties"][0]
+    width = pruned.embed.out_features
+    for block in pruned.blocks:
+        assert block.attn.num_heads * 8 == block.attn.reduce.out_channels == width < 64
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
