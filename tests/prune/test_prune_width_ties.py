@@ -265,7 +265,10 @@ class SequenceReducedNet(nn.Module):
 def test_a_convolution_the_forward_reshapes_to_the_input_width_is_tied_channel_for_channel(tmp_path) -> None:
     torch.manual_seed(0)
     model, x = SequenceReducedNet().eval(), torch.randn(2, 16, 16)
-    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3}", example_inputs=(x,), return_report=True)
+    with torch.no_grad():  # weak convolution outputs: a plan left alone prunes more of them than of the residual
+        model.attn.reduce.weight[:12] *= 1e-3
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3,scope=global}", example_inputs=(x,),
+                                         return_report=True)
     stats = report.records[-1].stats
     assert "frozen" not in stats and 0.27 <= stats["achieved_ratio"] <= 0.33
     assert stats["width_ties"] == ["attn.o.bias[0], attn.o.weight[0], attn.q.weight[1], attn.reduce.weight[1], +6 more "
