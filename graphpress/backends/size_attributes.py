@@ -27,7 +27,7 @@ from torch import nn
 from ..ir import Graph
 
 __all__ = ["SizeRule", "RULES_KEY", "size_attributes", "propose_rules", "twin_rules", "apply_rules", "undo",
-           "graph_rules", "record_rules"]
+           "graph_rules", "record_rules", "submodule_at"]
 
 #: Key of the rule list in ``Graph.metadata`` (plain dicts, so snapshots and deep copies carry them).
 RULES_KEY = "size_rules"
@@ -45,7 +45,7 @@ class SizeRule:
 
     def value(self, root: nn.Module) -> int | None:
         """The attribute's value the rule gives in ``root`` now, or None when the tensor is gone."""
-        owner = _submodule(root, self.module)
+        owner = submodule_at(root, self.module)
         tensor = _tensor(owner, self.tensor) if owner is not None else None
         if tensor is None or tensor.dim() <= self.axis or tensor.shape[self.axis] % self.unit:
             return None
@@ -57,7 +57,8 @@ class SizeRule:
         return f"{where}{self.attr} = {self.tensor}.shape[{self.axis}]{unit}"
 
 
-def _submodule(root: nn.Module, path: str) -> nn.Module | None:
+def submodule_at(root: nn.Module, path: str) -> nn.Module | None:
+    """The module at ``path`` under ``root`` (``root`` itself for ''), or None where there is none."""
     try:
         return root.get_submodule(path) if path else root
     except AttributeError:
@@ -66,7 +67,7 @@ def _submodule(root: nn.Module, path: str) -> nn.Module | None:
 
 def _tensor(module: nn.Module, path: str) -> torch.Tensor | None:
     owner_path, _, name = path.rpartition(".")
-    owner = _submodule(module, owner_path)
+    owner = submodule_at(module, owner_path)
     if owner is None:
         return None
     found = owner._parameters.get(name)
@@ -95,7 +96,7 @@ def propose_rules(original: nn.Module, edited: nn.Module, path: str,
     one that divides it a count of units of ``S / value`` (``S' / (S / value)`` heads of unchanged size).
     Candidates are ranked by how many tensors vote for the same new value (coupled projections agree), then
     those whose current value is ``quoted`` (numbers of the error message: ``shape '[1, 49, 1024]'``) first."""
-    before, after = _submodule(original, path), _submodule(edited, path)
+    before, after = submodule_at(original, path), submodule_at(edited, path)
     if before is None or after is None:
         return []
     old = dict(_tensors(before))
@@ -121,7 +122,7 @@ def propose_rules(original: nn.Module, edited: nn.Module, path: str,
 def twin_rules(rule: SizeRule, original: nn.Module) -> list[SizeRule]:
     """The rule moved to every other module of the same class that has the same tensor and whose attribute it
     explains in ``original``: repeated blocks run the same code and need the same repair."""
-    owner = _submodule(original, rule.module)
+    owner = submodule_at(original, rule.module)
     twins: list[SizeRule] = []
     for path, module in original.named_modules():
         if path == rule.module or type(module) is not type(owner):
@@ -136,7 +137,7 @@ def apply_rules(root: nn.Module, rules: list[SizeRule]) -> dict[tuple[str, str],
     """Set every attribute its rule names; returns the old values, for undoing a trial."""
     old: dict[tuple[str, str], int] = {}
     for rule in rules:
-        owner, value = _submodule(root, rule.module), rule.value(root)
+        owner, value = submodule_at(root, rule.module), rule.value(root)
         if owner is not None and value is not None and isinstance(getattr(owner, rule.attr, None), int):
             old.setdefault((rule.module, rule.attr), getattr(owner, rule.attr))
             setattr(owner, rule.attr, value)
@@ -146,7 +147,7 @@ def apply_rules(root: nn.Module, rules: list[SizeRule]) -> dict[tuple[str, str],
 def undo(root: nn.Module, old: dict[tuple[str, str], int]) -> None:
     """Put back the values :func:`apply_rules` returned."""
     for (path, attr), value in old.items():
-        owner = _submodule(root, path)
+        owner = submodule_at(root, path)
         if owner is not None:
             setattr(owner, attr, value)
 

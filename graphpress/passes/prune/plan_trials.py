@@ -20,7 +20,7 @@ import torch
 
 from ...analysis.coupling import CouplingResult
 from ...backends.evaluate import evaluate, innermost_submodule, relative_error
-from ...backends.size_attributes import SizeRule, record_rules
+from ...backends.size_attributes import SizeRule, record_rules, submodule_at
 from ...errors import BackendError
 from ...ir import Graph
 from .apply import apply_keep_mask
@@ -212,13 +212,8 @@ class PlanTrials:
 
     def _classes(self, chain: list[str]) -> tuple:
         """The classes of the modules along ``chain`` (the same for every repeated block)."""
-        kinds = []
-        for path in chain:
-            try:
-                kinds.append(type(self.graph.module.get_submodule(path)).__name__)
-            except AttributeError:
-                kinds.append(path)
-        return tuple(kinds)
+        modules = [submodule_at(self.graph.module, path) for path in chain]
+        return tuple(path if module is None else type(module).__name__ for path, module in zip(chain, modules))
 
     def _repaired(self, twin: Graph, module: torch.nn.Module, failed: Attempt,
                   expected: list[torch.Tensor] | None = None, suspects: list[list[str]] | None = None) -> Attempt:
