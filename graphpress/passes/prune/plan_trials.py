@@ -143,6 +143,12 @@ class PlanTrials:
             return Breakage("the outputs", f"output shapes changed from {self.reference} to {shapes}")
         return None
 
+    def forget_repair_verdicts(self) -> None:
+        """Search every failure afresh: the verdicts kept so far were reached at widths a width tie changes (a
+        stale head count that no number could mend beside the old residual width may be mendable beside the
+        new one)."""
+        self.unrepairable.clear()
+
     def _values_comparable(self) -> bool:
         """Whether the unpruned model's own code and its graph (run by onnxruntime) agree on the example inputs,
         so that a trial can also compare values; False for ONNX graphs (the graph is the model), where the graph

@@ -190,9 +190,7 @@ def _try_ties(plan: PruningPlan, groups: list[int], replan: Callable[..., Prunin
             continue  # a group loses one width: the first tie that ran decides it
         out = {f.group for f in frozen} - set(tie.groups)
         candidate = replan([gi for gi in groups if gi not in out], ties + [tie])
-        # The size repair's verdicts so far were reached with the residual at its old width; under a tie the same
-        # error (a stale head count, say) may be repairable, so it is searched again.
-        trials.unrepairable.clear()
+        trials.forget_repair_verdicts()
         if not any(gi in candidate.keep for gi in tie.groups) or trials.run(candidate.keep) is not None:
             continue
         ties.append(tie)
