@@ -30,7 +30,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..errors import FrontendError, GraphpressError, StateMutationError, UnsupportedOpError
-from ..ir import SIDE_OUTPUT, Graph, ModuleBinding, Parameter, Value
+from ..ir import SHAPED_LIKE, SIDE_OUTPUT, Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
 from .torch_registry import rule_for
@@ -154,10 +154,24 @@ def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
     # branches the model runs but no output reads (``SIDE_OUTPUT``) stay, with what computes them.
     live = {id(v) for v in graph.outputs}
     live |= {id(out) for node in graph.nodes for out in node.outputs if out.meta.get(SIDE_OUTPUT)}
+    sizers = _shaped_like_sources(graph)
     for node in reversed(list(graph.nodes)):
         if all(not out.uses and id(out) not in live for out in node.outputs):
+            if any(id(out) in sizers for out in node.outputs):
+                node.outputs[0].meta[SIDE_OUTPUT] = True
+                continue
             graph.remove(node)
     graph.prune_unused_constants()
+
+
+def _shaped_like_sources(graph: Graph) -> set[int]:
+    """The values whose size a read constant follows (``SHAPED_LIKE``: ``x[a:b].zero_()`` is the constant
+    ``zeros_like(x[a:b])`` written into ``x``). The model computes such a value even when only its size is
+    read, and the coupling analysis takes the constant's channels from it, so a dead one stays as a side
+    output rather than leaving the constant with channels of its own (frozen, and in Swin-V2's zeroed k bias,
+    splitting every head)."""
+    return {id(c.meta[SHAPED_LIKE]) for c in graph.constants
+            if c.uses and isinstance(c.meta.get(SHAPED_LIKE), Value) and c.meta[SHAPED_LIKE].producer is not None}
 
 
 #: ops whose results have sizes (or are Python numbers) known only from the tensor values at run time

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import graphpress
@@ -65,3 +66,38 @@ class TorchAttention(nn.Module):
 def test_torch_multihead_attention_prunes_whole_heads_through_squeezes() -> None:
     groups = _groups_of(TorchAttention())
     assert groups["attention: in_proj_bias[0], in_proj_weight[0], out_proj.weight[1]"] == (4, 24)
+
+
+class ZeroedKeyBiasAttention(FusedAttention):
+    """torchvision's Swin-V2 zeroes the k third of a copy of the q/k/v bias in place before the projection."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        bias = self.qkv.bias.clone()
+        third = bias.numel() // 3
+        bias[third:2 * third].zero_()
+        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, c // self.heads).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+def test_a_bias_slice_zeroed_in_place_keeps_whole_heads() -> None:
+    """The zeros written into the window take the window's channels (the model computes them at its size): the
+    k third stays part of each head instead of becoming frozen channels of a constant."""
+    groups = _groups_of(ZeroedKeyBiasAttention())
+    assert groups["proj.weight[1], qkv.bias[0], qkv.weight[0]"] == (4, 24)
+
+
+def test_groups_are_named_after_the_module_tensors_not_the_graph_made_zeros() -> None:
+    """The zeros are a graph constant named after the node that made it (``zeros_like_1``): left out of the
+    group's name, which then keeps its block prefix, and out of the block pattern that finds the same group in
+    repeated blocks (with it, every block's heads looked like different code to ``recover=``)."""
+    from graphpress.passes.prune import recover
+
+    model = nn.Sequential(ZeroedKeyBiasAttention(), ZeroedKeyBiasAttention()).eval()
+    result = analyze_coupling(graphpress.trace(model, (torch.randn(2, 5, 32),)))
+    heads = {g.name(): g.index for g in result.groups if g.units == 4}
+    assert set(heads) == {"0: proj.weight[1], qkv.bias[0], qkv.weight[0]", "1: proj.weight[1], qkv.bias[0], qkv.weight[0]"}
+    first, second = heads.values()
+    assert any(not m.of_model for m in result.groups[first].members)  # the zeros are still a member
+    assert recover._block_pattern(result, first) == recover._block_pattern(result, second)

@@ -185,7 +185,7 @@ def test_twins_the_plan_did_not_prune_are_frozen_with_the_culprit() -> None:
 
     keys = ["blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.weight", "blocks.2.attn.qkv.weight",
             "blocks.0.mlp.up.weight", "blocks.3.attn.qkv.weight"]
-    groups = [SimpleNamespace(members=[SimpleNamespace(key=k)], name=lambda k=k: k) for k in keys]
+    groups = [SimpleNamespace(named_members=[SimpleNamespace(key=k)], name=lambda k=k: k) for k in keys]
     result = SimpleNamespace(groups=groups)
     keep = {0: np.array([True, False]), 1: np.array([True, True]), 2: np.array([True, False]),
             3: np.array([True, False])}  # group 4 is not in the plan at all

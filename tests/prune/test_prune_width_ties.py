@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import graphpress
@@ -63,6 +64,20 @@ class MergingNet(Net):
         return self.head(x.reshape(b, n // 4, 4 * c)).mean(1)
 
 
+class ZeroedKeyBiasAttention(ResidualWidthAttention):
+    """Swin-V2 (torchvision): the k third of a copy of the q/k/v bias is zeroed in place in every forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        bias = self.qkv.bias.clone()
+        third = bias.numel() // 3
+        bias[third:2 * third].zero_()
+        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(
+            2, 0, 3, 1, 4).unbind(0)
+        attention = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+
+
 def _pruned(dim: int, heads: int, scope: str) -> tuple[nn.Module, dict, torch.Tensor]:
     torch.manual_seed(0)
     model, x = Net(dim, heads).eval(), torch.randn(2, 7, 16)
@@ -92,6 +107,20 @@ def test_residual_and_heads_shrink_together_instead_of_freezing(dim, heads, tmp_
         head_dim = dim // heads
         assert block.attn.num_heads * head_dim == width == block.attn.proj.in_features  # equal widths, whole heads
         assert block.attn.qkv.out_features == 3 * width
+    assert _matches_its_onnx_export(pruned, x, tmp_path)
+
+
+def test_heads_whose_key_bias_is_zeroed_in_place_are_tied_too(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, x = Net(80, 5).eval(), torch.randn(2, 7, 16)
+    for block in model.blocks:
+        block.attn = ZeroedKeyBiasAttention(80, 5)
+    pruned, report = graphpress.optimize(model, "prune-channels{ratio=0.3,scope=global}", example_inputs=(x,),
+                                         return_report=True)
+    stats = report.records[-1].stats
+    assert "frozen" not in stats and len(stats["width_ties"]) == 1
+    for block in pruned.blocks:
+        assert block.attn.num_heads == 4 and block.attn.qkv.out_features == 3 * pruned.embed.out_features == 192
     assert _matches_its_onnx_export(pruned, x, tmp_path)
 
 

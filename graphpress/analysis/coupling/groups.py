@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...ir import Value
+from ...ir import ModuleBinding, Value, storage_binding
 
 __all__ = ["GroupMember", "CouplingGroup"]
 
@@ -33,6 +33,12 @@ class GroupMember:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.values[0].param.shape) if self.values else ()
+
+    @property
+    def of_model(self) -> bool:
+        """Whether the weight is a tensor of the user's module (not a constant the graph made, such as the
+        zeros of ``x[a:b].zero_()``, named after the node that made it)."""
+        return bool(self.values) and isinstance(storage_binding(self.values[0].param.binding), ModuleBinding)
 
 
 @dataclass
@@ -58,6 +64,13 @@ class CouplingGroup:
         return int(self.classes.size)
 
     @property
+    def named_members(self) -> list[GroupMember]:
+        """The members that name the group: the module's own tensors, or every member when none is (an ONNX
+        graph's initializers). A graph-made constant's name says nothing about where it lives, and its numbered
+        suffix would tell apart groups of repeated blocks that are the same code."""
+        return [m for m in self.members if m.of_model] or self.members
+
+    @property
     def prunable_units(self) -> int:
         return int((~self.frozen).sum())
 
@@ -81,7 +94,7 @@ class CouplingGroup:
 
     def name(self) -> str:
         """A short readable name: the common module prefix and the members' tails."""
-        keys = [f"{m.key}[{m.axis}]" for m in self.members]
+        keys = [f"{m.key}[{m.axis}]" for m in self.named_members]
         if not keys:
             return f"group {self.index}"
         parts = [k.split(".") for k in keys]

@@ -73,9 +73,10 @@ def _suspects(result: CouplingResult, groups: list[int], where: str) -> set[int]
 
 
 def _block_pattern(result: CouplingResult, group: int) -> frozenset[str]:
-    """The group's member keys with every block index (a path component that is a number) blanked out: equal
-    for the same group of repeated blocks; ``conv1`` and ``conv2`` of one block stay apart."""
-    return frozenset(_BLOCK_INDEX.sub("#", m.key) for m in result.groups[group].members)
+    """The group's named member keys (:attr:`CouplingGroup.named_members`) with every block index (a path
+    component that is a number) blanked out: equal for the same group of repeated blocks; ``conv1`` and
+    ``conv2`` of one block stay apart."""
+    return frozenset(_BLOCK_INDEX.sub("#", m.key) for m in result.groups[group].named_members)
 
 
 def _pruning(keep: dict[int, np.ndarray]) -> set[int]:
