@@ -125,3 +125,81 @@ def test_candidates_come_from_the_tensors_whose_sizes_changed():
     heads = candidates["heads", 3]
     assert heads.value(edited) == 3 and heads.value(original) == 4  # holds on the unpruned model
     assert twin_rules(heads, original) == [SizeRule("blocks.1", "heads", heads.tensor, heads.axis, heads.unit)]
+
+
+class PerHeadBiasAttention(nn.Module):
+    """TinyViT's attention (timm): each head's q, k and v are cut out by stored widths (``key_dim``, ``val_dim``),
+    a per-head position bias is SDPA's mask, and the merged width is stored as ``out_dim``. After one head goes,
+    ``num_heads`` and ``out_dim`` are stale; ``key_dim`` equals a quarter of the residual width, so rewriting it
+    from the pruned residual is a decoy that breaks an earlier statement."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, tokens: int = 5):
+        super().__init__()
+        self.num_heads, self.key_dim, self.val_dim = heads, dim // heads, dim // heads
+        self.out_dim = heads * self.val_dim
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, heads * (2 * self.key_dim + self.val_dim))
+        self.proj = nn.Linear(self.out_dim, dim)
+        self.attention_biases = nn.Parameter(torch.randn(heads, tokens))
+        self.register_buffer("bias_index", torch.randint(0, tokens, (tokens, tokens)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        heads = self.qkv(self.norm(x)).view(b, n, self.num_heads, -1)
+        q, k, v = (t.transpose(1, 2) for t in heads.split([self.key_dim, self.key_dim, self.val_dim], dim=3))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.attention_biases[:, self.bias_index])
+        return self.proj(out.transpose(1, 2).reshape(b, n, self.out_dim))
+
+
+class EmbeddedNet(nn.Module):
+    """Blocks behind an embedding and before a head, so the residual width may shrink too."""
+
+    def __init__(self, block: type[nn.Module]):
+        super().__init__()
+        self.embed, self.head = nn.Linear(16, 32), nn.Linear(32, 10)
+        self.blocks = nn.ModuleList(block() for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def test_stale_head_count_and_width_are_found_past_a_decoy_that_fails_earlier(tmp_path):
+    torch.manual_seed(0)
+    model, x = EmbeddedNet(PerHeadBiasAttention).eval(), torch.randn(2, 5, 16)
+    pruned, stats = _prune(model, x)
+    assert "frozen" not in stats and 0.27 <= stats["achieved_ratio"] <= 0.33
+    for block in pruned.blocks:
+        heads = block.attention_biases.shape[0]
+        assert heads < 4 and block.num_heads == heads and block.out_dim == heads * 8 == block.proj.in_features
+        assert block.key_dim == 8  # the decoy was not kept
+    with torch.no_grad():
+        got = pruned(x)
+    assert torch.allclose(got, _onnx_output(pruned, x, tmp_path), atol=1e-5)
+
+
+class TwoStatements(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.width = 4, 12
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(2, self.rows, -1)
+        return x.reshape(2, self.width)
+
+
+def test_a_failure_moved_to_an_earlier_line_is_not_progress():
+    """Which statement fails is read from the line numbers of the module's own frames, not from the message."""
+    from graphpress.passes.prune.size_repair import _further, attempt
+
+    module, x = TwoStatements(), torch.randn(24)
+    module.width = 15
+    late = attempt(module, (x,), {})  # the reshape fails
+    module.width, module.rows = 12, 5
+    early = attempt(module, (x,), {})  # the view fails, with another message
+    assert late.position and early.position and late.position[0][2] > early.position[0][2]
+    assert not _further(early, late) and _further(late, early)
+    module.rows, module.width = 4, 14
+    assert not _further(attempt(module, (x,), {}), late)  # the same line with another number

@@ -5,7 +5,7 @@ K/V head ``h // (q_heads / kv_heads)``, so a KV head and its query group form on
 the K and V rows and the whole query group, which keeps ``q_heads / kv_heads`` (the GQA ratio Hugging Face
 models require) unchanged. K and V heads are coupled with each other. ``head_dim`` is kept whole (RoPE
 rotates pairs across it and the model's config holds one value for it), so ids on it are frozen. The
-output head axis follows Q's.
+output head axis follows Q's, and so does the head axis of a per-head mask or position bias.
 """
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ def attention(state: CouplingState, node: Node) -> None:
         state.freeze(head_k, "K/V heads whose query heads can't shrink with them", node)
         head_q = None
     if mask is not None:
+        # The mask broadcasts against the scores [batch, heads, q_len, k_len] from the right, so a 3-D one
+        # ([heads, q_len, k_len]: TinyViT's and LeViT's per-head position biases) has its heads first.
         lm = state.get(mask)
-        if len(lm) == 4 and mask.shape[1] != 1:
-            if lm[1] is not None and head_q is not None:
-                state.equate(lm[1], head_q)
+        head_axis = len(lm) - 3
+        if head_axis >= 0 and mask.shape[head_axis] != 1:
+            if lm[head_axis] is not None and head_q is not None:
+                state.equate(lm[head_axis], head_q)
             else:
                 state.freeze(head_q, "a per-head attention mask of fixed size", node)
+                state.freeze(lm[head_axis], "heads of a mask whose attention heads can't shrink", node)
                 head_q = None
     out = node.outputs[0]
     if head_q is not None:

@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ...backends.evaluate import flatten_outputs, relative_error, submodule_stack
+from ...backends.evaluate import flatten_outputs, innermost_submodule, relative_error, submodule_stack
 from ...backends.size_attributes import SizeRule, apply_rules, propose_rules, twin_rules, undo
 from ...ir import Graph
 from ...ir.parameter import drop_derived_caches
@@ -52,6 +52,8 @@ class Attempt:
     where: list[str] = field(default_factory=list)
     error: BaseException | None = None
     done: Counter = field(default_factory=Counter)
+    #: (file, function, line) of each frame of the failing module's own code, outermost first
+    position: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -70,7 +72,23 @@ def attempt(module: nn.Module, inputs: tuple, kwargs: dict) -> Attempt:
         try:
             return Attempt(flatten_outputs(module(*inputs, **kwargs)), done=done)
         except Exception as error:  # noqa: BLE001 - any failure of the edited model is what a trial records
-            return Attempt(None, list(stack), error, done)
+            owner = module.get_submodule(innermost_submodule(stack)) if "?" not in stack else None
+            return Attempt(None, list(stack), error, done, _code_position(error, owner))
+
+
+def _code_position(error: BaseException, owner: nn.Module | None) -> tuple[tuple[str, str, int], ...]:
+    """Where in ``owner``'s own code (frames whose ``self`` is it: its forward and the methods that calls)
+    ``error`` was raised, outermost frame first."""
+    frames, tb = [], error.__traceback__
+    while tb is not None and owner is not None:
+        code = tb.tb_frame.f_code
+        if tb.tb_frame.f_locals.get("self") is owner and code.co_filename != _MODULE_CALL_FILE:
+            frames.append((code.co_filename, code.co_name, tb.tb_lineno))
+        tb = tb.tb_next
+    return tuple(frames)
+
+
+_MODULE_CALL_FILE = nn.modules.module.__file__  # nn.Module's __call__ machinery: the same in every run
 
 
 def _owners(where: list[str]) -> list[str]:
@@ -92,12 +110,22 @@ def _candidate_sets(candidates: list[tuple[SizeRule, int]]) -> Iterator[list[Siz
 
 
 def _further(trial: Attempt, current: Attempt) -> bool:
-    """Whether the failed ``trial`` got further than ``current``: more calls completed, or as many and another
-    kind of error in the same module (a later statement of its forward: the head count now fits, the merged
-    width does not yet); the same message with other numbers is the same statement failing."""
+    """Whether the failed ``trial`` got further than ``current``: more calls completed, or as many and a later
+    statement of the same module's forward failing (the head count now fits, the merged width does not yet).
+    A later line of the same code is later; on one line (a chain of calls), another kind of error is taken as
+    later, and the same message with other numbers is the same statement failing. Without the line order, a
+    wrong width that breaks an *earlier* statement (TinyViT's split of each head by ``key_dim`` before the
+    reshape by ``out_dim``) would look like progress and lead the search away."""
     if trial.progress != current.progress:
         return trial.progress > current.progress
-    return trial.where == current.where and _statement(trial.error) != _statement(current.error)
+    if trial.where != current.where:
+        return False
+    for now, before in zip(trial.position, current.position):
+        if now[:2] != before[:2]:
+            break  # other code: lines don't compare
+        if now[2] != before[2]:
+            return now[2] > before[2]
+    return _statement(trial.error) != _statement(current.error)
 
 
 def _statement(error: BaseException | None) -> str:
