@@ -17,9 +17,12 @@ class FusedAttention(nn.Module):
         self.heads, self.pick = heads, pick
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qkv(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.project(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         if self.pick == "unbind":
             q, k, v = qkv.unbind(0)
         elif self.pick == "index":
@@ -71,14 +74,10 @@ def test_torch_multihead_attention_prunes_whole_heads_through_squeezes() -> None
 class ZeroedKeyBiasAttention(FusedAttention):
     """torchvision's Swin-V2 zeroes the k third of a copy of the q/k/v bias in place before the projection."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.qkv.bias.clone()
-        third = bias.numel() // 3
-        bias[third:2 * third].zero_()
-        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, c // self.heads).permute(
-            2, 0, 3, 1, 4).unbind(0)
-        return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+        bias[bias.numel() // 3:2 * bias.numel() // 3].zero_()
+        return F.linear(x, self.qkv.weight, bias)
 
 
 def test_a_bias_slice_zeroed_in_place_keeps_whole_heads() -> None:

@@ -20,9 +20,12 @@ class ResidualWidthAttention(nn.Module):
         self.num_heads = heads
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qkv(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.project(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         attention = (q @ k.transpose(-2, -1)).softmax(-1)
         return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
 
@@ -67,15 +70,10 @@ class MergingNet(Net):
 class ZeroedKeyBiasAttention(ResidualWidthAttention):
     """Swin-V2 (torchvision): the k third of a copy of the q/k/v bias is zeroed in place in every forward."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.qkv.bias.clone()
-        third = bias.numel() // 3
-        bias[third:2 * third].zero_()
-        q, k, v = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(
-            2, 0, 3, 1, 4).unbind(0)
-        attention = (q @ k.transpose(-2, -1)).softmax(-1)
-        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, c))
+        bias[bias.numel() // 3:2 * bias.numel() // 3].zero_()
+        return F.linear(x, self.qkv.weight, bias)
 
 
 def _pruned(dim: int, heads: int, scope: str) -> tuple[nn.Module, dict, torch.Tensor]:
