@@ -5,7 +5,9 @@ reshapes its output to ``self.embed_dim``; Conditional-DETR's cross-attention sp
 ``self.num_attention_heads``; Mllama reshapes the projected image features to ``self.hidden_size``. The traced
 graph holds those numbers as constants of its own, which pruning edits, but the user's module, handed back,
 keeps the old ones and fails. :mod:`.hf_fixups` writes the names it knows; this file covers the names it does
-not, from evidence rather than a list.
+not, from evidence rather than a list. A number may also sit in a short tuple of integers (timm's relative
+position bias views its table as ``self.bias_shape``, whose last entry is the head count): such an element is
+named ``bias_shape[2]`` and rewritten into a new tuple.
 
 A :class:`SizeRule` says "attribute ``attr`` of the module at ``module`` is the size of tensor ``tensor`` (a
 parameter or buffer path relative to that module) along ``axis``, divided by ``unit``". It holds on the
@@ -17,6 +19,7 @@ model the passes hand back carries them and ``fix_config`` records the repaired 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -26,8 +29,8 @@ from torch import nn
 
 from ..ir import Graph
 
-__all__ = ["SizeRule", "RULES_KEY", "size_attributes", "propose_rules", "twin_rules", "apply_rules", "undo",
-           "graph_rules", "record_rules", "submodule_at"]
+__all__ = ["SizeRule", "RULES_KEY", "size_attributes", "read_size", "propose_rules", "twin_rules", "apply_rules",
+           "undo", "graph_rules", "record_rules", "submodule_at"]
 
 #: Key of the rule list in ``Graph.metadata`` (plain dicts, so snapshots and deep copies carry them).
 RULES_KEY = "size_rules"
@@ -75,11 +78,49 @@ def _tensor(module: nn.Module, path: str) -> torch.Tensor | None:
     return found if isinstance(found, torch.Tensor) else None
 
 
+#: Shapes stored as tuples or lists longer than this are not taken for sizes.
+_SHAPE_LIMIT = 8
+_ELEMENT = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
 def size_attributes(module: nn.Module) -> dict[str, int]:
-    """The module's own plain integer attributes above 1 (booleans, private names and ``training`` left out):
-    the numbers a forward could reshape with."""
-    return {name: value for name, value in vars(module).items()
-            if type(value) is int and value > 1 and not name.startswith("_")}
+    """The module's own plain integer attributes above 1 (booleans, private names and ``training`` left out),
+    and the elements above 1 of its short tuples and lists of integers as ``name[i]`` (timm's relative position
+    bias views its table as ``self.bias_shape``, a tuple ending in the head count): the numbers a forward could
+    reshape with."""
+    found: dict[str, int] = {}
+    for name, value in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if type(value) is int and value > 1:
+            found[name] = value
+        elif type(value) in (tuple, list, torch.Size) and len(value) <= _SHAPE_LIMIT:
+            found.update({f"{name}[{i}]": item for i, item in enumerate(value) if type(item) is int and item > 1})
+    return found
+
+
+def read_size(owner: nn.Module, attr: str) -> int | None:
+    """The integer ``attr`` (a name, or ``name[i]`` for an element of a tuple or list) holds, or None."""
+    element = _ELEMENT.match(attr)
+    if element is None:
+        value = getattr(owner, attr, None)
+        return value if type(value) is int else None
+    sequence, index = getattr(owner, element[1], None), int(element[2])
+    if type(sequence) in (tuple, list, torch.Size) and index < len(sequence) and type(sequence[index]) is int:
+        return sequence[index]
+    return None
+
+
+def _write_size(owner: nn.Module, attr: str, value: int) -> None:
+    """Set ``attr`` to ``value``; an element is written into a new tuple or list (the old one may be shared)."""
+    element = _ELEMENT.match(attr)
+    if element is None:
+        setattr(owner, attr, value)
+        return
+    sequence = getattr(owner, element[1])
+    items = list(sequence)
+    items[int(element[2])] = value
+    setattr(owner, element[1], items if type(sequence) is list else type(sequence)(items))
 
 
 def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -106,7 +147,7 @@ def propose_rules(original: nn.Module, edited: nn.Module, path: str,
     votes: Counter[tuple[str, int]] = Counter()
     first: dict[tuple[str, int], SizeRule] = {}
     for attr, value in size_attributes(before).items():
-        if getattr(after, attr, None) != value:
+        if read_size(after, attr) != value:
             continue  # another fix-up already rewrote it
         for name, axis, size, new_size in changes:
             unit = size // value if size % value == 0 else 0
@@ -115,8 +156,8 @@ def propose_rules(original: nn.Module, edited: nn.Module, path: str,
             key = (attr, new_size // unit)
             votes[key] += 1
             first.setdefault(key, SizeRule(path, attr, name, axis, unit))
-    ranked = sorted(first, key=lambda key: (-votes[key], getattr(after, key[0]) not in quoted, first[key].unit))
-    return [(first[key], key[1]) for key in ranked if key[1] != getattr(after, key[0])]
+    ranked = sorted(first, key=lambda key: (-votes[key], read_size(after, key[0]) not in quoted, first[key].unit))
+    return [(first[key], key[1]) for key in ranked if key[1] != read_size(after, key[0])]
 
 
 def twin_rules(rule: SizeRule, original: nn.Module) -> list[SizeRule]:
@@ -128,7 +169,7 @@ def twin_rules(rule: SizeRule, original: nn.Module) -> list[SizeRule]:
         if path == rule.module or type(module) is not type(owner):
             continue
         moved = SizeRule(path, rule.attr, rule.tensor, rule.axis, rule.unit)
-        if getattr(module, rule.attr, None) == moved.value(original) is not None:
+        if read_size(module, rule.attr) == moved.value(original) is not None:
             twins.append(moved)
     return twins
 
@@ -138,9 +179,9 @@ def apply_rules(root: nn.Module, rules: list[SizeRule]) -> dict[tuple[str, str],
     old: dict[tuple[str, str], int] = {}
     for rule in rules:
         owner, value = submodule_at(root, rule.module), rule.value(root)
-        if owner is not None and value is not None and isinstance(getattr(owner, rule.attr, None), int):
-            old.setdefault((rule.module, rule.attr), getattr(owner, rule.attr))
-            setattr(owner, rule.attr, value)
+        if owner is not None and value is not None and read_size(owner, rule.attr) is not None:
+            old.setdefault((rule.module, rule.attr), read_size(owner, rule.attr))
+            _write_size(owner, rule.attr, value)
     return old
 
 
@@ -149,7 +190,7 @@ def undo(root: nn.Module, old: dict[tuple[str, str], int]) -> None:
     for (path, attr), value in old.items():
         owner = submodule_at(root, path)
         if owner is not None:
-            setattr(owner, attr, value)
+            _write_size(owner, attr, value)
 
 
 def graph_rules(graph: Graph) -> list[SizeRule]:

@@ -203,3 +203,46 @@ def test_a_failure_moved_to_an_earlier_line_is_not_progress():
     assert not _further(early, late) and _further(late, early)
     module.rows, module.width = 4, 14
     assert not _further(attempt(module, (x,), {}), late)  # the same line with another number
+
+
+class TableBias(nn.Module):
+    """timm's relative position bias: a ``[positions, heads]`` table viewed as ``self.bias_shape``, a tuple whose
+    last entry is the head count, by a method the attention calls directly (not through ``forward``)."""
+
+    def __init__(self, heads: int = 4, tokens: int = 5):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(tokens * tokens, heads))
+        self.bias_shape = (tokens, tokens, heads)
+
+    def get_bias(self) -> torch.Tensor:
+        return self.table.view(self.bias_shape).permute(2, 0, 1)
+
+
+class TableBiasAttention(nn.Module):
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.num_heads = heads
+        self.qkv, self.proj, self.rel_pos = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), TableBias(heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attention = (q @ k.transpose(-2, -1) + self.rel_pos.get_bias()).softmax(-1)
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_a_head_count_inside_a_stored_shape_tuple_is_rewritten(tmp_path):
+    """The failure is raised in ``get_bias``, whose module is not on the forward stack: the modules whose code is
+    on the traceback are searched too, and so are the elements of short integer tuples (``bias_shape[2]``)."""
+    torch.manual_seed(0)
+    model, x = Net(TableBiasAttention).eval(), torch.randn(2, 5, 32)
+    pruned, stats = _prune(model, x)
+    assert "frozen" not in stats and stats["achieved_ratio"] > 0
+    assert "blocks.0.rel_pos.bias_shape[2] = table.shape[1]" in stats["size_repairs"]
+    for block in pruned.blocks:
+        heads = block.rel_pos.table.shape[1]
+        assert heads < 4 and block.rel_pos.bias_shape == (5, 5, heads) and block.num_heads == heads
+    assert model.blocks[0].rel_pos.bias_shape == (5, 5, 4)  # the user's model is untouched
+    with torch.no_grad():
+        got = pruned(x)
+    assert torch.allclose(got, _onnx_output(pruned, x, tmp_path), atol=1e-5)

@@ -5,7 +5,9 @@ is fine and only a stored number is stale: SpeechT5's attention reshapes to ``se
 cross-attention splits by ``self.num_attention_heads``. Freezing those groups keeps whole attention blocks at
 full width; rewriting the number lets them prune.
 
-How: the module that failed and its two enclosing modules are searched, innermost first. Their integer
+How: the module that failed and its two enclosing modules are searched, innermost first (modules whose methods
+raised come first, since a helper the forward calls directly, like ``self.rel_pos.get_bias()``, is on the
+traceback but not on the forward stack). Their integer
 attributes that equal (or divide) an old size of a tensor beneath them are candidates (ranked by
 :func:`~graphpress.backends.size_attributes.propose_rules`); each is tried alone, then pairs of the best few,
 in every module of the same class at once (repeated blocks). A candidate is kept when the model then runs, or
@@ -54,6 +56,9 @@ class Attempt:
     done: Counter = field(default_factory=Counter)
     #: (file, function, line) of each frame of the failing module's own code, outermost first
     position: tuple[tuple[str, str, int], ...] = ()
+    #: paths of the modules whose methods are on the failure's traceback, outermost first: with a helper
+    #: method called directly (timm's ``self.rel_pos.get_bias()``), its module is not on the forward stack
+    in_code: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,27 +78,32 @@ def attempt(module: nn.Module, inputs: tuple, kwargs: dict) -> Attempt:
             return Attempt(flatten_outputs(module(*inputs, **kwargs)), done=done)
         except Exception as error:  # noqa: BLE001 - any failure of the edited model is what a trial records
             owner = module.get_submodule(innermost_submodule(stack)) if "?" not in stack else None
-            return Attempt(None, list(stack), error, done, _code_position(error, owner))
+            frames = _module_frames(error)
+            paths = {id(m): name for name, m in module.named_modules()}
+            position = tuple(where for obj, where in frames if obj is owner)
+            in_code = list(dict.fromkeys(paths[id(obj)] for obj, _ in frames if id(obj) in paths))
+            return Attempt(None, list(stack), error, done, position, in_code)
 
 
-def _code_position(error: BaseException, owner: nn.Module | None) -> tuple[tuple[str, str, int], ...]:
-    """Where in ``owner``'s own code (frames whose ``self`` is it: its forward and the methods that calls)
-    ``error`` was raised, outermost frame first."""
+def _module_frames(error: BaseException) -> list[tuple[nn.Module, tuple[str, str, int]]]:
+    """The traceback's frames of module code (``self`` a module; not ``nn.Module``'s call machinery), outermost
+    first: each frame's module and (file, function, line)."""
     frames, tb = [], error.__traceback__
-    while tb is not None and owner is not None:
-        code = tb.tb_frame.f_code
-        if tb.tb_frame.f_locals.get("self") is owner and code.co_filename != _MODULE_CALL_FILE:
-            frames.append((code.co_filename, code.co_name, tb.tb_lineno))
+    while tb is not None:
+        code, obj = tb.tb_frame.f_code, tb.tb_frame.f_locals.get("self")
+        if isinstance(obj, nn.Module) and code.co_filename != _MODULE_CALL_FILE:
+            frames.append((obj, (code.co_filename, code.co_name, tb.tb_lineno)))
         tb = tb.tb_next
-    return tuple(frames)
+    return frames
 
 
 _MODULE_CALL_FILE = nn.modules.module.__file__  # nn.Module's __call__ machinery: the same in every run
 
 
-def _owners(where: list[str]) -> list[str]:
+def _owners(failed: Attempt) -> list[str]:
+    """Modules to search, innermost first: those whose code raised, then the forward stack's."""
     owners: list[str] = []
-    for name in reversed(where):
+    for name in [*reversed(failed.in_code), *reversed(failed.where)]:
         if name not in owners and name != "?":
             owners.append(name)
     return owners[:_OWNER_DEPTH]
@@ -158,7 +168,7 @@ class _Search:
         if depth >= _MAX_STEPS:
             return None
         quoted = {int(n) for n in re.findall(r"\d+", str(current.error))}
-        for owner in _owners(current.where):
+        for owner in _owners(current):
             for chosen in _candidate_sets(propose_rules(self.original, self.edited, owner, quoted)):
                 if self.runs_left <= 0:
                     return None
