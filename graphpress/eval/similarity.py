@@ -56,6 +56,8 @@ def embedding_cosine(
     chosen = list(sentences[:max_sentences])
     if not chosen:
         raise ValueError("embedding_cosine needs at least one sentence")
-    reference = mean_pooled_embeddings(reference_model.eval(), tokenizer, chosen, batch_size=batch_size)
-    compressed = mean_pooled_embeddings(model.eval(), tokenizer, chosen, batch_size=batch_size)
+    reference_model.eval()  # not chained: a module's train() override may return None (timm's attention)
+    model.eval()
+    reference = mean_pooled_embeddings(reference_model, tokenizer, chosen, batch_size=batch_size)
+    compressed = mean_pooled_embeddings(model, tokenizer, chosen, batch_size=batch_size)
     return F.cosine_similarity(reference.double(), compressed.double(), dim=-1).mean().item()
