@@ -89,12 +89,15 @@ def size_attributes(module: nn.Module) -> dict[str, int]:
     bias views its table as ``self.bias_shape``, a tuple ending in the head count): the numbers a forward could
     reshape with."""
     found: dict[str, int] = {}
+    # torch's own layers keep hyperparameters in tuples (a convolution's kernel_size, stride, padding), which no
+    # pruning makes stale; offering them would only spend the repair's runs.
+    shapes = not type(module).__module__.startswith("torch.nn.")
     for name, value in vars(module).items():
         if name.startswith("_"):
             continue
         if type(value) is int and value > 1:
             found[name] = value
-        elif type(value) in (tuple, list, torch.Size) and len(value) <= _SHAPE_LIMIT:
+        elif shapes and type(value) in (tuple, list, torch.Size) and len(value) <= _SHAPE_LIMIT:
             found.update({f"{name}[{i}]": item for i, item in enumerate(value) if type(item) is int and item > 1})
     return found
 

@@ -246,3 +246,12 @@ def test_a_head_count_inside_a_stored_shape_tuple_is_rewritten(tmp_path):
     with torch.no_grad():
         got = pruned(x)
     assert torch.allclose(got, _onnx_output(pruned, x, tmp_path), atol=1e-5)
+
+
+def test_shape_tuples_are_candidates_in_model_code_but_not_in_torch_layers():
+    from graphpress.backends.size_attributes import read_size, size_attributes
+
+    bias = TableBias(heads=4, tokens=5)
+    assert size_attributes(bias) == {"bias_shape[0]": 5, "bias_shape[1]": 5, "bias_shape[2]": 4}
+    assert read_size(bias, "bias_shape[2]") == 4 and read_size(bias, "bias_shape[7]") is None
+    assert size_attributes(nn.Conv2d(4, 8, 3, padding=1)) == {"in_channels": 4, "out_channels": 8}
