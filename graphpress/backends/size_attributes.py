@@ -80,6 +80,7 @@ def _tensor(module: nn.Module, path: str) -> torch.Tensor | None:
 
 #: Shapes stored as tuples or lists longer than this are not taken for sizes.
 _SHAPE_LIMIT = 8
+_SEQUENCES = (tuple, list, torch.Size)
 _ELEMENT = re.compile(r"^(\w+)\[(\d+)\]$")
 
 
@@ -97,7 +98,7 @@ def size_attributes(module: nn.Module) -> dict[str, int]:
             continue
         if type(value) is int and value > 1:
             found[name] = value
-        elif shapes and type(value) in (tuple, list, torch.Size) and len(value) <= _SHAPE_LIMIT:
+        elif shapes and type(value) in _SEQUENCES and len(value) <= _SHAPE_LIMIT:
             found.update({f"{name}[{i}]": item for i, item in enumerate(value) if type(item) is int and item > 1})
     return found
 
@@ -109,7 +110,7 @@ def read_size(owner: nn.Module, attr: str) -> int | None:
         value = getattr(owner, attr, None)
         return value if type(value) is int else None
     sequence, index = getattr(owner, element[1], None), int(element[2])
-    if type(sequence) in (tuple, list, torch.Size) and index < len(sequence) and type(sequence[index]) is int:
+    if type(sequence) in _SEQUENCES and index < len(sequence) and type(sequence[index]) is int:
         return sequence[index]
     return None
 
@@ -182,8 +183,9 @@ def apply_rules(root: nn.Module, rules: list[SizeRule]) -> dict[tuple[str, str],
     old: dict[tuple[str, str], int] = {}
     for rule in rules:
         owner, value = submodule_at(root, rule.module), rule.value(root)
-        if owner is not None and value is not None and read_size(owner, rule.attr) is not None:
-            old.setdefault((rule.module, rule.attr), read_size(owner, rule.attr))
+        current = read_size(owner, rule.attr) if owner is not None else None
+        if value is not None and current is not None:
+            old.setdefault((rule.module, rule.attr), current)
             _write_size(owner, rule.attr, value)
     return old
 

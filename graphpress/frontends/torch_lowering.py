@@ -157,8 +157,10 @@ def _finish(ctx: LoweringContext, results: list[Any], names: list[str]) -> None:
     sizers = _shaped_like_sources(graph)
     for node in reversed(list(graph.nodes)):
         if all(not out.uses and id(out) not in live for out in node.outputs):
-            if any(id(out) in sizers for out in node.outputs):
-                node.outputs[0].meta[SIDE_OUTPUT] = True
+            kept = [out for out in node.outputs if id(out) in sizers]
+            if kept:
+                for out in kept:
+                    out.meta[SIDE_OUTPUT] = True
                 continue
             graph.remove(node)
     graph.prune_unused_constants()
