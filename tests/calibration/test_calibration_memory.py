@@ -2,6 +2,11 @@
 
 Each measurement runs in a fresh interpreter so that freed-but-retained heap from an earlier run cannot
 hide an allocation; the figure is the peak RSS above the RSS after the model is built.
+
+glibc's malloc raises its mmap threshold as large blocks are freed, after which tensors come from a heap
+that is not returned to the kernel, and the peak then moves by tens of MiB from run to run of the same
+probe (53-97 MiB seen for 6 layers). A fixed threshold keeps every tensor-sized block in its own mapping,
+so the peak follows live tensors (43.2-44.0 MiB over eight runs of 6 and 18 layers).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ print(memory.reset_supported, memory.extra_bytes)
 
 def peak_extra_bytes(layers: int) -> int:
     result = subprocess.run([sys.executable, "-c", PROBE, str(layers)], cwd=REPO, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=True, timeout=120)
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                                 "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}, check=True, timeout=120)
     return int(result.stdout.split()[-1])
 
 
@@ -41,6 +47,6 @@ HIDDEN_STATE_BYTES = 32 * 256 * 256 * 4  # one layer's output for the whole cali
 
 def test_peak_memory_is_flat_in_layer_count():
     # A calibration that kept each layer's outputs would grow by 12 hidden states (96 MiB) from 6 to 18 layers;
-    # measured here the growth is 2-11 MiB (HWM and sampled RSS respectively).
+    # measured here the growth is under 1 MiB.
     few, many = peak_extra_bytes(6), peak_extra_bytes(18)
-    assert many - few < 4 * HIDDEN_STATE_BYTES, (few, many)
+    assert many - few < HIDDEN_STATE_BYTES, (few, many)
