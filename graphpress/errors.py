@@ -10,6 +10,7 @@ __all__ = [
     "GraphpressError",
     "FrontendError",
     "UnsupportedOpError",
+    "DataDependentError",
     "VerificationError",
     "PipelineError",
     "PassError",
@@ -39,6 +40,11 @@ class StateMutationError(FrontendError):
 
 class UnsupportedOpError(FrontendError):
     """An operator that no graphpress rule knows."""
+
+
+class DataDependentError(UnsupportedOpError):
+    """A model whose shapes or branches depend on tensor values (``.item()``, ``nonzero``, ``if x.any():``), which
+    a trace with shapes alone cannot follow."""
 
 
 class VerificationError(GraphpressError):

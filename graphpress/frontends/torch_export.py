@@ -22,18 +22,23 @@ hint about the usual cause.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
+import io
 import os
 import re
+import sys
 import time
 import traceback
+import warnings
 from typing import Any
 
 import torch
 
-from ..errors import FrontendError, StateMutationError
+from ..errors import DataDependentError, FrontendError, StateMutationError
 from ..ir import Graph
+from .torch_example_values import ValueRead, describe_reads, example_values_as_constants
 from .torch_lowering import checks_only, lower_exported_program
 from .torch_registry import decomposition_table
 from .torch_side_branches import keep_side_branches
@@ -97,12 +102,18 @@ def _user_location(message: str, error: BaseException | None = None) -> str:
     return f"{frames[-1][0]}:{frames[-1][1]}" if frames else "an unknown location"
 
 
+def _is_data_dependent(message: str) -> bool:
+    lowered = message.lower()
+    return "data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered
+
+
 def _hint(message: str, error: BaseException | None = None) -> str:
     lowered = message.lower()
-    if "data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered:
+    if _is_data_dependent(message):
         return (f"the model has data-dependent control flow at {_user_location(message, error)} (a shape or a "
-                f"branch computed from a tensor's values); make the branch depend on shapes or constants only, or "
-                f"move it out of forward")
+                f"branch computed from a tensor's values); make the branch depend on shapes or constants only, "
+                f"move it out of forward, or trace with specialise_values=True to take those values from the "
+                f"example input")
     if "cache" in lowered or "past_key_values" in lowered:
         return "pass use_cache=False (example_kwargs={'use_cache': False}) so no KV-cache object is traced"
     if "meta" in lowered and "device" in lowered:
@@ -111,14 +122,25 @@ def _hint(message: str, error: BaseException | None = None) -> str:
 
 
 def export_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.export.ExportedProgram:
-    """``torch.export.export(strict=False)``, its failures re-raised as FrontendError with a hint."""
+    """``torch.export.export(strict=False)``, its failures re-raised as FrontendError with a hint
+    (:class:`~graphpress.errors.DataDependentError` where the model's shapes or branches depend on values)."""
+    # torch prints the partial graph of a failed export to stderr; a data-dependent failure is retried with
+    # values (trace's specialise_values), so its dump is kept on the error and printed only if none follows.
+    printed = io.StringIO()
     try:
-        return torch.export.export(model, args, kwargs=kwargs, strict=False)
+        with contextlib.redirect_stderr(printed):
+            program = torch.export.export(model, args, kwargs=kwargs, strict=False)
     except Exception as exc:  # torch raises many unrelated types here; all mean "could not trace"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FrontendError(
-            f"torch.export could not trace {type(model).__name__}: {first}\nhint: {_hint(str(exc), exc)}"
-        ) from exc
+        data_dependent = _is_data_dependent(str(exc))
+        if not data_dependent:
+            sys.stderr.write(printed.getvalue())
+        error = (DataDependentError if data_dependent else FrontendError)(
+            f"torch.export could not trace {type(model).__name__}: {first}\nhint: {_hint(str(exc), exc)}")
+        error.torch_output = printed.getvalue()
+        raise error from exc
+    sys.stderr.write(printed.getvalue())
+    return program
 
 
 def _without_checks(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
@@ -150,6 +172,7 @@ def trace(
     example_kwargs: dict | None = None,
     inplace: bool = False,
     decompose: bool | None = None,
+    specialise_values: bool | None = None,
 ) -> Graph:
     """Trace ``model`` into a torch-origin :class:`~graphpress.ir.Graph`.
 
@@ -158,6 +181,11 @@ def trace(
     specialised to the example shapes. ``graph.module`` is the (copied) model the parameters are bound to.
     ``decompose``: None lowers the exported graph directly when every op has a rule and decomposes
     otherwise; True always decomposes to core aten first; False never does.
+    ``specialise_values``: a model that reads tensor values into Python (``.item()``, ``.tolist()``, ``if
+    x.any():``) or calls ops whose output size depends on the data (``nonzero``) cannot be traced from shapes
+    alone. None retries such a model with those values taken from the example input and warns where
+    (:mod:`.torch_example_values`; the reads are in ``graph.metadata["specialised_values"]``); True does so
+    from the start, False raises :class:`~graphpress.errors.DataDependentError` instead.
     """
     started = time.perf_counter()
     working = model if inplace else copy.deepcopy(model)
@@ -167,44 +195,71 @@ def trace(
         kwargs.setdefault("use_cache", False)
     if _is_meta_model(working):
         args, kwargs = _to_meta(args), _to_meta(kwargs)
+    specialise = bool(specialise_values)
     try:
-        graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose)
+        try:
+            graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose, specialise)
+        except DataDependentError as error:
+            if specialise_values is not None or _is_meta_model(working):  # a meta model has no values to take
+                sys.stderr.write(getattr(error, "torch_output", ""))
+                raise
+            specialise = True
+            graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose, specialise)
     except StateMutationError:
         # Some models finish initialising in their first call (RWKV rescales its weights once, then sets a
         # flag); after one forward their trace is pure. State written in every call still fails, by name.
         with torch.no_grad():
             working(*args, **kwargs)
-        graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose)
+        graph, decomposed, substituted, exported = _export_and_lower(working, args, kwargs, decompose, specialise)
         graph.metadata["warmed_up"] = True
+    if specialise_values is None and graph.metadata.get("specialised_values"):
+        _warn_specialised(type(working).__name__, graph.metadata["specialised_values"])
     graph.metadata["decomposed"] = decomposed
     graph.metadata["traced_substitutions"] = substituted
     graph.metadata["trace_seconds"] = {"export": exported - started, "lower": time.perf_counter() - exported}
     return graph
 
 
-def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict,
-                      decompose: bool | None) -> tuple[Graph, bool, list[str], float]:
+def _warn_specialised(name: str, reads: list[ValueRead]) -> None:
+    warnings.warn(
+        f"{name} reads {len(reads)} tensor value(s) into Python or sizes a tensor by its data; the graph takes "
+        f"them from the example input, so its shapes and branches are those of inputs like it (pruning edits "
+        f"your own module and is not affected; an ONNX export computes them as for the example). Where:\n"
+        f"{describe_reads(reads)}\nPass specialise_values=False to trace() to refuse such models instead.",
+        stacklevel=3)
+
+
+def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict, decompose: bool | None,
+                      specialise: bool = False) -> tuple[Graph, bool, list[str], float]:
     """Export and lower once: the graph, whether it was decomposed, the substituted forwards and the time
-    the export finished (see :func:`trace` for ``decompose``)."""
-    with torch.no_grad(), substituted_forwards(working) as substituted:
-        ep = export_program(working, args, kwargs)
-    exported = time.perf_counter()
+    the export finished (see :func:`trace` for ``decompose``; ``specialise`` takes data-dependent values from
+    the example input, in the decomposition's re-trace too)."""
+    with contextlib.ExitStack() as stack:
+        reads = stack.enter_context(example_values_as_constants()) if specialise else []
+        with torch.no_grad(), substituted_forwards(working) as substituted:
+            ep = export_program(working, args, kwargs)
+        reads = list(reads)  # the export's own; a decomposition re-traces and reads them again
+        exported = time.perf_counter()
+        graph, decomposed = _lower(ep, working, decompose)
+    graph.metadata["specialised_values"] = reads
+    return graph, decomposed, substituted, exported
+
+
+def _lower(ep: torch.export.ExportedProgram, working: torch.nn.Module, decompose: bool | None) -> tuple[Graph, bool]:
     name = type(working).__name__
     side = keep_side_branches(ep)  # branches forward runs but no output reads, before a decomposition drops them
     if not decompose:
         try:
             # Weights-only values with an op without a rule are evaluated only on the last attempt: the
             # decomposition may give that op a form graphpress lowers (weight_norm's ``_weight_norm``).
-            graph = lower_exported_program(ep, working, name=name, evaluate_weights=decompose is False,
-                                           side_outputs=side)
-            return graph, False, substituted, exported
+            return lower_exported_program(ep, working, name=name, evaluate_weights=decompose is False,
+                                          side_outputs=side), False
         except StateMutationError:
             raise
         except FrontendError:  # an op without a rule (or a pre-dispatch form a rule does not take)
             if decompose is False:
                 raise
-    graph = lower_exported_program(_decomposed(ep, name), working, name=name, side_outputs=side)
-    return graph, True, substituted, exported
+    return lower_exported_program(_decomposed(ep, name), working, name=name, side_outputs=side), True
 
 
 def export_onnx(

@@ -28,8 +28,9 @@ import torch
 import torch.fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
-from ..errors import FrontendError, GraphpressError, StateMutationError, UnsupportedOpError
+from ..errors import DataDependentError, FrontendError, GraphpressError, StateMutationError, UnsupportedOpError
 from ..ir import SHAPED_LIKE, SIDE_OUTPUT, Graph, ModuleBinding, Parameter, Value
 from .torch_bindings import AliasedModuleBinding, tensor_aliases
 from .torch_context import LoweringContext, module_info, shape_of
@@ -199,12 +200,13 @@ def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:
             f"@graphpress.frontends.torch_rules_complex.lowers_complex({node.target}) (complex values are carried "
             f"as real ones with a trailing axis of two), or rewrite that module with ops graphpress knows")
     if rule is None and node.target in _DATA_DEPENDENT:
-        raise UnsupportedOpError(
+        raise DataDependentError(
             f"{ctx.describe()} reads a tensor's values into Python (.item(), .tolist(), nonzero, a boolean "
             f"mask): the shapes after it depend on the data, and graphpress graphs have static shapes. Give "
             f"that module a forward with static shapes while tracing "
             f"(@graphpress.frontends.torch_substitutions.register_trace_substitution, as torch_moe.py does for "
-            f"mixture-of-experts layers), or rewrite it without data-dependent sizes")
+            f"mixture-of-experts layers), rewrite it without data-dependent sizes, or trace with "
+            f"specialise_values=True to take them from the example input")
     if rule is None and ctx.evaluate_weights:
         evaluated = evaluate_from_weights(ctx, node)  # computed from weights alone: evaluated once, frozen
         if evaluated is not None:
@@ -251,6 +253,7 @@ def lower_nodes(ctx: LoweringContext, nodes: Iterable[torch.fx.Node]) -> list[An
         ctx.node = node
         if node.op == "call_function":
             if node not in skipped:
+                _refuse_data_sized(ctx, node)
                 ctx.env[node] = _lower_call(ctx, node)
         elif node.op == "get_attr":  # the body of a higher-order op
             ctx.env[node] = getattr(node.graph.owning_module, node.target)
@@ -259,6 +262,16 @@ def lower_nodes(ctx: LoweringContext, nodes: Iterable[torch.fx.Node]) -> list[An
         elif node.op != "placeholder":
             raise FrontendError(f"unexpected FX node {node.op} {node.target} in the exported graph")
     return outputs
+
+
+def _refuse_data_sized(ctx: LoweringContext, node: torch.fx.Node) -> None:
+    """A tensor whose size torch.export left as an unbacked symbol (``nonzero``, ``repeat_interleave`` by counts,
+    sizes read with ``.item()``): the trace retries with the example's values (``trace(specialise_values=None)``)."""
+    values = [v for v in torch.utils._pytree.tree_leaves(node.meta.get("val")) if isinstance(v, torch.Tensor)]
+    if any(free_unbacked_symbols(v) for v in values):
+        raise DataDependentError(
+            f"{ctx.describe()} makes a tensor whose size depends on the data, and graphpress graphs have static "
+            f"shapes; trace with specialise_values=True to take its size from the example input")
 
 
 def _mutation_error(ep: ExportedProgram, module: torch.nn.Module) -> StateMutationError:

@@ -37,6 +37,7 @@ _RULE_MODULES = (
     "graphpress.frontends.torch_rules_quant",
     "graphpress.frontends.torch_rules_triton",
     "graphpress.frontends.torch_rules_routing",
+    "graphpress.frontends.torch_rules_strided",
     "graphpress.frontends.torch_rules_patches",
 )
 _loaded = False

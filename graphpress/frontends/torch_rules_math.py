@@ -149,6 +149,10 @@ def where(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     dtype = ctx.out_meta().dtype
     condition = ctx.env[node.args[0]]
     lhs, rhs = (ctx.tensor(torch.fx.node.map_arg(a, lambda n: ctx.env[n]), dtype) for a in node.args[1:3])
+    if dtype == torch.bool:  # onnxruntime has no Where over booleans (SmolVLM's padding masks)
+        chosen = ctx.emit("Where", [condition, ctx.cast(lhs, torch.uint8), ctx.cast(rhs, torch.uint8)],
+                          dtype=torch.uint8)
+        return ctx.cast(chosen, torch.bool)
     return ctx.emit("Where", [condition, lhs, rhs])
 
 

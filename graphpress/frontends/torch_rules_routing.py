@@ -49,3 +49,37 @@ def sort(ctx: LoweringContext, node: torch.fx.Node) -> list[Value]:
     attrs = {"axis": axis, "largest": int(bool(a["descending"])), "sorted": 1}
     values, indices = ctx.emit("TopK", [x, ctx.ints([size], hint="k")], attrs, n_outputs=2)
     return [values, indices]
+
+
+@lowers(aten.repeat_interleave.Tensor)
+def repeat_interleave_counts(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``repeat_interleave(counts)``: ``i`` written ``counts[i]`` times, the index that ``x.repeat_interleave(
+    counts, dim)`` gathers with (Qwen2-VL's image lengths, token-to-expert maps)."""
+    return _repeated_index(ctx, ctx.env[node.args[0]], ctx.out_meta().shape[0])
+
+
+@lowers(aten.repeat_interleave.self_Tensor)
+def repeat_interleave_by_counts(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.repeat_interleave(counts, dim)``: a Gather along ``dim`` (``x`` flattened when ``dim`` is None)."""
+    a = ctx.bind(node)
+    x: Value = a["self"]
+    if a.get("dim") is None:
+        x = ctx.emit("Reshape", [x, ctx.ints([-1], hint="shape")], shape=(x.numel(),), dtype=x.dtype)
+    axis = int(a.get("dim") or 0) % len(x.shape)
+    index = _repeated_index(ctx, a["repeats"], ctx.out_meta().shape[axis])
+    return ctx.emit("Gather", [x, index], {"axis": axis})
+
+
+def _repeated_index(ctx: LoweringContext, counts: Value, length: object) -> Value:
+    """Slot ``j`` of the output belongs to the item whose running total first exceeds ``j``, so its index is how
+    many running totals are ``<= j``; ONNX computes that from the counts at run time. The length (the counts'
+    sum) is static only in a graph traced with the example's values (:mod:`.torch_example_values`)."""
+    if not isinstance(length, int) or len(counts.shape) != 1:
+        raise UnsupportedOpError(f"{ctx.describe()}: repeat_interleave by counts whose total is known only at run time")
+    counts = ctx.cast(counts, torch.int64)
+    totals = ctx.emit("CumSum", [counts, ctx.const(torch.tensor(0), hint="axis")], like=counts)
+    slots = ctx.const(torch.arange(length, dtype=torch.int64).reshape(-1, 1), hint="slots")
+    row = ctx.emit("Unsqueeze", [totals, ctx.ints([0], hint="axes")], shape=(1, counts.shape[0]), dtype=torch.int64)
+    passed = ctx.emit("LessOrEqual", [row, slots], shape=(length, counts.shape[0]), dtype=torch.bool)
+    return ctx.emit("ReduceSum", [ctx.cast(passed, torch.int64), ctx.ints([1], hint="axes")], {"keepdims": 0},
+                    shape=(length,), dtype=torch.int64)

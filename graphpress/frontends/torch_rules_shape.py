@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from ..errors import UnsupportedOpError
+from ..errors import DataDependentError, UnsupportedOpError
 from ..ir import SHAPED_LIKE, Value
 from .torch_context import LoweringContext
 from .torch_registry import lowers
@@ -177,6 +177,9 @@ def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     x: Value = ctx.env[node.args[0]]
     indices = [ctx.env[n] if n is not None else None for n in node.args[1]]
     used = [(dim, idx) for dim, idx in enumerate(indices) if idx is not None]
+    if len(used) == 1 and used[0][1].dtype == torch.bool:
+        indices = _mask_positions(ctx, indices, used[0][0])
+        used = [(dim, idx) for dim, idx in enumerate(indices) if idx is not None]
     dims = [dim for dim, _ in used]
     if any(idx.dtype == torch.bool for _, idx in used):
         raise UnsupportedOpError(
@@ -205,6 +208,23 @@ def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     nb = len(broadcast)  # [B..., rest_before..., rest_after...] -> [rest_before..., B..., rest_after...]
     perm = list(range(nb, nb + first)) + list(range(nb)) + list(range(nb + first, nb + len(rest)))
     return ctx.emit("Transpose", [gathered], {"perm": perm})
+
+
+def _mask_positions(ctx: LoweringContext, indices: list, at: int) -> list:
+    """``x[mask]`` as ``x[i0, i1, ...]``: the mask (covering dims ``at..at+k-1``) becomes the k rows of its
+    ``NonZero``. How many positions there are is the example's count, static only in a graph traced with the
+    example's values (:mod:`.torch_example_values`); ONNX finds them from the mask at run time."""
+    mask: Value = indices[at]
+    count = ctx.out_meta().shape[at]
+    if not isinstance(count, int):
+        raise DataDependentError(
+            f"{ctx.describe()} indexes with a boolean mask (x[mask]): the result has as many rows as the mask has "
+            f"True values; trace with specialise_values=True to take that count from the example input")
+    rank = len(mask.shape)
+    found = ctx.emit("NonZero", [mask], shape=(rank, count), dtype=torch.int64)
+    rows = [ctx.emit("Gather", [found, ctx.const(torch.tensor(row), hint="row")], {"axis": 0}, shape=(count,),
+                     dtype=torch.int64) for row in range(rank)]
+    return list(indices[:at]) + rows + list(indices[at + 1:])
 
 
 @lowers(aten.gather)

@@ -1,5 +1,6 @@
 """Failures say what went wrong and where: unknown ops name the aten op and the module path, export
-failures carry torch's first line and a hint."""
+failures carry torch's first line and a hint. Data-dependent models are refused here with
+``specialise_values=False``; by default they trace (test_torch_fe_example_values.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from graphpress.errors import FrontendError, UnsupportedOpError
+from graphpress.errors import DataDependentError, FrontendError, UnsupportedOpError
 from graphpress.frontends.torch_export import export_onnx, trace
 
 
@@ -41,8 +42,8 @@ def test_unknown_op_names_op_and_module() -> None:
 
 
 def test_data_dependent_control_flow_is_explained() -> None:
-    with pytest.raises(FrontendError) as info:
-        trace(_DataDependent(), (torch.randn(4),))
+    with pytest.raises(DataDependentError) as info:
+        trace(_DataDependent(), (torch.randn(4),), specialise_values=False)
     message = str(info.value)
     assert "torch.export could not trace _DataDependent" in message
     assert "data-dependent control flow" in message and "test_torch_fe_errors.py" in message
@@ -62,7 +63,7 @@ class _SizeFromValues(nn.Module):
 
 def test_data_dependent_guard_names_the_model_line_from_the_traceback() -> None:
     with pytest.raises(FrontendError) as info:
-        trace(_SizeFromValues(), (torch.randn(4, 6), torch.tensor([[1, 2], [2, 2]])))
+        trace(_SizeFromValues(), (torch.randn(4, 6), torch.tensor([[1, 2], [2, 2]])), specialise_values=False)
     message = str(info.value)  # said "at an unknown location" before
     assert "unknown location" not in message and "test_torch_fe_errors.py" in message
     assert "computed from a tensor's values" in message
@@ -76,10 +77,10 @@ class _GroupsBySize(nn.Module):
 
 
 def test_values_read_into_python_are_explained() -> None:
-    with pytest.raises(UnsupportedOpError) as info:
-        trace(_GroupsBySize(), (torch.randn(4, 3),))
+    with pytest.raises(DataDependentError) as info:
+        trace(_GroupsBySize(), (torch.randn(4, 3),), specialise_values=False)
     message = str(info.value)
-    assert "depend on the data" in message and "register_trace_substitution" in message
+    assert "depend on the data" in message and "specialise_values=True" in message
 
 
 def test_never_decomposing_refuses_ops_without_rules() -> None:

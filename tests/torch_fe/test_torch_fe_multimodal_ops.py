@@ -9,7 +9,7 @@ import torch
 
 import graphpress
 from graphpress.backends.onnx import run_onnxruntime, to_onnx
-from graphpress.errors import UnsupportedOpError
+from graphpress.errors import DataDependentError, UnsupportedOpError
 from graphpress.frontends.torch_export import trace
 
 
@@ -113,13 +113,28 @@ def test_any_and_all_match_torch() -> None:
         assert got.dtype == want.dtype and torch.equal(got, want)
 
 
-def test_indexing_with_a_boolean_mask_is_explained_as_data_dependent() -> None:
-    class Select(torch.nn.Module):
-        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return x[mask].sum(0)
+def test_where_between_boolean_masks_runs_in_onnxruntime() -> None:
+    class Choose(torch.nn.Module):  # SmolVLM's padding-image masks: onnxruntime has no boolean Where
+        def forward(self, x: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+            return torch.where(flag, x > 0, x < -0.5)
 
-    with pytest.raises(UnsupportedOpError, match="boolean mask.*depends on the data"):
-        trace(Select(), (torch.randn(4, 3), torch.tensor([True, False, True, True])))
+    x, flag = _seeded(3, 4), torch.tensor([True, False, True, False])
+    (got,) = _onnx_outputs(Choose(), x, flag)
+    assert got.dtype == torch.bool and torch.equal(got, Choose()(x, flag))
+
+
+def test_indexing_with_a_boolean_mask_takes_the_count_from_the_example() -> None:
+    class Select(torch.nn.Module):  # SmolVLM keeps the real images of a padded batch: pixel_values[mask]
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return x[mask].sum(0), x[:, mask[:3]] * 2
+
+    x, mask = _seeded(4, 3), torch.tensor([True, False, True, True])
+    with pytest.warns(UserWarning, match="data-sized index"):
+        got = _onnx_outputs(Select(), x, mask)
+    for g, w in zip(got, Select()(x, mask)):
+        assert torch.allclose(g, w, atol=1e-6)
+    with pytest.raises(DataDependentError, match="size depends on the data"):
+        trace(Select(), (x, mask), specialise_values=False)
 
 
 def test_integer_floor_division_matches_torch() -> None:
