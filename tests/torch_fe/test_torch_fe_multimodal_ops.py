@@ -9,7 +9,7 @@ import torch
 
 import graphpress
 from graphpress.backends.onnx import run_onnxruntime, to_onnx
-from graphpress.errors import DataDependentError, UnsupportedOpError
+from graphpress.errors import DataDependentError
 from graphpress.frontends.torch_export import trace
 
 
