@@ -112,6 +112,15 @@ def example_values_as_constants() -> Iterator[list[ValueRead]]:
         reads.append(ValueRead(what, _model_location(), _summary(out)))
         return _static_like(fakes[0], out) if pytree.tree_any(lambda v: isinstance(v, torch.Tensor), out) else out
 
+    def format_value(tensor: torch.Tensor, spec: str) -> str:
+        real = tensor.real_tensor if isinstance(tensor, FakeTensor) and tensor.dim() == 0 else None
+        if real is None:
+            return tensor_format(tensor, spec)
+        reads.append(ValueRead("value read into Python", _model_location(), repr(real.item())))
+        return format(real.item(), spec)
+
+    tensor_format = torch.Tensor.__format__
+    torch.Tensor.__format__ = format_value  # f"expert_{index}" (Switch Transformers): eager formats the number
     entry = (_is_data_dependent, from_example)
     fake_impls.op_implementations_checks.insert(0, entry)
     copy, clone = meta_utils._safe_copy, meta_utils._safe_clone
@@ -128,6 +137,7 @@ def example_values_as_constants() -> Iterator[list[ValueRead]]:
     finally:
         fake_impls.op_implementations_checks.remove(entry)
         meta_utils._safe_copy, meta_utils._safe_clone = copy, clone
+        torch.Tensor.__format__ = tensor_format
         shapes_log.setLevel(level)
 
 

@@ -40,6 +40,7 @@ from ..errors import DataDependentError, FrontendError, StateMutationError
 from ..ir import Graph
 from .torch_example_values import ValueRead, describe_reads, example_values_as_constants
 from .torch_lowering import checks_only, lower_exported_program
+from .torch_noop_conversions import unchanged_conversions_skipped
 from .torch_registry import decomposition_table
 from .torch_side_branches import keep_side_branches
 from .torch_substitutions import substituted_forwards
@@ -103,8 +104,11 @@ def _user_location(message: str, error: BaseException | None = None) -> str:
 
 
 def _is_data_dependent(message: str) -> bool:
+    """Whether an export failed on a tensor's value: a data-dependent guard, or a fake tensor where Python needed
+    a number (a dict key or module name made from it: ``KeyError: 'expert_FakeTensor(...)'``)."""
     lowered = message.lower()
-    return "data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered
+    return ("data-dependent" in lowered or "data dependent" in lowered or "guardondatadependent" in lowered
+            or "faketensor(" in lowered)
 
 
 def _hint(message: str, error: BaseException | None = None) -> str:
@@ -236,7 +240,7 @@ def _export_and_lower(working: torch.nn.Module, args: tuple, kwargs: dict, decom
     the example input, in the decomposition's re-trace too)."""
     with contextlib.ExitStack() as stack:
         reads = stack.enter_context(example_values_as_constants()) if specialise else []
-        with torch.no_grad(), substituted_forwards(working) as substituted:
+        with torch.no_grad(), substituted_forwards(working) as substituted, unchanged_conversions_skipped():
             ep = export_program(working, args, kwargs)
         reads = list(reads)  # the export's own; a decomposition re-traces and reads them again
         exported = time.perf_counter()

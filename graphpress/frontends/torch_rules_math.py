@@ -17,6 +17,7 @@ from ..errors import UnsupportedOpError
 from ..ir import Value
 from .torch_context import LoweringContext, shape_of
 from .torch_registry import lowers
+from .torch_rules_shape import nonzero_rows
 
 __all__: list[str] = []  # rules register themselves; nothing here is called directly
 
@@ -145,7 +146,9 @@ def logical(ctx: LoweringContext, node: torch.fx.Node) -> Value:
 
 
 @lowers(aten.where)
-def where(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+def where(ctx: LoweringContext, node: torch.fx.Node) -> Value | list[Value]:
+    if len(node.args) == 1:  # torch.where(mask): the positions of its True values, one index tensor per dim
+        return nonzero_rows(ctx, ctx.env[node.args[0]], ctx.out_meta()[0].shape[0])
     dtype = ctx.out_meta().dtype
     condition = ctx.env[node.args[0]]
     lhs, rhs = (ctx.tensor(torch.fx.node.map_arg(a, lambda n: ctx.env[n]), dtype) for a in node.args[1:3])

@@ -21,7 +21,7 @@ from ..ir import SHAPED_LIKE, Value
 from .torch_context import LoweringContext
 from .torch_registry import lowers
 
-__all__: list[str] = []  # rules register themselves; nothing here is called directly
+__all__ = ["nonzero_rows"]  # the rules register themselves; nonzero_rows serves other rule modules too
 
 aten = torch.ops.aten
 _INT64_MAX = 2**63 - 1
@@ -210,6 +210,16 @@ def index(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     return ctx.emit("Transpose", [gathered], {"perm": perm})
 
 
+@lowers(aten.nonzero)
+def nonzero(ctx: LoweringContext, node: torch.fx.Node) -> Value:
+    """``x.nonzero()``: ``[count, rank]``, ONNX ``NonZero`` transposed. The count is the example's (static only in a
+    graph traced with the example's values); ONNX finds the positions at run time."""
+    x: Value = ctx.env[node.args[0]]
+    count = ctx.out_meta().shape[0]
+    found = ctx.emit("NonZero", [x], shape=(len(x.shape), count), dtype=torch.int64)
+    return ctx.emit("Transpose", [found], {"perm": [1, 0]}, shape=(count, len(x.shape)), dtype=torch.int64)
+
+
 def _mask_positions(ctx: LoweringContext, indices: list, at: int) -> list:
     """``x[mask]`` as ``x[i0, i1, ...]``: the mask (covering dims ``at..at+k-1``) becomes the k rows of its
     ``NonZero``. How many positions there are is the example's count, static only in a graph traced with the
@@ -220,11 +230,14 @@ def _mask_positions(ctx: LoweringContext, indices: list, at: int) -> list:
         raise DataDependentError(
             f"{ctx.describe()} indexes with a boolean mask (x[mask]): the result has as many rows as the mask has "
             f"True values; trace with specialise_values=True to take that count from the example input")
-    rank = len(mask.shape)
-    found = ctx.emit("NonZero", [mask], shape=(rank, count), dtype=torch.int64)
-    rows = [ctx.emit("Gather", [found, ctx.const(torch.tensor(row), hint="row")], {"axis": 0}, shape=(count,),
-                     dtype=torch.int64) for row in range(rank)]
-    return list(indices[:at]) + rows + list(indices[at + 1:])
+    return list(indices[:at]) + nonzero_rows(ctx, mask, count) + list(indices[at + 1:])
+
+
+def nonzero_rows(ctx: LoweringContext, x: Value, count: int) -> list[Value]:
+    """The positions of ``x``'s nonzero elements as one ``[count]`` index tensor per dim (``torch.where(x)``)."""
+    found = ctx.emit("NonZero", [x], shape=(len(x.shape), count), dtype=torch.int64)
+    return [ctx.emit("Gather", [found, ctx.const(torch.tensor(row), hint="row")], {"axis": 0}, shape=(count,),
+                     dtype=torch.int64) for row in range(len(x.shape))]
 
 
 @lowers(aten.gather)

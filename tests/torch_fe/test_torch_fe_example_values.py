@@ -72,6 +72,24 @@ class _Repeated(nn.Module):
         return self.proj(x.repeat_interleave(counts, dim=0))
 
 
+class _ExpertsByName(nn.Module):
+    """Experts looked up by a name formatted from a tensor index, tokens found with ``torch.where(mask)`` (the
+    Switch Transformers / Mixtral expert loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(8, 3, bias=False)
+        self.experts = nn.ModuleDict({f"expert_{i}": nn.Linear(8, 8) for i in range(3)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chosen = nn.functional.one_hot(self.gate(x).argmax(-1), 3)
+        out = torch.zeros_like(x)
+        for expert in (chosen.sum(0) > 0).nonzero():
+            (tokens,) = torch.where(chosen[:, expert[0]] > 0)
+            out = out.index_add(0, tokens, self.experts[f"expert_{expert[0]}"](x[tokens]))
+        return out
+
+
 def _onnx_error(model: nn.Module, *inputs: torch.Tensor) -> float:
     """Relative max error of the traced graph's ONNX file against the model, on the example inputs."""
     with tempfile.TemporaryDirectory() as folder:
@@ -120,6 +138,15 @@ def test_conversions_inside_torch_and_data_sized_ops_are_taken_from_the_example(
         warnings.simplefilter("always")
         assert _onnx_error(model.eval(), *inputs) < 1e-6
     assert any("from the example input" in str(w.message) for w in caught)
+
+
+def test_experts_named_by_a_tensor_index_are_looked_up_with_its_value() -> None:
+    torch.manual_seed(4)
+    model, x = _ExpertsByName().eval(), torch.randn(12, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _onnx_error(model, x) < 1e-6
+    assert any("data-sized nonzero" in str(w.message) for w in caught)
 
 
 def test_specialise_values_false_refuses_and_says_how_to_allow() -> None:
