@@ -271,7 +271,9 @@ def _refuse_data_sized(ctx: LoweringContext, node: torch.fx.Node) -> None:
     if any(free_unbacked_symbols(v) for v in values):
         raise DataDependentError(
             f"{ctx.describe()} makes a tensor whose size depends on the data, and graphpress graphs have static "
-            f"shapes; trace with specialise_values=True to take its size from the example input")
+            f"shapes. trace() takes such sizes from the example input (specialise_values) for torch's own ops "
+            f"(nonzero, boolean masks, repeat_interleave, .item()), not for custom ops: give this one a trace "
+            f"substitution (@graphpress.frontends.torch_substitutions.register_trace_substitution)")
 
 
 def _mutation_error(ep: ExportedProgram, module: torch.nn.Module) -> StateMutationError:
