@@ -10,6 +10,8 @@ the ``k`` axis of both outputs carries no channel ids.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.fx
 
@@ -64,7 +66,7 @@ def repeat_interleave_by_counts(ctx: LoweringContext, node: torch.fx.Node) -> Va
     a = ctx.bind(node)
     x: Value = a["self"]
     if a.get("dim") is None:
-        x = ctx.emit("Reshape", [x, ctx.ints([-1], hint="shape")], shape=(x.numel(),), dtype=x.dtype)
+        x = ctx.emit("Reshape", [x, ctx.ints([-1], hint="shape")], shape=(math.prod(x.shape),), dtype=x.dtype)
     axis = int(a.get("dim") or 0) % len(x.shape)
     index = _repeated_index(ctx, a["repeats"], ctx.out_meta().shape[axis])
     return ctx.emit("Gather", [x, index], {"axis": axis})

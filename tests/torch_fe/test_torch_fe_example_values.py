@@ -62,14 +62,16 @@ class _PaddedByTensor(nn.Module):
 
 
 class _Repeated(nn.Module):
-    """``repeat_interleave`` by a tensor of counts: an op whose output size depends on the data."""
+    """``repeat_interleave`` by a tensor of counts: an op whose output size depends on the data (along a dim, and
+    over the flattened tensor when no dim is given)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.proj = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        return self.proj(x.repeat_interleave(counts, dim=0))
+        flat = x[:2].repeat_interleave(counts.repeat(3)[:8]).sum()
+        return self.proj(x.repeat_interleave(counts, dim=0)) + flat
 
 
 class _ExpertsByName(nn.Module):
