@@ -44,7 +44,7 @@ class ValueRead:
     value: str
 
 
-def _is_data_dependent(func: torch._ops.OpOverload) -> bool:
+def _tagged_data_dependent(func: torch._ops.OpOverload) -> bool:
     tags = getattr(func, "tags", ())
     return torch.Tag.data_dependent_output in tags or torch.Tag.dynamic_output_shape in tags
 
@@ -64,7 +64,7 @@ def _summary(value: Any) -> str:
 
 
 def _real(value: Any) -> Any:
-    """The real tensor behind a fake one; None for a fake tensor without one (its value is unknown)."""
+    """The real tensor behind a fake one (callers have checked that every fake tensor has one)."""
     return value.real_tensor if isinstance(value, FakeTensor) else value
 
 
@@ -103,12 +103,12 @@ def example_values_as_constants() -> Iterator[list[ValueRead]]:
         fakes = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, FakeTensor)]
         if not fakes or any(f.real_tensor is None for f in fakes):
             return NotImplemented  # torch's own fake kernel: an unbacked symbol
-        if torch.Tag.data_dependent_output not in func.tags and not _sized_by_data(func, args):
+        reads_value = torch.Tag.data_dependent_output in func.tags
+        if not reads_value and not _sized_by_data(func, args):
             return NotImplemented
         real_args, real_kwargs = pytree.tree_map(_real, (args, kwargs))
         out = func(*real_args, **real_kwargs)
-        what = ("value read into Python" if torch.Tag.data_dependent_output in func.tags
-                else f"data-sized {func.overloadpacket.__name__}")
+        what = "value read into Python" if reads_value else f"data-sized {func.overloadpacket.__name__}"
         reads.append(ValueRead(what, _model_location(), _summary(out)))
         return _static_like(fakes[0], out) if pytree.tree_any(lambda v: isinstance(v, torch.Tensor), out) else out
 
@@ -121,7 +121,7 @@ def example_values_as_constants() -> Iterator[list[ValueRead]]:
 
     tensor_format = torch.Tensor.__format__
     torch.Tensor.__format__ = format_value  # f"expert_{index}" (Switch Transformers): eager formats the number
-    entry = (_is_data_dependent, from_example)
+    entry = (_tagged_data_dependent, from_example)
     fake_impls.op_implementations_checks.insert(0, entry)
     copy, clone = meta_utils._safe_copy, meta_utils._safe_clone
     # torch copies only exact torch.Tensor data into a fake tensor's real twin, so every nn.Parameter's real

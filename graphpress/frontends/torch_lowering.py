@@ -178,9 +178,8 @@ def _shaped_like_sources(graph: Graph) -> set[int]:
 
 
 #: ops whose results have sizes (or are Python numbers) known only from the tensor values at run time
-_DATA_DEPENDENT = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
-                   torch.ops.aten.masked_select.default, torch.ops.aten.unique_consecutive.default,
-                   torch.ops.aten._unique2.default}
+_DATA_DEPENDENT = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.masked_select.default,
+                   torch.ops.aten.unique_consecutive.default, torch.ops.aten._unique2.default}
 
 
 def _lower_call(ctx: LoweringContext, node: torch.fx.Node) -> Any:

@@ -72,12 +72,10 @@ def repeat_interleave_by_counts(ctx: LoweringContext, node: torch.fx.Node) -> Va
     return ctx.emit("Gather", [x, index], {"axis": axis})
 
 
-def _repeated_index(ctx: LoweringContext, counts: Value, length: object) -> Value:
+def _repeated_index(ctx: LoweringContext, counts: Value, length: int) -> Value:
     """Slot ``j`` of the output belongs to the item whose running total first exceeds ``j``, so its index is how
     many running totals are ``<= j``; ONNX computes that from the counts at run time. The length (the counts'
-    sum) is static only in a graph traced with the example's values (:mod:`.torch_example_values`)."""
-    if not isinstance(length, int) or len(counts.shape) != 1:
-        raise UnsupportedOpError(f"{ctx.describe()}: repeat_interleave by counts whose total is known only at run time")
+    sum) is the example's: a graph reaches here only with static sizes (:mod:`.torch_example_values`)."""
     counts = ctx.cast(counts, torch.int64)
     totals = ctx.emit("CumSum", [counts, ctx.const(torch.tensor(0), hint="axis")], like=counts)
     slots = ctx.const(torch.arange(length, dtype=torch.int64).reshape(-1, 1), hint="slots")

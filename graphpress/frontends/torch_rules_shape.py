@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from ..errors import DataDependentError, UnsupportedOpError
+from ..errors import UnsupportedOpError
 from ..ir import SHAPED_LIKE, Value
 from .torch_context import LoweringContext
 from .torch_registry import lowers
@@ -216,26 +216,24 @@ def nonzero(ctx: LoweringContext, node: torch.fx.Node) -> Value:
     graph traced with the example's values); ONNX finds the positions at run time."""
     x: Value = ctx.env[node.args[0]]
     count = ctx.out_meta().shape[0]
-    found = ctx.emit("NonZero", [x], shape=(len(x.shape), count), dtype=torch.int64)
-    return ctx.emit("Transpose", [found], {"perm": [1, 0]}, shape=(count, len(x.shape)), dtype=torch.int64)
+    return ctx.emit("Transpose", [_nonzero(ctx, x, count)], {"perm": [1, 0]}, shape=(count, len(x.shape)),
+                    dtype=torch.int64)
 
 
 def _mask_positions(ctx: LoweringContext, indices: list, at: int) -> list:
     """``x[mask]`` as ``x[i0, i1, ...]``: the mask (covering dims ``at..at+k-1``) becomes the k rows of its
-    ``NonZero``. How many positions there are is the example's count, static only in a graph traced with the
-    example's values (:mod:`.torch_example_values`); ONNX finds them from the mask at run time."""
-    mask: Value = indices[at]
-    count = ctx.out_meta().shape[at]
-    if not isinstance(count, int):
-        raise DataDependentError(
-            f"{ctx.describe()} indexes with a boolean mask (x[mask]): the result has as many rows as the mask has "
-            f"True values; trace with specialise_values=True to take that count from the example input")
-    return list(indices[:at]) + nonzero_rows(ctx, mask, count) + list(indices[at + 1:])
+    ``NonZero``. How many positions there are is the example's count (a graph reaches here only with static sizes,
+    :mod:`.torch_example_values`); ONNX finds them from the mask at run time."""
+    return list(indices[:at]) + nonzero_rows(ctx, indices[at], ctx.out_meta().shape[at]) + list(indices[at + 1:])
+
+
+def _nonzero(ctx: LoweringContext, x: Value, count: int) -> Value:
+    return ctx.emit("NonZero", [x], shape=(len(x.shape), count), dtype=torch.int64)
 
 
 def nonzero_rows(ctx: LoweringContext, x: Value, count: int) -> list[Value]:
     """The positions of ``x``'s nonzero elements as one ``[count]`` index tensor per dim (``torch.where(x)``)."""
-    found = ctx.emit("NonZero", [x], shape=(len(x.shape), count), dtype=torch.int64)
+    found = _nonzero(ctx, x, count)
     return [ctx.emit("Gather", [found, ctx.const(torch.tensor(row), hint="row")], {"axis": 0}, shape=(count,),
                      dtype=torch.int64) for row in range(len(x.shape))]
 
